@@ -1,0 +1,56 @@
+# nanochat-arms: the two commands a newcomer needs are `make lab` and `make test`.
+SHELL := /bin/bash
+ROOT := $(abspath .)
+VENV := $(ROOT)/.venv
+PY := $(VENV)/bin/python
+# ansible.cfg is ignored from a world-writable cwd: always name it
+export ANSIBLE_CONFIG := $(ROOT)/ansible.cfg
+PYTEST_ARGS ?=
+
+.PHONY: help venv lab lab-up lab-down lab-status test unit lint clean
+
+help:
+	@echo "make lab       bring up the local lab (3 SSH hosts, Azurite, stand-in nanochat) and run site.yml in it"
+	@echo "make test      the whole test suite (installs what it needs, brings the lab up)"
+	@echo "make lab-down  stop the lab and remove its users"
+	@echo "make lint      ruff + ansible-lint (production profile)"
+
+# The controller venv: Python 3.11 (ansible-core 2.19 is the newest that runs on it).
+$(VENV)/.installed: pyproject.toml
+	@command -v python3.11 >/dev/null || command -v python3 >/dev/null || { echo "python3.11 is needed"; exit 1; }
+	@test -x $(PY) || $$(command -v python3.11 || command -v python3) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[dev,data,train]'
+	@touch $@
+
+venv: $(VENV)/.installed
+
+lab-up: venv
+	bash scripts/lab.sh up
+
+lab: lab-up
+	set -a; . .lab/secrets.env; set +a; \
+	  time $(VENV)/bin/ansible-playbook site.yml -i inventory/lab/
+
+lab-down:
+	bash scripts/lab.sh down
+
+lab-status:
+	bash scripts/lab.sh status
+
+# pytest's exit code 5 (no tests collected) must not pass
+test: lab-up
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+	@set +e; $(VENV)/bin/pytest $(PYTEST_ARGS); rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
+
+unit: venv
+	@set +e; $(VENV)/bin/pytest tests/unit $(PYTEST_ARGS); rc=$$?; [ $$rc -ne 5 ] || exit 1; exit $$rc
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ansible-lint --offline --profile production
+
+clean: lab-down
+	rm -rf $(VENV) .pytest_cache .ruff_cache

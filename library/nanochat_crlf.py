@@ -1,0 +1,71 @@
+#!/usr/bin/python
+"""Ansible module: LF endings and run bits for nanochat's shell scripts (logic in module_utils/arms_patch.py)."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: nanochat_crlf
+short_description: Give nanochat's shell scripts LF line endings and their run bit
+description:
+  - "Scripts copied through Windows carry CRLF endings and fail with C(bash\\r: No such file or directory).
+    Every file matching O(patterns) under O(path) gets LF endings and an execute bit wherever it is
+    readable. Reports C(changed) only for files that really changed."
+options:
+  path:
+    description: The nanochat checkout.
+    type: path
+    required: true
+  patterns:
+    description: Globs relative to O(path).
+    type: list
+    elements: str
+    default: ["*.sh", "runs/*.sh"]
+author: nanochat-arms
+"""
+
+EXAMPLES = r"""
+- name: Nanochat scripts have LF line endings and are executable
+  nanochat_crlf:
+    path: ~/nanochat
+"""
+
+RETURN = r"""
+converted:
+  description: Scripts whose CRLF endings were converted (relative paths).
+  type: list
+  elements: str
+  returned: success
+made_executable:
+  description: Scripts that only lacked the run bit.
+  type: list
+  elements: str
+  returned: success
+scripts:
+  description: Every script considered.
+  type: list
+  elements: str
+  returned: success
+"""
+
+from ansible.module_utils.arms_common import ArmsError
+from ansible.module_utils.arms_patch import crlf_apply
+from ansible.module_utils.basic import AnsibleModule
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "path": {"type": "path", "required": True},
+            "patterns": {"type": "list", "elements": "str", "default": ["*.sh", "runs/*.sh"]},
+        },
+        supports_check_mode=True,
+    )
+    try:
+        r = crlf_apply(module.params["path"], module.params["patterns"], check_mode=module.check_mode)
+    except ArmsError as exc:
+        module.fail_json(msg=str(exc))
+    module.exit_json(changed=r.changed, converted=r.converted, made_executable=r.made_executable, scripts=r.scripts)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+#!/usr/bin/python
+"""Ansible module: the TF32 repair of nanochat/common.py (logic in module_utils/arms_patch.py)."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: nanochat_tf32
+short_description: Rewrite nanochat's new-API TF32 line so torch.compile does not crash
+description:
+  - nanochat commits from 2025-12-27 to 2026-02-18 set TF32 with
+    C(torch.backends.cuda.matmul.fp32_precision = "tf32") or C(torch.backends.fp32_precision = "tf32").
+    With torch.compile/Inductor this mixes the legacy and new TF32 APIs and training crashes at the
+    first step. This module rewrites such a line to C(torch.set_float32_matmul_precision("high")),
+    exactly once.
+  - A commit that already uses C(set_float32_matmul_precision("high")), or sets no TF32 at all, is left
+    unchanged and the module says so.
+  - TF32 set any other way (legacy C(allow_tf32) flags, another precision) fails with a sentence
+    naming the line, instead of guessing.
+options:
+  path:
+    description: The nanochat checkout (the file changed is C(nanochat/common.py) inside it).
+    type: path
+    required: true
+author: nanochat-arms
+"""
+
+EXAMPLES = r"""
+- name: TF32 is set through the API torch.compile accepts
+  nanochat_tf32:
+    path: ~/nanochat
+"""
+
+RETURN = r"""
+state:
+  description: C(patched) (rewritten by this run), C(already_fixed) or C(no_tf32).
+  type: str
+  returned: success
+lines:
+  description: Line numbers rewritten.
+  type: list
+  elements: int
+  returned: success
+"""
+
+from ansible.module_utils.arms_common import ArmsError
+from ansible.module_utils.arms_patch import tf32_apply
+from ansible.module_utils.basic import AnsibleModule
+
+
+def main() -> None:
+    module = AnsibleModule(argument_spec={"path": {"type": "path", "required": True}}, supports_check_mode=True)
+    try:
+        r = tf32_apply(module.params["path"], check_mode=module.check_mode)
+    except ArmsError as exc:
+        module.fail_json(msg=str(exc))
+    diff = {}
+    if r.changed:
+        diff = {"before_header": "nanochat/common.py", "after_header": "nanochat/common.py",
+                "before": r.before, "after": r.after}
+    module.exit_json(changed=r.changed, state=r.state, lines=r.lines, msg=r.msg, diff=diff)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,182 @@
+"""Small pieces every nanochat-arms module shares: atomic files, progress state, formatting.
+
+Only the standard library is imported here, so any module can use it on any host.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+TOOL_VERSION = "0.1.0"
+
+
+class ArmsError(Exception):
+    """An error whose message is a sentence a user can act on (what, expected, what to run)."""
+
+
+def atomic_write_bytes(path: str, data: bytes, mode: int = 0o644) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder, fsync, rename."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    fsync_dir(folder)
+
+
+def atomic_write_json(path: str, obj: Any, mode: int = 0o644) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode(), mode)
+
+
+def fsync_dir(folder: str) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def free_bytes(path: str) -> int:
+    """Free bytes on the file system holding ``path`` (or its nearest existing parent)."""
+    probe = os.path.abspath(path)
+    while not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    return shutil.disk_usage(probe).free
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def human_seconds(s: float | None) -> str:
+    if s is None or s != s or s < 0:  # None, NaN, negative
+        return "?"
+    s = int(s)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+
+
+@dataclass
+class Progress:
+    """One progress snapshot. ``done``/``total`` are in ``unit``; ``bytes_done`` drives MB/s."""
+
+    phase: str = "starting"
+    unit: str = "items"
+    done: int = 0
+    total: int | None = None
+    bytes_done: int = 0
+    started: float = field(default_factory=time.time)
+    updated: float = field(default_factory=time.time)
+    extra: dict[str, Any] = field(default_factory=dict)
+    finished: bool = False
+
+    @property
+    def elapsed(self) -> float:
+        return max(self.updated - self.started, 1e-9)
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.bytes_done / 1e6 / self.elapsed
+
+    @property
+    def eta_s(self) -> float | None:
+        if not self.total or self.done <= 0:
+            return None
+        return self.elapsed * (self.total - self.done) / self.done
+
+    def line(self) -> str:
+        total = f"/{self.total}" if self.total is not None else ""
+        pct = f" ({100.0 * self.done / self.total:.1f}%)" if self.total else ""
+        extras = "".join(f", {k} {v}" for k, v in self.extra.items())
+        return (
+            f"{self.phase}: {self.done}{total} {self.unit}{pct}{extras}, "
+            f"{self.mb_per_s:.1f} MB/s, elapsed {human_seconds(self.elapsed)}, "
+            f"eta {human_seconds(self.eta_s) if not self.finished else '0s'}"
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["line"] = self.line()
+        data["mb_per_s"] = round(self.mb_per_s, 3)
+        data["eta_s"] = self.eta_s
+        return data
+
+
+class ProgressWriter:
+    """Keeps a :class:`Progress` and writes it as JSON to ``path`` at most every ``interval`` s.
+
+    The state file is what the playbooks' wait loop and ``status.yml`` read. ``path`` may be None
+    (nothing written); ``echo`` is called with each line (the CLI scripts print it).
+    """
+
+    def __init__(
+        self,
+        path: str | None,
+        *,
+        phase: str = "starting",
+        unit: str = "items",
+        total: int | None = None,
+        interval: float = 2.0,
+        echo: Callable[[str], None] | None = None,
+    ) -> None:
+        self.path = path
+        self.interval = interval
+        self.echo = echo
+        self.state = Progress(phase=phase, unit=unit, total=total)
+        self._last = 0.0
+        if path:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+
+    def update(self, *, force: bool = False, **changes: Any) -> None:
+        extra = changes.pop("extra", None)
+        for key, value in changes.items():
+            setattr(self.state, key, value)
+        if extra:
+            self.state.extra.update(extra)
+        now = time.time()
+        self.state.updated = now
+        if force or now - self._last >= self.interval:
+            self._last = now
+            self.flush()
+
+    def advance(self, n: int = 1, nbytes: int = 0, **changes: Any) -> None:
+        self.update(done=self.state.done + n, bytes_done=self.state.bytes_done + nbytes, **changes)
+
+    def finish(self, **changes: Any) -> None:
+        self.update(finished=True, force=True, **changes)
+
+    def flush(self) -> None:
+        if self.path:
+            atomic_write_json(self.path, self.state.to_json())
+        if self.echo:
+            self.echo(self.state.line())

@@ -1,0 +1,223 @@
+"""The data dir manifest: what sharding, the Azure sync, transfer and preflight all trust.
+
+``manifest.json`` sits in an arm's data dir (``$NANOCHAT_BASE_DIR/base_data``) and lists every
+shard nanochat will read, with rows, bytes, row groups and sha256. Format (version 1)::
+
+    {
+      "format": "nanochat-arms-manifest/1",
+      "tool_version": "0.1.0",
+      "kind": "random_subset" | "azure_blob" | ...,
+      "source": {...},          # where the data came from (dataset/config/split, or container/prefix)
+      "params": {...},          # what produced it (ratio, seed, rows_per_shard, rule, ...)
+      "shards": [{"name": "shard_00000.parquet", "rows": 14000, "bytes": 1234, "row_groups": 8,
+                  "sha256": "...", "role": "train" | "val"}, ...],   # sorted by name
+      "totals": {"shards": 2, "rows": 28000, "bytes": 2468, "train_rows": ..., "val_rows": ...},
+      "stats": {...}            # free-form facts (realised fraction, rows read, ...)
+    }
+
+Verification keeps a cache (``.manifest-verified.json``: name -> size, mtime_ns, sha256) so a
+re-run does not re-hash files that have not been touched since they were last verified.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from ansible.module_utils.arms_common import TOOL_VERSION, ArmsError, atomic_write_json
+
+MANIFEST_NAME = "manifest.json"
+VERIFY_CACHE_NAME = ".manifest-verified.json"
+FORMAT = "nanochat-arms-manifest/1"
+HASH_CHUNK = 4 * 1024 * 1024
+
+
+def sha256_file(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def parquet_facts(path: str) -> dict[str, Any]:
+    """Rows, row groups and column names of a parquet file (footer only; pyarrow imported lazily)."""
+    import pyarrow.parquet as pq
+
+    meta = pq.ParquetFile(path).metadata
+    return {
+        "rows": meta.num_rows,
+        "row_groups": meta.num_row_groups,
+        "columns": [meta.schema.column(i).name for i in range(meta.num_columns)],
+    }
+
+
+def shard_entry(path: str, role: str = "train", sha256: str | None = None) -> dict[str, Any]:
+    """The manifest entry of one shard on disk."""
+    facts = parquet_facts(path)
+    return {
+        "name": os.path.basename(path),
+        "rows": facts["rows"],
+        "row_groups": facts["row_groups"],
+        "bytes": os.path.getsize(path),
+        "sha256": sha256 or sha256_file(path),
+        "role": role,
+    }
+
+
+def build_manifest(
+    kind: str,
+    source: dict[str, Any],
+    params: dict[str, Any],
+    shards: list[dict[str, Any]],
+    stats: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    shards = sorted(shards, key=lambda s: s["name"])
+    totals = {
+        "shards": len(shards),
+        "rows": sum(s["rows"] for s in shards),
+        "bytes": sum(s["bytes"] for s in shards),
+        "train_rows": sum(s["rows"] for s in shards if s.get("role", "train") == "train"),
+        "val_rows": sum(s["rows"] for s in shards if s.get("role") == "val"),
+    }
+    return {
+        "format": FORMAT,
+        "tool_version": TOOL_VERSION,
+        "kind": kind,
+        "source": source,
+        "params": params,
+        "shards": shards,
+        "totals": totals,
+        "stats": stats or {},
+    }
+
+
+def manifest_path(data_dir: str) -> str:
+    return os.path.join(data_dir, MANIFEST_NAME)
+
+
+def read_manifest(data_dir: str) -> dict[str, Any] | None:
+    """The manifest of ``data_dir``, or None when there is none. Raises ArmsError when malformed."""
+    path = manifest_path(data_dir)
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError) as exc:
+        raise ArmsError(f"{path} is not a readable manifest ({exc}); remove it or re-run with force.") from exc
+    if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("shards"), list):
+        raise ArmsError(f"{path} is not a nanochat-arms manifest (expected format {FORMAT!r}).")
+    return data
+
+
+def write_manifest(data_dir: str, manifest: dict[str, Any]) -> None:
+    atomic_write_json(manifest_path(data_dir), manifest)
+
+
+def _load_cache(data_dir: str) -> dict[str, list[Any]]:
+    try:
+        with open(os.path.join(data_dir, VERIFY_CACHE_NAME), encoding="utf-8") as fh:
+            data = json.load(fh)
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def remember_verified(data_dir: str, name: str, sha256: str) -> None:
+    """Record that ``name`` had ``sha256`` at its current size and mtime (after writing it)."""
+    cache = _load_cache(data_dir)
+    st = os.stat(os.path.join(data_dir, name))
+    cache[name] = [st.st_size, st.st_mtime_ns, sha256]
+    atomic_write_json(os.path.join(data_dir, VERIFY_CACHE_NAME), cache)
+
+
+@dataclass
+class Verification:
+    ok: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    wrong_size: list[str] = field(default_factory=list)
+    wrong_hash: list[str] = field(default_factory=list)
+    extra: list[str] = field(default_factory=list)
+    hashed: int = 0  # files actually re-hashed (the rest came from the cache)
+
+    @property
+    def bad(self) -> list[str]:
+        return sorted(self.missing + self.wrong_size + self.wrong_hash)
+
+    @property
+    def passed(self) -> bool:
+        return not self.bad
+
+    def summary(self) -> str:
+        parts = [f"{len(self.ok)} verified"]
+        for label, names in (
+            ("missing", self.missing),
+            ("wrong size", self.wrong_size),
+            ("wrong sha256", self.wrong_hash),
+            ("not in manifest", self.extra),
+        ):
+            if names:
+                shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+                parts.append(f"{len(names)} {label} ({shown})")
+        return "; ".join(parts)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "verified": len(self.ok),
+            "missing": self.missing,
+            "wrong_size": self.wrong_size,
+            "wrong_hash": self.wrong_hash,
+            "extra": self.extra,
+            "hashed": self.hashed,
+        }
+
+
+def verify_data_dir(data_dir: str, manifest: dict[str, Any], *, use_cache: bool = True) -> Verification:
+    """Check every shard of ``manifest`` in ``data_dir`` by size and sha256.
+
+    With ``use_cache`` a file whose size and mtime match the verification cache is not re-hashed;
+    ``use_cache=False`` re-hashes everything (what ``skip_download``/``prepare_mode: skip`` use
+    when asked for a deep check). ``extra`` lists parquet files nanochat would read that the
+    manifest does not name: they change what an arm trains on.
+    """
+    result = Verification()
+    cache = _load_cache(data_dir) if use_cache else {}
+    new_cache = dict(cache)
+    names = set()
+    for shard in manifest["shards"]:
+        name = shard["name"]
+        names.add(name)
+        path = os.path.join(data_dir, name)
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            result.missing.append(name)
+            continue
+        if st.st_size != shard["bytes"]:
+            result.wrong_size.append(name)
+            continue
+        cached = cache.get(name)
+        if cached and cached[0] == st.st_size and cached[1] == st.st_mtime_ns and cached[2] == shard["sha256"]:
+            result.ok.append(name)
+            continue
+        digest = sha256_file(path)
+        result.hashed += 1
+        if digest != shard["sha256"]:
+            result.wrong_hash.append(name)
+            new_cache.pop(name, None)
+            continue
+        new_cache[name] = [st.st_size, st.st_mtime_ns, digest]
+        result.ok.append(name)
+    for entry in sorted(os.listdir(data_dir)) if os.path.isdir(data_dir) else []:
+        if entry.endswith(".parquet") and entry not in names:
+            result.extra.append(entry)
+    if new_cache != cache and os.path.isdir(data_dir):
+        try:
+            atomic_write_json(os.path.join(data_dir, VERIFY_CACHE_NAME), new_cache)
+        except OSError:
+            pass  # read-only data dir: verification still holds, only the cache is lost
+    return result

@@ -1,0 +1,210 @@
+#!/usr/bin/env bash
+# The local lab: three (four) SSH hosts as Linux users on loopback addresses, Azurite, a fixture
+# dataset and a stand-in nanochat repo. Run as root on a throw-away machine.
+#
+#   scripts/lab.sh up      install what is missing and bring everything up (idempotent)
+#   scripts/lab.sh down    stop what `up` started (by pid), remove the lab users, leave the machine clean
+#   scripts/lab.sh status  one line per part
+#
+# Everything the lab writes lives in .lab/ (git-ignored), except the lab users' homes and
+# /etc/sudoers.d/nanochat-arms-lab, which `down` removes.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+LAB=${ARMS_LAB_DIR:-$ROOT/.lab}
+PY=${ARMS_PYTHON:-$ROOT/.venv/bin/python}
+SSH_PORT=${ARMS_LAB_SSH_PORT:-2222}
+AZURITE_PORT=${ARMS_LAB_AZURITE_PORT:-10000}
+# host name -> user and address; random2 exists for the two-host (multi-node) arm tests
+HOSTS=(prep:arms-prep:127.0.0.2 top:arms-top:127.0.0.3 random:arms-random:127.0.0.4 random2:arms-random2:127.0.0.5)
+SUDOERS=/etc/sudoers.d/nanochat-arms-lab
+AZURITE_KEY="Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+say() { printf '[lab] %s\n' "$*"; }
+die() { printf '[lab] ERROR: %s\n' "$*" >&2; exit 1; }
+alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+need_root() { [ "$(id -u)" = 0 ] || die "the lab creates users and starts sshd: run it as root (on a throw-away machine)."; }
+
+install_packages() {
+  local missing=()
+  for p in openssh-server openssh-client rsync sudo git python3-venv python3-pip build-essential; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    say "installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+  command -v node >/dev/null || die "node/npm are needed for Azurite: apt-get install nodejs npm"
+  if [ ! -x "$LAB/npm/node_modules/.bin/azurite-blob" ]; then
+    say "installing Azurite (npm)"
+    mkdir -p "$LAB/npm"
+    (cd "$LAB/npm" && npm install --no-audit --no-fund --silent azurite@3.35.0 >/dev/null 2>&1) \
+      || die "npm install azurite failed"
+  fi
+}
+
+make_users() {
+  mkdir -p "$LAB/ssh"
+  chmod 700 "$LAB/ssh"
+  [ -f "$LAB/ssh/id_ed25519" ] || ssh-keygen -q -t ed25519 -N '' -C nanochat-arms-lab -f "$LAB/ssh/id_ed25519"
+  [ -f "$LAB/ssh/ssh_host_ed25519_key" ] || ssh-keygen -q -t ed25519 -N '' -f "$LAB/ssh/ssh_host_ed25519_key"
+  local sudo_lines=""
+  for h in "${HOSTS[@]}"; do
+    IFS=: read -r name user addr <<<"$h"
+    if ! id "$user" >/dev/null 2>&1; then
+      useradd -m -s /bin/bash -c "nanochat-arms lab host $name" "$user"
+    fi
+    usermod -p '*' "$user"  # unlock for key auth (useradd leaves '!')
+    install -d -m 700 -o "$user" -g "$user" "/home/$user/.ssh"
+    install -m 600 -o "$user" -g "$user" "$LAB/ssh/id_ed25519.pub" "/home/$user/.ssh/authorized_keys"
+    sudo_lines+="$user ALL=(ALL) NOPASSWD: ALL"$'\n'
+  done
+  printf '# nanochat-arms lab hosts (removed by scripts/lab.sh down)\n%s' "$sudo_lines" >"$SUDOERS.tmp"
+  chmod 440 "$SUDOERS.tmp"
+  visudo -cf "$SUDOERS.tmp" >/dev/null || die "generated sudoers file is invalid"
+  mv "$SUDOERS.tmp" "$SUDOERS"
+}
+
+start_sshd() {
+  local cfg="$LAB/ssh/sshd_config" listen=""
+  for h in "${HOSTS[@]}"; do
+    IFS=: read -r _ _ addr <<<"$h"
+    listen+="ListenAddress $addr:$SSH_PORT"$'\n'
+  done
+  cat >"$cfg" <<EOF
+# nanochat-arms lab sshd: loopback only, key auth only
+${listen}HostKey $LAB/ssh/ssh_host_ed25519_key
+PidFile $LAB/ssh/sshd.pid
+AuthorizedKeysFile .ssh/authorized_keys
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PubkeyAuthentication yes
+PermitRootLogin no
+UsePAM no
+AllowUsers arms-prep arms-top arms-random arms-random2
+MaxStartups 100:30:200
+MaxSessions 100
+Subsystem sftp internal-sftp
+EOF
+  mkdir -p /run/sshd
+  if alive "$LAB/ssh/sshd.pid"; then
+    kill -HUP "$(cat "$LAB/ssh/sshd.pid")"
+  else
+    /usr/sbin/sshd -t -f "$cfg" || die "sshd config test failed"
+    /usr/sbin/sshd -f "$cfg"
+  fi
+  for h in "${HOSTS[@]}"; do
+    IFS=: read -r name user addr <<<"$h"
+    for _ in $(seq 50); do
+      ssh -q -i "$LAB/ssh/id_ed25519" -p "$SSH_PORT" -o BatchMode=yes -o StrictHostKeyChecking=no \
+        -o UserKnownHostsFile=/dev/null "$user@$addr" true 2>/dev/null && continue 2
+      sleep 0.2
+    done
+    die "host $name ($user@$addr:$SSH_PORT) does not answer over ssh"
+  done
+}
+
+start_azurite() {
+  mkdir -p "$LAB/azurite"
+  if ! alive "$LAB/azurite.pid"; then
+    setsid "$LAB/npm/node_modules/.bin/azurite-blob" --blobHost 127.0.0.1 --blobPort "$AZURITE_PORT" \
+      --location "$LAB/azurite" --silent --loose --skipApiVersionCheck \
+      </dev/null >"$LAB/azurite.log" 2>&1 &
+    echo $! >"$LAB/azurite.pid"
+  fi
+  for _ in $(seq 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$AZURITE_PORT") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  die "Azurite did not start (see $LAB/azurite.log)"
+}
+
+write_secrets() {
+  # Lab credentials: random, never committed, mode 0600; the Makefile exports them for ansible.
+  if [ ! -f "$LAB/secrets.env" ]; then
+    umask 077
+    local wb hf
+    wb=$(head -c 200 /dev/urandom | tr -dc 'A-Za-z0-9' | head -c 77)
+    hf=$(head -c 200 /dev/urandom | tr -dc 'A-Za-z0-9' | head -c 34)
+    {
+      echo "WANDB_API_KEY=wandb_v1_$wb"
+      echo "HF_TOKEN=hf_$hf"
+      echo "AZURE_STORAGE_CONNECTION_STRING='DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=$AZURITE_KEY;BlobEndpoint=http://127.0.0.1:$AZURITE_PORT/devstoreaccount1;'"
+    } >"$LAB/secrets.env"
+    umask 022
+  fi
+  chmod 600 "$LAB/secrets.env"
+}
+
+seed_data() {
+  if [ ! -f "$LAB/data/fortified/.complete" ]; then
+    say "writing the fixture dataset (fineweb-edu-fortified schema)"
+    rm -rf "$LAB/data/fortified"
+    "$PY" "$ROOT/scripts/make_fixture_dataset.py" --out "$LAB/data/fortified" --rows 24000 --dumps 3 \
+      --files-per-dump 2 --seed 7 >/dev/null
+    touch "$LAB/data/fortified/.complete"
+  fi
+  chmod -R a+rX "$LAB/data"
+  "$PY" "$ROOT/tests/lab/seed_azurite.py" --dataset "$LAB/data/fortified" \
+    --port "$AZURITE_PORT" --container quratingfiltered --prefix top16.5/
+  if [ ! -d "$LAB/nanochat.git" ]; then
+    say "building the stand-in nanochat repo"
+    "$PY" "$ROOT/tests/lab/build_standin.py" "$LAB/nanochat.git" >/dev/null
+  fi
+  chmod -R a+rX "$LAB/nanochat.git"
+}
+
+cmd_up() {
+  need_root
+  install_packages
+  [ -x "$PY" ] || die "no project venv at $PY: run 'make venv' first"
+  chmod a+rx "$ROOT" "$LAB" 2>/dev/null || true
+  make_users
+  start_sshd
+  start_azurite
+  write_secrets
+  seed_data
+  say "up: hosts prep top random random2 on 127.0.0.2-5:$SSH_PORT, Azurite on 127.0.0.1:$AZURITE_PORT"
+}
+
+cmd_down() {
+  need_root
+  for h in "${HOSTS[@]}"; do
+    IFS=: read -r _ user _ <<<"$h"
+    if id "$user" >/dev/null 2>&1; then
+      pkill -KILL -u "$user" 2>/dev/null || true
+    fi
+  done
+  if alive "$LAB/ssh/sshd.pid"; then kill "$(cat "$LAB/ssh/sshd.pid")"; say "sshd stopped"; fi
+  rm -f "$LAB/ssh/sshd.pid"
+  if alive "$LAB/azurite.pid"; then kill -- "-$(cat "$LAB/azurite.pid")" 2>/dev/null || kill "$(cat "$LAB/azurite.pid")"; say "Azurite stopped"; fi
+  rm -f "$LAB/azurite.pid"
+  # ssh ControlPersist masters the controller left behind (by pid)
+  for pid in $(pgrep -f 'ssh: .*\.ansible/cp' 2>/dev/null || true); do kill "$pid" 2>/dev/null || true; done
+  for h in "${HOSTS[@]}"; do
+    IFS=: read -r _ user _ <<<"$h"
+    if id "$user" >/dev/null 2>&1; then userdel -r "$user" >/dev/null 2>&1 || userdel "$user"; fi
+  done
+  rm -f "$SUDOERS"
+  # keep downloads (.lab/npm, .lab/bench); drop state that belongs to one lab
+  rm -rf "$LAB/ssh" "$LAB/azurite" "$LAB/azurite.log" "$LAB/secrets.env" "$LAB/runner"
+  say "down: lab users removed, processes stopped"
+}
+
+cmd_status() {
+  alive "$LAB/ssh/sshd.pid" && say "sshd: running (pid $(cat "$LAB/ssh/sshd.pid"))" || say "sshd: stopped"
+  alive "$LAB/azurite.pid" && say "Azurite: running (pid $(cat "$LAB/azurite.pid"))" || say "Azurite: stopped"
+  for h in "${HOSTS[@]}"; do
+    IFS=: read -r name user addr <<<"$h"
+    id "$user" >/dev/null 2>&1 && say "host $name: $user@$addr:$SSH_PORT" || say "host $name: absent"
+  done
+}
+
+case "${1:-}" in
+  up) cmd_up ;;
+  down) cmd_down ;;
+  status) cmd_status ;;
+  *) die "usage: scripts/lab.sh up|down|status" ;;
+esac
