@@ -59,6 +59,8 @@ make_users() {
     usermod -p '*' "$user"  # unlock for key auth (useradd leaves '!')
     install -d -m 700 -o "$user" -g "$user" "/home/$user/.ssh"
     install -m 600 -o "$user" -g "$user" "$LAB/ssh/id_ed25519.pub" "/home/$user/.ssh/authorized_keys"
+    # the stand-in nanochat repo is root's: let the lab users clone it
+    su - "$user" -c "git config --global --replace-all safe.directory '*'" >/dev/null
     sudo_lines+="$user ALL=(ALL) NOPASSWD: ALL"$'\n'
   done
   printf '# nanochat-arms lab hosts (removed by scripts/lab.sh down)\n%s' "$sudo_lines" >"$SUDOERS.tmp"
@@ -126,8 +128,8 @@ write_secrets() {
   if [ ! -f "$LAB/secrets.env" ]; then
     umask 077
     local wb hf
-    wb=$(head -c 200 /dev/urandom | tr -dc 'A-Za-z0-9' | head -c 77)
-    hf=$(head -c 200 /dev/urandom | tr -dc 'A-Za-z0-9' | head -c 34)
+    wb=$(head -c 4000 /dev/urandom | tr -dc 'A-Za-z0-9' | head -c 77)
+    hf=$(head -c 4000 /dev/urandom | tr -dc 'A-Za-z0-9' | head -c 34)
     {
       echo "WANDB_API_KEY=wandb_v1_$wb"
       echo "HF_TOKEN=hf_$hf"

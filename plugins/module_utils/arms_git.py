@@ -40,9 +40,11 @@ def commit_date(dest: str, sha: str) -> str:
 def check_reachable(repo: str) -> None:
     proc = git(["ls-remote", "--quiet", repo, "HEAD"], check=False)
     if proc.returncode != 0:
+        lines = [ln.strip() for ln in proc.stderr.splitlines() if ln.strip()]
+        why = next((ln for ln in lines if ln.startswith("fatal:")), lines[0] if lines else "no answer")
         raise ArmsError(
-            f"the nanochat repo {repo} cannot be reached ({proc.stderr.strip().splitlines()[-1:] or ['no answer']}"
-            "); check experiment.nanochat.repo and the host's network or credentials."
+            f"the nanochat repo {repo} cannot be reached ({why}); check experiment.nanochat.repo and the "
+            "host's network or credentials."
         )
 
 
@@ -94,7 +96,8 @@ def ensure_checkout(repo: str, dest: str, version: str, check_mode: bool = False
             "(a sha from `git log` of nanochat)."
         )
     date = commit_date(dest, sha)
-    if before == sha:
+    populated = bool(git(["ls-files", "--cached"], cwd=dest).stdout.strip())
+    if before == sha and populated:
         return CheckoutResult(False, False, False, before, sha, date, f"nanochat is at {sha[:12]} ({date})")
     if check_mode:
         return CheckoutResult(True, not is_repo, True, before, sha, date, f"would move nanochat to {sha[:12]} ({date})")
@@ -103,7 +106,7 @@ def ensure_checkout(repo: str, dest: str, version: str, check_mode: bool = False
     return CheckoutResult(
         True,
         not is_repo,
-        True,
+        before != sha,
         before,
         sha,
         date,

@@ -1,0 +1,61 @@
+"""The lab, as the integration tests see it: playbooks run through ansible-runner, hosts over ssh."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+from typing import Any
+
+import pytest
+from ansible.module_utils.arms_runner import Summary, run_playbook
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+LAB = os.path.join(ROOT, ".lab")
+LAB_INVENTORY = "inventory/lab/"
+HOSTS = {"cpu": ("arms-prep", "127.0.0.2"), "top": ("arms-top", "127.0.0.3"), "random": ("arms-random", "127.0.0.4"),
+         "random2": ("arms-random2", "127.0.0.5")}
+
+
+def lab_secrets() -> dict[str, str]:
+    out: dict[str, str] = {}
+    with open(os.path.join(LAB, "secrets.env")) as fh:
+        for line in fh:
+            line = line.strip()
+            if line and not line.startswith("#") and "=" in line:
+                key, value = line.split("=", 1)
+                out[key] = value.strip("'\"")
+    return out
+
+
+@pytest.fixture(scope="session")
+def lab() -> dict[str, str]:
+    """The running lab's secrets; fails (not skips) when the lab is not up, so CI cannot pass without it."""
+    pid_file = os.path.join(LAB, "ssh", "sshd.pid")
+    if not os.path.exists(pid_file) or not os.path.exists(os.path.join(LAB, "secrets.env")):
+        pytest.fail("the lab is not up: run `make lab-up` (as root) before the integration tests")
+    return lab_secrets()
+
+
+def play(playbook: str, secrets: dict[str, str] | None, *, inventory: str = LAB_INVENTORY,
+         env_extra: dict[str, str] | None = None, **kw: Any) -> Summary:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "HF_", "HUGGINGFACE_", "AZURE_"))}
+    env.update(secrets or {})
+    env.update(env_extra or {})
+    return run_playbook(playbook, inventory, project_dir=ROOT, env=env, **kw)
+
+
+def on_host(host: str, command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run ``command`` on a lab host over its real ssh, as that host's user."""
+    user, addr = HOSTS[host]
+    argv = ["ssh", "-q", "-i", os.path.join(LAB, "ssh", "id_ed25519"), "-p", "2222", "-o", "BatchMode=yes",
+            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", f"{user}@{addr}",
+            "bash -lc " + shlex.quote(command)]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"on {host}: {command!r} failed ({proc.returncode}): {proc.stderr.strip()}")
+    return proc
+
+
+def failure_text(summary: Summary) -> str:
+    return "\n".join(f"{f['host']} | {f['task']} | {f['msg']}" for f in summary.failures) or summary.stdout[-4000:]

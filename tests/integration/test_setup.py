@@ -1,0 +1,125 @@
+"""Host setup in the lab (issue: foundation): converge, repeat with no change, refuse bad inputs."""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+
+import pytest
+import yaml
+from conftest import LAB, ROOT, failure_text, on_host, play
+
+pytestmark = pytest.mark.lab
+ARM_HOSTS = ["cpu", "top", "random"]
+
+
+def lab_overrides() -> dict:
+    with open(os.path.join(ROOT, "inventory", "lab", "group_vars", "all", "lab.yml")) as fh:
+        return copy.deepcopy(yaml.safe_load(fh)["experiment_overrides"])
+
+
+def pin_sha() -> str:
+    return subprocess.run(["git", "-C", os.path.join(LAB, "nanochat.git"), "rev-parse", "era-fp32^{commit}"],
+                          check=True, capture_output=True, text=True).stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def converged(lab):
+    first = play("playbooks/setup.yml", lab)
+    assert first.ok, failure_text(first)
+    second = play("playbooks/setup.yml", lab)
+    return lab, first, second
+
+
+def test_second_run_changes_nothing(converged) -> None:
+    _, _, second = converged
+    assert second.ok, failure_text(second)
+    assert set(second.hosts) == set(ARM_HOSTS)
+    changed = {h: s.changed for h, s in second.hosts.items()}
+    assert changed == dict.fromkeys(ARM_HOSTS, 0), [t for t in second.tasks if t["status"] == "changed"]
+
+
+@pytest.mark.parametrize("host", ARM_HOSTS)
+def test_checkout_is_at_the_pin_with_lf_scripts_and_the_tf32_patch(converged, host: str) -> None:
+    head = on_host(host, "git -C ~/nanochat rev-parse HEAD").stdout.strip()
+    assert head == pin_sha()
+    scripts = on_host(host, "cd ~/nanochat && ls runs/*.sh").stdout.split()
+    assert scripts
+    for script in scripts:
+        assert on_host(host, f"cd ~/nanochat && grep -c $'\\r' {script} || true").stdout.strip() == "0"
+        assert on_host(host, f"cd ~/nanochat && test -x {script}", check=False).returncode == 0
+    common = on_host(host, "cat ~/nanochat/nanochat/common.py").stdout
+    assert common.count('torch.set_float32_matmul_precision("high")') == 1
+    assert "fp32_precision" not in common
+
+
+@pytest.mark.parametrize("host", ARM_HOSTS)
+def test_venv_imports_rustbpe_psutil_and_new_wandb(converged, host: str) -> None:
+    out = on_host(host, "~/nanochat/.venv/bin/python -c 'import rustbpe, psutil, wandb; print(wandb.__version__)'")
+    major, minor, patch = (int(x) for x in out.stdout.strip().split(".")[:3])
+    assert (major, minor, patch) >= (0, 22, 3)
+
+
+@pytest.mark.parametrize("host", ARM_HOSTS)
+def test_credential_files_are_private_and_written_once(converged, host: str) -> None:
+    secrets, _, _ = converged
+    modes = on_host(host, "stat -c '%a %n' ~/.netrc ~/.config/nanochat-arms/secrets.env ~/.cache/huggingface/token")
+    for line in modes.stdout.splitlines():
+        assert line.split()[0] == "600", line
+    netrc = on_host(host, "cat ~/.netrc").stdout
+    assert netrc.count(secrets["WANDB_API_KEY"]) == 1
+    env_file = on_host(host, "cat ~/.config/nanochat-arms/secrets.env").stdout
+    assert f"WANDB_API_KEY='{secrets['WANDB_API_KEY']}'" in env_file
+    has_azure = "AZURE_STORAGE_CONNECTION_STRING" in env_file
+    assert has_azure == (host == "top"), "only the Azure arm's host gets Azure credentials"
+
+
+def test_no_secret_in_runner_output_or_artifacts(converged, tmp_path) -> None:
+    secrets, first, second = converged
+    pdd = tmp_path / "runner"
+    summary = play("playbooks/setup.yml", secrets, private_data_dir=str(pdd), verbosity=1)
+    assert summary.ok, failure_text(summary)
+    values = [v for k, v in secrets.items() if k != "AZURE_STORAGE_CONNECTION_STRING"]
+    values.append("AccountKey=Eby8")  # the Azure secret part
+    for run in (first, second, summary):
+        for value in values:
+            assert value not in run.stdout
+    for dirpath, _, files in os.walk(pdd):
+        for name in files:
+            data = open(os.path.join(dirpath, name), "rb").read()
+            for value in values:
+                assert value.encode() not in data, f"secret found in {os.path.join(dirpath, name)}"
+
+
+def test_unknown_commit_fails_at_the_start_with_a_sentence(lab) -> None:
+    ov = lab_overrides()
+    ov["nanochat"]["commit"] = "deadbeefcafe"
+    summary = play("playbooks/setup.yml", lab, extravars={"experiment_overrides": ov})
+    assert not summary.ok
+    assert "is not a commit, tag or branch" in failure_text(summary)
+    assert not any(t["task"].startswith("System packages") for t in summary.tasks)
+
+
+def test_unreachable_repo_fails_at_the_start(lab) -> None:
+    ov = lab_overrides()
+    ov["nanochat"]["repo"] = "/nonexistent/nanochat.git"
+    summary = play("playbooks/setup.yml", lab, extravars={"experiment_overrides": ov})
+    assert not summary.ok and "cannot be reached" in failure_text(summary)
+
+
+def test_missing_wandb_key_is_named(lab) -> None:
+    secrets = {k: v for k, v in lab.items() if k != "WANDB_API_KEY"}
+    summary = play("playbooks/setup.yml", secrets, env_extra={"WANDB_API_KEY": ""})
+    assert not summary.ok
+    text = failure_text(summary)
+    assert "needs a W&B key" in text and "run name other than dummy" in text
+
+
+def test_malformed_wandb_key_is_reported_without_showing_it(lab) -> None:
+    bad = "wandb_v1_" + "x" * 30
+    summary = play("playbooks/setup.yml", {**lab, "WANDB_API_KEY": bad})
+    assert not summary.ok
+    text = failure_text(summary)
+    assert "malformed" in text and "39 characters long" in text
+    assert bad not in summary.stdout and bad not in text
