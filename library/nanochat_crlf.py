@@ -1,5 +1,5 @@
 #!/usr/bin/python
-"""Ansible module: LF endings and run bits for nanochat's shell scripts (logic in module_utils/arms_patch.py)."""
+"""Ansible module: LF endings and run bits for nanochat's shell scripts (logic: arms_patch.py)."""
 
 from __future__ import annotations
 
@@ -64,7 +64,9 @@ def main() -> None:
         r = crlf_apply(module.params["path"], module.params["patterns"], check_mode=module.check_mode)
     except ArmsError as exc:
         module.fail_json(msg=str(exc))
-    module.exit_json(changed=r.changed, converted=r.converted, made_executable=r.made_executable, scripts=r.scripts)
+    module.exit_json(
+        changed=r.changed, converted=r.converted, made_executable=r.made_executable, scripts=r.scripts
+    )
 
 
 if __name__ == "__main__":

@@ -48,15 +48,21 @@ from ansible.module_utils.basic import AnsibleModule
 
 
 def main() -> None:
-    module = AnsibleModule(argument_spec={"path": {"type": "path", "required": True}}, supports_check_mode=True)
+    module = AnsibleModule(
+        argument_spec={"path": {"type": "path", "required": True}}, supports_check_mode=True
+    )
     try:
         r = tf32_apply(module.params["path"], check_mode=module.check_mode)
     except ArmsError as exc:
         module.fail_json(msg=str(exc))
     diff = {}
     if r.changed:
-        diff = {"before_header": "nanochat/common.py", "after_header": "nanochat/common.py",
-                "before": r.before, "after": r.after}
+        diff = {
+            "before_header": "nanochat/common.py",
+            "after_header": "nanochat/common.py",
+            "before": r.before,
+            "after": r.after,
+        }
     module.exit_json(changed=r.changed, state=r.state, lines=r.lines, msg=r.msg, diff=diff)
 
 

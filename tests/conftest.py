@@ -9,4 +9,4 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
-import _arms_path  # noqa: E402,F401  (extends ansible.module_utils.__path__)
+import _arms_path  # noqa: F401  (extends ansible.module_utils.__path__)

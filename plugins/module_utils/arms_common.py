@@ -180,3 +180,27 @@ class ProgressWriter:
             atomic_write_json(self.path, self.state.to_json())
         if self.echo:
             self.echo(self.state.line())
+
+
+def load_env_file(path: str | None) -> dict[str, str]:
+    """KEY='value' lines of a secrets env file (the credentials role writes it, mode 0600).
+
+    Modules read secrets from this file on the host itself, so a secret never travels in a
+    process's arguments or Ansible's environment keyword. A missing file gives {}.
+    """
+    if not path:
+        return {}
+    out: dict[str, str] = {}
+    try:
+        with open(os.path.expanduser(path), encoding="utf-8") as fh:
+            for line in fh:
+                line = line.strip()
+                if not line or line.startswith("#") or "=" not in line:
+                    continue
+                key, value = line.split("=", 1)
+                if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+                    value = value[1:-1]
+                out[key.strip()] = value
+    except FileNotFoundError:
+        return {}
+    return out

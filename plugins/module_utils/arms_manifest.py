@@ -108,7 +108,9 @@ def read_manifest(data_dir: str) -> dict[str, Any] | None:
         with open(path, encoding="utf-8") as fh:
             data = json.load(fh)
     except (OSError, ValueError) as exc:
-        raise ArmsError(f"{path} is not a readable manifest ({exc}); remove it or re-run with force.") from exc
+        raise ArmsError(
+            f"{path} is not a readable manifest ({exc}); remove it or re-run with force."
+        ) from exc
     if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("shards"), list):
         raise ArmsError(f"{path} is not a nanochat-arms manifest (expected format {FORMAT!r}).")
     return data
@@ -201,7 +203,12 @@ def verify_data_dir(data_dir: str, manifest: dict[str, Any], *, use_cache: bool 
             result.wrong_size.append(name)
             continue
         cached = cache.get(name)
-        if cached and cached[0] == st.st_size and cached[1] == st.st_mtime_ns and cached[2] == shard["sha256"]:
+        if (
+            cached
+            and cached[0] == st.st_size
+            and cached[1] == st.st_mtime_ns
+            and cached[2] == shard["sha256"]
+        ):
             result.ok.append(name)
             continue
         digest = sha256_file(path)

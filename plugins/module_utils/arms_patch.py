@@ -22,7 +22,8 @@ from ansible.module_utils.arms_common import ArmsError, atomic_write_bytes
 TF32_FIXED = 'torch.set_float32_matmul_precision("high")'
 # the two new-API forms nanochat used (2025-12-27 .. 2026-01-30, 2026-01-30 .. 2026-02-18)
 _NEW_API = re.compile(
-    r"""^(?P<indent>[ \t]*)torch\.backends(?:\.cuda\.matmul)?\.fp32_precision\s*=\s*["']tf32["'][ \t]*(?P<comment>\#.*)?$""",
+    r"""^(?P<indent>[ \t]*)torch\.backends(?:\.cuda\.matmul)?\.fp32_precision\s*=\s*["']tf32["']"""
+    r"""[ \t]*(?P<comment>\#.*)?$""",
     re.MULTILINE,
 )
 _FIXED = re.compile(r"""^[ \t]*torch\.set_float32_matmul_precision\(\s*["']high["']\s*\)""", re.MULTILINE)
@@ -53,8 +54,11 @@ def tf32_plan(text: str, path: str = "nanochat/common.py") -> Tf32Result:
     leftovers = _FIXED.sub("", leftovers)
     odd = [m.group(0) for m in _OTHER_TF32.finditer(leftovers)]
     if odd:
-        line_no = next(i + 1 for i, line in enumerate(code.splitlines()) if _OTHER_TF32.search(line) and
-                       not _NEW_API.match(line) and not _FIXED.match(line))
+        line_no = next(
+            i + 1
+            for i, line in enumerate(code.splitlines())
+            if _OTHER_TF32.search(line) and not _NEW_API.match(line) and not _FIXED.match(line)
+        )
         raise ArmsError(
             f"{path} line {line_no} sets TF32 in a way the TF32 role does not know "
             f"({code.splitlines()[line_no - 1].strip()!r}); patch it by hand to "
@@ -80,10 +84,19 @@ def tf32_plan(text: str, path: str = "nanochat/common.py") -> Tf32Result:
             after,
             flags=re.MULTILINE,
         )
-        return Tf32Result(True, "patched", text, after, lines, f"{path}: TF32 set through the new API on line(s) "
-                          f"{', '.join(map(str, lines))}; rewritten to {TF32_FIXED}")
+        return Tf32Result(
+            True,
+            "patched",
+            text,
+            after,
+            lines,
+            f"{path}: TF32 set through the new API on line(s) "
+            f"{', '.join(map(str, lines))}; rewritten to {TF32_FIXED}",
+        )
     if _FIXED.search(code):
-        return Tf32Result(False, "already_fixed", text, text, [], f"{path} already uses {TF32_FIXED}: nothing to patch")
+        return Tf32Result(
+            False, "already_fixed", text, text, [], f"{path} already uses {TF32_FIXED}: nothing to patch"
+        )
     return Tf32Result(False, "no_tf32", text, text, [], f"{path} does not set TF32: nothing to patch")
 
 
@@ -93,7 +106,9 @@ def tf32_apply(checkout: str, check_mode: bool = False) -> Tf32Result:
         with open(path, encoding="utf-8", newline="") as fh:
             text = fh.read()
     except FileNotFoundError as exc:
-        raise ArmsError(f"{path} does not exist: is {checkout} a nanochat checkout? Run the checkout role first.") from exc
+        raise ArmsError(
+            f"{path} does not exist: is {checkout} a nanochat checkout? Run the checkout role first."
+        ) from exc
     result = tf32_plan(text, "nanochat/common.py")
     if result.changed and not check_mode:
         mode = stat.S_IMODE(os.stat(path).st_mode)

@@ -62,12 +62,14 @@ class Summary:
 
     @property
     def ok(self) -> bool:
-        return self.rc == 0 and self.status == "successful" and not any(
-            h.failed or h.unreachable for h in self.hosts.values()
+        return (
+            self.rc == 0
+            and self.status == "successful"
+            and not any(h.failed or h.unreachable for h in self.hosts.values())
         )
 
     def changed_total(self, exclude_tasks: tuple[str, ...] = ()) -> dict[str, int]:
-        """Changed results per host, optionally not counting tasks whose name contains one of ``exclude_tasks``."""
+        """Changed results per host, not counting tasks whose name contains one of ``exclude_tasks``."""
         out: dict[str, int] = {h: 0 for h in self.hosts}
         for t in self.tasks:
             if t["status"] == "changed" and not any(x in t["task"] for x in exclude_tasks):
@@ -163,18 +165,33 @@ def _event_handler(summary: Summary, echo: Callable[[str], None] | None) -> Call
             if duration is None and key in starts:
                 duration = time.time() - starts[key]
             summary.tasks.append(
-                {"host": host, "task": task, "action": data.get("task_action", ""), "status": status,
-                 "duration_s": round(float(duration or 0.0), 3)}
+                {
+                    "host": host,
+                    "task": task,
+                    "action": data.get("task_action", ""),
+                    "status": status,
+                    "duration_s": round(float(duration or 0.0), 3),
+                }
             )
             if status in ("failed", "unreachable"):
                 msg = res.get("msg") or res.get("stderr") or ""
                 summary.failures.append({"host": host, "task": task, "msg": str(msg)[:2000]})
-            if isinstance(res, dict) and res.get("run_name") and res.get("pid") and data.get("task_action", "").endswith(
-                "nanochat_train"
+            if (
+                isinstance(res, dict)
+                and res.get("run_name")
+                and res.get("pid")
+                and data.get("task_action", "").endswith("nanochat_train")
             ):
                 summary.runs.append(
-                    {"host": host, "arm": res.get("arm"), "run_name": res.get("run_name"), "pid": res.get("pid"),
-                     "log": res.get("log"), "alive": res.get("alive"), "changed": res.get("changed")}
+                    {
+                        "host": host,
+                        "arm": res.get("arm"),
+                        "run_name": res.get("run_name"),
+                        "pid": res.get("pid"),
+                        "log": res.get("log"),
+                        "alive": res.get("alive"),
+                        "changed": res.get("changed"),
+                    }
                 )
         elif kind == "runner_retry":
             line = (data.get("res") or {}).get("progress_line")
@@ -214,7 +231,9 @@ def run_playbook(
     project_dir = os.path.abspath(project_dir)
     playbook = os.path.abspath(os.path.join(project_dir, playbook))
     inventory = os.path.abspath(os.path.join(project_dir, inventory))
-    summary = Summary(playbook=os.path.relpath(playbook, project_dir), inventory=os.path.relpath(inventory, project_dir))
+    summary = Summary(
+        playbook=os.path.relpath(playbook, project_dir), inventory=os.path.relpath(inventory, project_dir)
+    )
     pdd = private_data_dir or tempfile.mkdtemp(prefix="arms-runner-")
     os.makedirs(pdd, exist_ok=True)
     os.chmod(pdd, 0o700)
@@ -225,7 +244,10 @@ def run_playbook(
     if diff:
         cmdline.append("--diff")
     started = time.time()
-    with secrets_vars_file(extra_secret_vars) as vars_file, env_without(list(SECRET_ENV) + list(NON_SECRET_ENV)):
+    with (
+        secrets_vars_file(extra_secret_vars) as vars_file,
+        env_without(list(SECRET_ENV) + list(NON_SECRET_ENV)),
+    ):
         if vars_file:
             cmdline += ["-e", f"@{vars_file}"]
         result = ansible_runner.run(
@@ -239,9 +261,12 @@ def run_playbook(
             limit=limit,
             verbosity=verbosity,
             cmdline=" ".join(cmdline) if cmdline else None,
-            envvars={"ANSIBLE_CONFIG": os.path.join(project_dir, "ansible.cfg"),
-                     "ANSIBLE_FORCE_COLOR": "0", "PYTHONUNBUFFERED": "1",
-                     "PATH": os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")},
+            envvars={
+                "ANSIBLE_CONFIG": os.path.join(project_dir, "ansible.cfg"),
+                "ANSIBLE_FORCE_COLOR": "0",
+                "PYTHONUNBUFFERED": "1",
+                "PATH": os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", ""),
+            },
             quiet=True,
             event_handler=_event_handler(summary, echo),
             suppress_env_files=True,

@@ -13,8 +13,12 @@ from ansible.module_utils.arms_runner import Summary, run_playbook
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LAB = os.path.join(ROOT, ".lab")
 LAB_INVENTORY = "inventory/lab/"
-HOSTS = {"cpu": ("arms-prep", "127.0.0.2"), "top": ("arms-top", "127.0.0.3"), "random": ("arms-random", "127.0.0.4"),
-         "random2": ("arms-random2", "127.0.0.5")}
+HOSTS = {
+    "cpu": ("arms-prep", "127.0.0.2"),
+    "top": ("arms-top", "127.0.0.3"),
+    "random": ("arms-random", "127.0.0.4"),
+    "random2": ("arms-random2", "127.0.0.5"),
+}
 
 
 def lab_secrets() -> dict[str, str]:
@@ -37,9 +41,17 @@ def lab() -> dict[str, str]:
     return lab_secrets()
 
 
-def play(playbook: str, secrets: dict[str, str] | None, *, inventory: str = LAB_INVENTORY,
-         env_extra: dict[str, str] | None = None, **kw: Any) -> Summary:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "HF_", "HUGGINGFACE_", "AZURE_"))}
+def play(
+    playbook: str,
+    secrets: dict[str, str] | None,
+    *,
+    inventory: str = LAB_INVENTORY,
+    env_extra: dict[str, str] | None = None,
+    **kw: Any,
+) -> Summary:
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "HF_", "HUGGINGFACE_", "AZURE_"))
+    }
     env.update(secrets or {})
     env.update(env_extra or {})
     return run_playbook(playbook, inventory, project_dir=ROOT, env=env, **kw)
@@ -48,9 +60,22 @@ def play(playbook: str, secrets: dict[str, str] | None, *, inventory: str = LAB_
 def on_host(host: str, command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     """Run ``command`` on a lab host over its real ssh, as that host's user."""
     user, addr = HOSTS[host]
-    argv = ["ssh", "-q", "-i", os.path.join(LAB, "ssh", "id_ed25519"), "-p", "2222", "-o", "BatchMode=yes",
-            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", f"{user}@{addr}",
-            "bash -lc " + shlex.quote(command)]
+    argv = [
+        "ssh",
+        "-q",
+        "-i",
+        os.path.join(LAB, "ssh", "id_ed25519"),
+        "-p",
+        "2222",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        f"{user}@{addr}",
+        "bash -lc " + shlex.quote(command),
+    ]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=600)
     if check and proc.returncode != 0:
         raise AssertionError(f"on {host}: {command!r} failed ({proc.returncode}): {proc.stderr.strip()}")
@@ -58,4 +83,7 @@ def on_host(host: str, command: str, check: bool = True) -> subprocess.Completed
 
 
 def failure_text(summary: Summary) -> str:
-    return "\n".join(f"{f['host']} | {f['task']} | {f['msg']}" for f in summary.failures) or summary.stdout[-4000:]
+    return (
+        "\n".join(f"{f['host']} | {f['task']} | {f['msg']}" for f in summary.failures)
+        or summary.stdout[-4000:]
+    )

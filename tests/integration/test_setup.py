@@ -20,8 +20,12 @@ def lab_overrides() -> dict:
 
 
 def pin_sha() -> str:
-    return subprocess.run(["git", "-C", os.path.join(LAB, "nanochat.git"), "rev-parse", "era-fp32^{commit}"],
-                          check=True, capture_output=True, text=True).stdout.strip()
+    return subprocess.run(
+        ["git", "-C", os.path.join(LAB, "nanochat.git"), "rev-parse", "era-fp32^{commit}"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +60,9 @@ def test_checkout_is_at_the_pin_with_lf_scripts_and_the_tf32_patch(converged, ho
 
 @pytest.mark.parametrize("host", ARM_HOSTS)
 def test_venv_imports_rustbpe_psutil_and_new_wandb(converged, host: str) -> None:
-    out = on_host(host, "~/nanochat/.venv/bin/python -c 'import rustbpe, psutil, wandb; print(wandb.__version__)'")
+    out = on_host(
+        host, "~/nanochat/.venv/bin/python -c 'import rustbpe, psutil, wandb; print(wandb.__version__)'"
+    )
     major, minor, patch = (int(x) for x in out.stdout.strip().split(".")[:3])
     assert (major, minor, patch) >= (0, 22, 3)
 
@@ -64,7 +70,9 @@ def test_venv_imports_rustbpe_psutil_and_new_wandb(converged, host: str) -> None
 @pytest.mark.parametrize("host", ARM_HOSTS)
 def test_credential_files_are_private_and_written_once(converged, host: str) -> None:
     secrets, _, _ = converged
-    modes = on_host(host, "stat -c '%a %n' ~/.netrc ~/.config/nanochat-arms/secrets.env ~/.cache/huggingface/token")
+    modes = on_host(
+        host, "stat -c '%a %n' ~/.netrc ~/.config/nanochat-arms/secrets.env ~/.cache/huggingface/token"
+    )
     for line in modes.stdout.splitlines():
         assert line.split()[0] == "600", line
     netrc = on_host(host, "cat ~/.netrc").stdout

@@ -12,10 +12,18 @@ from modtest import run_module
 
 
 def sh(*args: str, cwd: str) -> str:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@e", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@e", "GIT_AUTHOR_DATE": "2026-01-20T00:00:00Z",
-           "GIT_COMMITTER_DATE": "2026-01-20T00:00:00Z"}
-    return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout.strip()
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@e",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@e",
+        "GIT_AUTHOR_DATE": "2026-01-20T00:00:00Z",
+        "GIT_COMMITTER_DATE": "2026-01-20T00:00:00Z",
+    }
+    return subprocess.run(
+        ["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True
+    ).stdout.strip()
 
 
 @pytest.fixture
@@ -73,8 +81,11 @@ def test_unknown_commit_fails_with_a_sentence_and_leaves_no_clone(upstream, tmp_
 
 
 def test_unreachable_repo_and_foreign_folder(tmp_path, capsys) -> None:
-    res = run_module("nanochat_checkout", {"repo": str(tmp_path / "nope"), "dest": str(tmp_path / "d"),
-                                           "version": "HEAD"}, capsys)
+    res = run_module(
+        "nanochat_checkout",
+        {"repo": str(tmp_path / "nope"), "dest": str(tmp_path / "d"), "version": "HEAD"},
+        capsys,
+    )
     assert res["failed"] and "cannot be reached" in res["msg"]
     foreign = tmp_path / "busy"
     foreign.mkdir()

@@ -1,0 +1,87 @@
+#!/usr/bin/python
+"""Ansible module: poll an async job and report its progress line (logic in module_utils/arms_jobs.py)."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: nanochat_job
+short_description: Wait for a nanochat-arms async step, showing its progress
+description:
+  - Reads the async job's status and the step's progress state file. Use it in an C(until) loop:
+    while the job runs it returns C(finished=false) and C(progress_line), which the C(arms_progress)
+    callback prints on every retry. When the job has finished it returns the step's own result
+    (its C(changed), C(msg) and return values) and fails if the step failed.
+options:
+  jid:
+    description: The async job id (C(ansible_job_id) of the task started with C(poll=0)).
+    type: str
+    required: true
+  progress_file:
+    description: The step's progress state file (JSON with a C(line) key).
+    type: path
+  async_dir:
+    description: Where Ansible keeps async job status files on the host.
+    type: path
+    default: ~/.ansible_async
+author: nanochat-arms
+"""
+
+EXAMPLES = r"""
+- name: Shards are written (progress below)
+  nanochat_job:
+    jid: "{{ shard_job.ansible_job_id }}"
+    progress_file: ~/.local/share/nanochat-arms/progress/shard.json
+  register: shard_wait
+  until: shard_wait.finished
+  retries: 100000
+  delay: 5
+"""
+
+RETURN = r"""
+finished:
+  description: Whether the job has finished.
+  type: bool
+  returned: always
+progress_line:
+  description: The step's latest progress line.
+  type: str
+  returned: when known
+result:
+  description: The step's own result, once finished.
+  type: dict
+  returned: when finished
+"""
+
+from ansible.module_utils.arms_jobs import job_status
+from ansible.module_utils.basic import AnsibleModule
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "jid": {"type": "str", "required": True},
+            "progress_file": {"type": "path"},
+            "async_dir": {"type": "path", "default": "~/.ansible_async"},
+        },
+        supports_check_mode=True,
+    )
+    p = module.params
+    status = job_status(p["jid"], p["async_dir"], p["progress_file"])
+    if not status["finished"]:
+        module.exit_json(changed=False, finished=False, progress_line=status["progress_line"])
+    result = status["result"]
+    changed = bool(result.get("changed"))
+    if result.get("failed"):
+        msg = result.get("msg") or "the step failed"
+        module.fail_json(msg=msg, finished=True, result=result, progress_line=status["progress_line"])
+    module.exit_json(
+        changed=changed,
+        finished=True,
+        result=result,
+        progress_line=status["progress_line"],
+        msg=result.get("msg", ""),
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""Waiting for an async job on a host while showing its progress.
+
+Long steps run as Ansible async jobs (an SSH hiccup does not kill them). ``job_status`` reads the
+job's status file (what async_status reads) and the step's progress state file, so the wait loop
+can print "rows 1.2M/7.3M, 45 MB/s, eta 3m" on every poll and hand back the step's own result.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+
+def read_progress_line(progress_file: str | None) -> str | None:
+    if not progress_file:
+        return None
+    try:
+        with open(os.path.expanduser(progress_file), encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    return data.get("line") if isinstance(data, dict) else None
+
+
+def job_status(jid: str, async_dir: str, progress_file: str | None = None) -> dict[str, Any]:
+    """{"finished": bool, "result": the job's result once finished, "progress_line": ...}."""
+    path = os.path.join(os.path.expanduser(async_dir), jid)
+    line = read_progress_line(progress_file)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            raw = fh.read()
+    except FileNotFoundError:
+        return {"finished": False, "found": False, "progress_line": line or "waiting for the job to start"}
+    try:
+        data = json.loads(raw) if raw.strip() else {"started": 1}
+    except ValueError:
+        data = {"started": 1}
+    if data.get("started") == 1 and not data.get("finished"):
+        return {"finished": False, "found": True, "progress_line": line or "running"}
+    data.pop("started", None)
+    data.pop("finished", None)
+    data.pop("results_file", None)
+    return {"finished": True, "found": True, "result": data, "progress_line": line}
