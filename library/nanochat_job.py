@@ -19,6 +19,9 @@ options:
   progress_file:
     description: The step's progress state file (JSON with a C(line) key).
     type: path
+  progress_log:
+    description: A text log whose last line is the progress (e.g. rsync C(--info=progress2) output).
+    type: path
   async_dir:
     description: Where Ansible keeps async job status files on the host.
     type: path
@@ -61,12 +64,13 @@ def main() -> None:
         argument_spec={
             "jid": {"type": "str", "required": True},
             "progress_file": {"type": "path"},
+            "progress_log": {"type": "path"},
             "async_dir": {"type": "path", "default": "~/.ansible_async"},
         },
         supports_check_mode=True,
     )
     p = module.params
-    status = job_status(p["jid"], p["async_dir"], p["progress_file"])
+    status = job_status(p["jid"], p["async_dir"], p["progress_file"], p["progress_log"])
     if not status["finished"]:
         module.exit_json(changed=False, finished=False, progress_line=status["progress_line"])
     result = status["result"]

@@ -23,10 +23,28 @@ def read_progress_line(progress_file: str | None) -> str | None:
     return data.get("line") if isinstance(data, dict) else None
 
 
-def job_status(jid: str, async_dir: str, progress_file: str | None = None) -> dict[str, Any]:
+def read_log_line(progress_log: str | None, max_bytes: int = 4096) -> str | None:
+    """The last non-empty line of a text log (rsync's --info=progress2 output, say)."""
+    if not progress_log:
+        return None
+    try:
+        with open(os.path.expanduser(progress_log), "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - max_bytes))
+            tail = fh.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    lines = [ln.strip() for ln in tail.replace("\r", "\n").splitlines() if ln.strip()]
+    return " ".join(lines[-1].split()) if lines else None
+
+
+def job_status(
+    jid: str, async_dir: str, progress_file: str | None = None, progress_log: str | None = None
+) -> dict[str, Any]:
     """{"finished": bool, "result": the job's result once finished, "progress_line": ...}."""
     path = os.path.join(os.path.expanduser(async_dir), jid)
-    line = read_progress_line(progress_file)
+    line = read_progress_line(progress_file) or read_log_line(progress_log)
     try:
         with open(path, encoding="utf-8") as fh:
             raw = fh.read()

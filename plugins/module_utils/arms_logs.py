@@ -1,0 +1,518 @@
+"""Read nanochat's rank-0 training log: progress (step/val/CORE/end lines) and failure diagnosis.
+
+nanochat's ``scripts/base_train.py`` prints, on rank 0 only (see ../shared/nanochat-interface.md):
+
+- step lines, whose tail has varied across commits, e.g.
+  ``step 00100/05000 (2.00%) | loss: 3.456789 | lrm: 1.00 | dt: 512.34ms | tok/sec: 1,023,456 |
+  bf16_mfu: 45.67 | epoch: 1 pq: 3 rg: 12 | total time: 1.23m | eta: 88.1m``
+  (``mfu:`` before 2026-02-10, ``bf16_mfu:`` after; older lines have no epoch or eta field);
+- validation lines ``Step 00250 | Validation bpb: 0.912345`` (4 decimals on older commits);
+- CORE lines ``Step 02000 | CORE metric: 0.2012``;
+- end lines ``Peak memory usage: ...MiB``, ``Total training time: ...m``, ``Minimum validation bpb: ...``;
+- the iteration count (``Number of iterations: N``, or nanochat's longer forms such as
+  ``Calculated number of iterations from target data:param ratio: N``).
+
+The step line is parsed field by field (``key: value`` segments split on ``|``), so fields that a
+commit adds or drops do not break it. :func:`diagnose` matches the log against the failure
+signatures seen in the wild and names, for each, the exact repair command.
+
+Only the standard library is used: this runs on every host.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+# ---------------------------------------------------------------------------------------------
+# progress
+# ---------------------------------------------------------------------------------------------
+
+# "step 00100/05000 (2.00%)" possibly after a prefix (torchrun's "[default0]:" when --tee is used)
+_STEP_HEAD = re.compile(r"(?:^|[\s:\]])step (\d+)/(\d+) \(([\d.]+)%\)")
+_VAL = re.compile(r"Step (\d+) \| Validation bpb: ([\d.]+)")
+_CORE = re.compile(r"Step (\d+) \| CORE metric: (-?[\d.]+)")
+_PEAK = re.compile(r"Peak memory usage: ([\d.]+)\s*MiB")
+_TOTAL_TIME = re.compile(r"Total training time: ([\d.]+)\s*m")
+_MIN_VAL = re.compile(r"Minimum validation bpb: ([\d.]+)")
+_NUM_ITER = re.compile(r"number of iterations.*:\s*([\d,]+)\s*$", re.IGNORECASE)
+_PAIR = re.compile(r"([A-Za-z][\w/]*):\s*(\S+)")
+
+# step-line field name -> (result key, converter)
+_NUM = re.compile(r"-?[\d,]*\.?\d+(?:[eE][-+]?\d+)?")
+
+
+def _number(value: str) -> float | None:
+    match = _NUM.search(value)
+    if not match:
+        return None
+    try:
+        return float(match.group(0).replace(",", ""))
+    except ValueError:
+        return None
+
+
+def _integer(value: str) -> int | None:
+    number = _number(value)
+    return None if number is None else int(number)
+
+
+_FIELDS: dict[str, tuple[str, Callable[[str], float | int | None]]] = {
+    "loss": ("loss", _number),
+    "lrm": ("lrm", _number),
+    "dt": ("dt_ms", _number),
+    "tok/sec": ("tok_per_sec", _integer),
+    "mfu": ("mfu", _number),
+    "bf16_mfu": ("mfu", _number),
+    "epoch": ("epoch", _integer),
+    "pq": ("pq", _integer),
+    "rg": ("rg", _integer),
+    "total time": ("total_time_min", _number),
+    "eta": ("eta_min", _number),
+}
+
+
+def split_lines(text: str) -> list[str]:
+    """Lines of ``text``; a carriage return (progress bars, CRLF) also ends a line."""
+    return [line for line in re.split(r"\r\n|\r|\n", text) if line.strip()]
+
+
+def parse_step_line(line: str) -> dict[str, Any] | None:
+    """The fields of one step line, or None when ``line`` is not a step line.
+
+    Keys: step, total, pct, and whichever of loss, lrm, dt_ms, tok_per_sec, mfu (from ``mfu:`` or
+    ``bf16_mfu:``; ``mfu_field`` says which), epoch, pq, rg, total_time_min, eta_min the line has.
+    """
+    head = _STEP_HEAD.search(line)
+    if not head:
+        return None
+    out: dict[str, Any] = {
+        "step": int(head.group(1)),
+        "total": int(head.group(2)),
+        "pct": float(head.group(3)),
+    }
+    for segment in line[head.end() :].split("|"):
+        segment = segment.strip()
+        if not segment:
+            continue
+        if segment.startswith("total time:") or segment.startswith("eta:"):
+            pairs = [tuple(part.strip() for part in segment.split(":", 1))]
+        else:  # "epoch: 1 pq: 3 rg: 12" carries several pairs
+            pairs = _PAIR.findall(segment)
+        for key, value in pairs:
+            if key not in _FIELDS:
+                continue
+            name, convert = _FIELDS[key]
+            converted = convert(value)
+            if converted is not None:
+                out[name] = converted
+            if name == "mfu":
+                out["mfu_field"] = key
+    return out
+
+
+def _thin(items: list[dict[str, Any]], limit: int | None) -> list[dict[str, Any]]:
+    """At most ``limit`` items spread evenly over ``items``, always keeping the first and the last."""
+    if limit is None or len(items) <= limit:
+        return list(items)
+    if limit <= 0:
+        return []
+    if limit == 1:
+        return [items[-1]]
+    last = len(items) - 1
+    picks = sorted({round(i * last / (limit - 1)) for i in range(limit)})
+    return [items[i] for i in picks]
+
+
+def parse_log(text: str, max_steps: int | None = None) -> dict[str, Any]:
+    """Everything the status report needs from a rank-0 log.
+
+    Returns a dict with: ``last_step`` (the last step line's fields, or None), ``steps`` (every step
+    line's fields, thinned to ``max_steps`` evenly spread entries when given; 0 = none),
+    ``step_lines`` (how many step lines there were), ``val`` (list of (step, bpb)), ``last_val_bpb``,
+    ``core`` (list of (step, value)), ``min_val_bpb`` (from the end line, else the minimum seen),
+    ``num_iterations`` (printed count, else the step lines' total), ``peak_memory_mib``,
+    ``total_time_min`` (end line, else the last step line's), ``finished`` (the end line
+    ``Total training time`` appeared) and ``started`` (at least one step line).
+    """
+    steps: list[dict[str, Any]] = []
+    val: list[tuple[int, float]] = []
+    core: list[tuple[int, float]] = []
+    min_val_end: float | None = None
+    peak: float | None = None
+    total_time_end: float | None = None
+    num_iterations: int | None = None
+    for line in split_lines(text):
+        if "step " in line:
+            parsed = parse_step_line(line)
+            if parsed is not None:
+                steps.append(parsed)
+                continue
+        if "Step " in line:
+            if m := _VAL.search(line):
+                val.append((int(m.group(1)), float(m.group(2))))
+                continue
+            if m := _CORE.search(line):
+                core.append((int(m.group(1)), float(m.group(2))))
+                continue
+        if m := _MIN_VAL.search(line):
+            min_val_end = float(m.group(1))
+        elif m := _TOTAL_TIME.search(line):
+            total_time_end = float(m.group(1))
+        elif m := _PEAK.search(line):
+            peak = float(m.group(1))
+        elif m := _NUM_ITER.search(line):
+            num_iterations = int(m.group(1).replace(",", ""))
+    last = steps[-1] if steps else None
+    if num_iterations is None and last is not None:
+        num_iterations = last["total"]
+    min_val = min_val_end if min_val_end is not None else (min(b for _, b in val) if val else None)
+    total_time = total_time_end if total_time_end is not None else (last or {}).get("total_time_min")
+    return {
+        "last_step": last,
+        "steps": _thin(steps, max_steps),
+        "step_lines": len(steps),
+        "val": val,
+        "last_val_bpb": val[-1][1] if val else None,
+        "core": core,
+        "min_val_bpb": min_val,
+        "num_iterations": num_iterations,
+        "peak_memory_mib": peak,
+        "total_time_min": total_time,
+        "finished": total_time_end is not None,
+        "started": bool(steps),
+    }
+
+
+def tail(text: str, n: int = 40) -> list[str]:
+    """The last ``n`` non-blank lines of ``text`` (carriage returns end lines too)."""
+    if n <= 0:
+        return []
+    return split_lines(text)[-n:]
+
+
+def progress_line(parsed: dict[str, Any]) -> str:
+    """One human line from :func:`parse_log`'s result: step/total, loss, tok/sec, MFU, ETA, val bpb."""
+    last = parsed.get("last_step")
+    if not last:
+        return "no step line yet"
+    parts = [f"step {last['step']}/{last['total']} ({last['pct']:.2f}%)"]
+    if "loss" in last:
+        parts.append(f"loss {last['loss']:.4f}")
+    if "tok_per_sec" in last:
+        parts.append(f"{last['tok_per_sec']:,} tok/s")
+    if "mfu" in last:
+        parts.append(f"MFU {last['mfu']:.2f}")
+    if "epoch" in last:
+        parts.append(f"epoch {last['epoch']}")
+    if "eta_min" in last:
+        parts.append(f"ETA {last['eta_min']:.1f}m")
+    if parsed.get("last_val_bpb") is not None:
+        parts.append(f"val bpb {parsed['last_val_bpb']:.4f}")
+    if parsed.get("finished"):
+        parts.append("finished")
+    return ", ".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# diagnosis
+# ---------------------------------------------------------------------------------------------
+
+EXPERIMENT_FILE = "inventory/group_vars/all/experiment.yml"
+
+
+def repair_command(tag: str, host: str | None = None) -> str:
+    """The exact repair command for a repair.yml tag (deps, tf32, crlf, wandb, hf)."""
+    return f"ansible-playbook playbooks/repair.yml -i inventory/ --tags {tag} -l {host or '<host>'}"
+
+
+def _limit(host: str | None) -> str:
+    return host or "<host>"
+
+
+_MISSING_MODULE = re.compile(r"(?:ModuleNotFoundError|ImportError): No module named '?([\w.]+)'?")
+_WANDB_KEY_LEN = re.compile(r"API key must be 40 characters long(?:, yours was (\d+))?")
+_WANDB_NO_KEY = re.compile(r"No API key configured")
+_TF32 = re.compile(r"mix of the legacy and new APIs to set the TF32|allow_tf32_new is enabled")
+_OOM = re.compile(r"CUDA out of memory|(?:torch\.|torch\.cuda\.)?OutOfMemoryError")
+_NCCL_TIMEOUT = re.compile(r"Watchdog caught collective operation timeout|ProcessGroupNCCL.*[Tt]imeout")
+_NCCL = re.compile(
+    r"NCCL error|ncclUnhandledCudaError|ncclSystemError|ncclInternalError|ncclRemoteError"
+    r"|ncclInvalidUsage|ncclInvalidArgument"
+)
+_HF_UNAUTH = re.compile(r"sending unauthenticated requests to the HF Hub")
+# bash prints "$'\r': command not found"; env prints "'bash\r': No such file"; "^M" is cat -v's form
+_CRLF = re.compile(r"\$'\\r': command not found|'(?:ba)?sh\\r'|\^M: bad interpreter")
+# the kernel's "bad interpreter" message carries a real carriage return, which split_lines cuts
+_CRLF_RAW = re.compile(r"([^\n]*)\r: bad interpreter[^\n]*")
+_RDZV = re.compile(
+    r"RendezvousTimeoutError|RendezvousConnectionError|DistNetworkError|DistStoreError"
+    r"|failed to listen on|[Aa]ddress already in use|Connection refused.*(?:store|rendezvous|TCPStore)"
+)
+# a worker killed by a signal (torchrun's failure summary), or torchrun itself signalled
+_SIGNAL = re.compile(
+    r"Signal (?P<n1>\d+) \((?P<name>SIG\w+)\) received by PID|exitcode\s*:\s*-(?P<n2>\d+)"
+    r"|SignalException: Process \d+ got signal: (?P<n3>\d+)"
+)
+# "RuntimeError: ...", "torch.OutOfMemoryError: ...", optionally behind torch's "[rank0]:" prefix
+_EXCEPTION = re.compile(r"^\s*(?:\[\w+\]:\s*)?(?:[\w.]+\.)?[A-Z]\w*(?:Error|Exception|Interrupt)\b.*")
+
+_SIGNAL_NAMES = {
+    "6": "SIGABRT",
+    "9": "SIGKILL",
+    "11": "SIGSEGV",
+    "15": "SIGTERM",
+    "2": "SIGINT",
+    "1": "SIGHUP",
+}
+
+
+def _finding(fid: str, title: str, evidence: str, repair: str, severity: str = "error") -> dict[str, str]:
+    evidence = evidence.strip()
+    if len(evidence) > 400:
+        evidence = evidence[:397] + "..."
+    return {"id": fid, "title": title, "evidence": evidence, "repair": repair, "severity": severity}
+
+
+def diagnose(
+    text: str,
+    host: str | None = None,
+    *,
+    device_batch_size: int | None = None,
+    process_gone: bool = False,
+    exit_code: int | None = None,
+) -> list[dict[str, str]]:
+    """Findings for every known failure signature in ``text`` (a training log).
+
+    Each finding is ``{id, title, evidence, repair, severity}``: ``evidence`` is the (last) matching
+    log line, ``repair`` the exact command that fixes it (``host`` fills ``-l``; ``<host>`` when
+    unknown). Ids: ``missing_module`` (one per module), ``not_in_checkout``, ``wandb_key_length``,
+    ``wandb_no_key``, ``tf32_mixed_api``, ``cuda_oom``, ``nccl_timeout``, ``nccl_error``,
+    ``rendezvous``, ``crlf``, ``hf_unauthenticated`` (a warning), ``killed`` (only when no other
+    error explains it: torchrun itself signals the other ranks when one fails) and, when
+    ``process_gone`` and nothing else explains the end of an unfinished log, ``died`` (last
+    exception line, or a non-zero ``exit_code``) or ``vanished`` (no error and no exit code: killed
+    from outside). Errors come first, in
+    the order they first appear in the log; warnings after them.
+    """
+    lines = split_lines(text)
+    found: dict[tuple[str, str], tuple[int, dict[str, str]]] = {}
+
+    def add(pos: int, key: str, finding: dict[str, str]) -> None:
+        ident = (finding["id"], key)
+        first = found[ident][0] if ident in found else pos
+        found[ident] = (first, finding)  # keep the first position, the last evidence line
+
+    limit = _limit(host)
+    for pos, line in enumerate(lines):
+        if line.startswith("step ") and "|" in line:
+            continue  # a step line is progress, never a failure (fast path for long logs)
+        if m := _MISSING_MODULE.search(line):
+            module = m.group(1)
+            top = module.split(".")[0]
+            if top in ("scripts", "nanochat"):
+                add(
+                    pos,
+                    top,
+                    _finding(
+                        "not_in_checkout",
+                        f"Python cannot import '{module}': training was not started from the nanochat "
+                        "checkout (or the checkout is incomplete).",
+                        line,
+                        "ansible-playbook playbooks/repair.yml -i inventory/ --tags checkout -l " + limit,
+                    ),
+                )
+            else:
+                add(
+                    pos,
+                    top,
+                    _finding(
+                        "missing_module",
+                        f"Python module '{top}' is missing from the nanochat venv; the deps role installs "
+                        "nanochat's dependencies (rustbpe, psutil, ...) into it.",
+                        line,
+                        repair_command("deps", host),
+                    ),
+                )
+        if m := _WANDB_KEY_LEN.search(line):
+            got = f" (the key has {m.group(1)} characters)" if m.group(1) else ""
+            add(
+                pos,
+                "",
+                _finding(
+                    "wandb_key_length",
+                    "wandb in the venv is older than 0.22.3 and rejects the new 86-character wandb_v1_ API "
+                    f"key{got}; a re-login does not help: the deps role upgrades wandb in the venv.",
+                    line,
+                    repair_command("deps", host),
+                ),
+            )
+        if _WANDB_NO_KEY.search(line):
+            add(
+                pos,
+                "",
+                _finding(
+                    "wandb_no_key",
+                    "W&B has no API key on this host: the credentials role writes it (or use run name "
+                    "'dummy' / WANDB_MODE=offline to train without W&B).",
+                    line,
+                    repair_command("wandb", host),
+                ),
+            )
+        if _TF32.search(line):
+            add(
+                pos,
+                "",
+                _finding(
+                    "tf32_mixed_api",
+                    "torch.compile/Inductor crashed on nanochat's mix of the legacy and new TF32 APIs: the "
+                    "tf32 role rewrites the TF32 line in nanochat/common.py to "
+                    'torch.set_float32_matmul_precision("high").',
+                    line,
+                    repair_command("tf32", host),
+                ),
+            )
+        if _OOM.search(line):
+            half = f" (e.g. {max(device_batch_size // 2, 1)}, half of {device_batch_size})" if device_batch_size else ""
+            add(
+                pos,
+                "",
+                _finding(
+                    "cuda_oom",
+                    "A GPU ran out of memory: use a smaller device batch size"
+                    f"{half}; the total batch size stays, nanochat accumulates more gradient steps, and "
+                    "every arm must get the same value.",
+                    line,
+                    f"set experiment_device_batch_size in {EXPERIMENT_FILE} to a smaller power of two"
+                    f"{half}, then: ansible-playbook playbooks/train.yml -i inventory/",
+                ),
+            )
+        if _NCCL_TIMEOUT.search(line):
+            add(
+                pos,
+                "",
+                _finding(
+                    "nccl_timeout",
+                    "A collective operation timed out (NCCL watchdog): a rank hung or died, or the "
+                    "network between nodes stalled; check the other ranks' hosts, nvidia-smi and the "
+                    "interconnect, then restart (resume from the last checkpoint if one exists).",
+                    line,
+                    f"ansible-playbook playbooks/stop.yml -i inventory/ -l {limit} && "
+                    f"ansible-playbook playbooks/train.yml -i inventory/ -l {limit}",
+                ),
+            )
+        elif _NCCL.search(line):
+            add(
+                pos,
+                "",
+                _finding(
+                    "nccl_error",
+                    "NCCL reported an error (GPU communication): check nvidia-smi and the driver on the host "
+                    "(and the network between nodes for a multi-node arm), then restart.",
+                    line,
+                    f"ansible-playbook playbooks/stop.yml -i inventory/ -l {limit} && "
+                    f"ansible-playbook playbooks/train.yml -i inventory/ -l {limit}",
+                ),
+            )
+        if _RDZV.search(line):
+            add(
+                pos,
+                "",
+                _finding(
+                    "rendezvous",
+                    "torchrun could not rendezvous: another process holds the rendezvous port, or the "
+                    "arm's first host is unreachable on it from the other nodes (firewall, wrong address); "
+                    "all nodes of an arm must be launched together.",
+                    line,
+                    f"ansible-playbook playbooks/stop.yml -i inventory/ -l {limit} && "
+                    f"ansible-playbook playbooks/train.yml -i inventory/ -l {limit}",
+                ),
+            )
+        if _CRLF.search(line):
+            add(
+                pos,
+                "",
+                _finding(
+                    "crlf",
+                    "A shell script has Windows (CRLF) line endings: the crlf role converts nanochat's "
+                    "*.sh files to LF and makes them executable.",
+                    line,
+                    repair_command("crlf", host),
+                ),
+            )
+        if _HF_UNAUTH.search(line):
+            add(
+                pos,
+                "",
+                _finding(
+                    "hf_unauthenticated",
+                    "Requests to the Hugging Face Hub are unauthenticated (low rate limits, slow or failed "
+                    "downloads): the credentials role sets HF_TOKEN for the runs.",
+                    line,
+                    repair_command("hf", host),
+                    severity="warning",
+                ),
+            )
+        if m := _SIGNAL.search(line):
+            number = m.group("n1") or m.group("n2") or m.group("n3")
+            name = m.group("name") or _SIGNAL_NAMES.get(number, f"signal {number}")
+            if name in ("SIGKILL", "SIGTERM", "SIGHUP", "SIGINT"):
+                add(
+                    pos,
+                    "",
+                    _finding(
+                        "killed",
+                        f"A training process received {name}: stopped by hand, by the kernel's "
+                        "out-of-memory killer (check `dmesg | grep -i killed` on the host) or by the "
+                        "machine going down.",
+                        line,
+                        f"ansible-playbook playbooks/train.yml -i inventory/ -l {limit}",
+                    ),
+                )
+    if raw := _CRLF_RAW.search(text):
+        add(
+            len(lines),
+            "",
+            _finding(
+                "crlf",
+                "A shell script has Windows (CRLF) line endings: the crlf role converts nanochat's "
+                "*.sh files to LF and makes them executable.",
+                raw.group(0).replace("\r", "^M"),
+                repair_command("crlf", host),
+            ),
+        )
+    findings = [f for _, f in sorted(found.values(), key=lambda item: item[0])]
+    errors = [f for f in findings if f["severity"] == "error"]
+    warnings = [f for f in findings if f["severity"] != "error"]
+    if any(f["id"] != "killed" for f in errors):
+        # torchrun signals the other ranks when one fails: then a signal is a consequence, not the cause
+        errors = [f for f in errors if f["id"] != "killed"]
+    if process_gone and not errors and not parse_log(text, max_steps=0)["finished"]:
+        last_exc = next(
+            (line for line in reversed(lines) if _EXCEPTION.match(line) and "ChildFailedError" not in line),
+            None,
+        )
+        if last_exc is not None or (exit_code is not None and exit_code != 0):
+            errors.append(
+                _finding(
+                    "died",
+                    "Training stopped on an error that matches no known signature"
+                    + (f" (exit code {exit_code})" if exit_code is not None else "")
+                    + ": read the log's last lines (the evidence is the last exception printed, or the last "
+                    "line).",
+                    last_exc or (lines[-1] if lines else "(empty log)"),
+                    f"ansible-playbook playbooks/status.yml -i inventory/ -l {limit}",
+                )
+            )
+        else:
+            errors.append(
+                _finding(
+                    "vanished",
+                    "The training process is gone and its log ends without an error or the end lines: it "
+                    "was killed from outside (kill -9, the out-of-memory killer, a reboot).",
+                    lines[-1] if lines else "(empty log)",
+                    f"ansible-playbook playbooks/train.yml -i inventory/ -l {limit}",
+                )
+            )
+    return errors + warnings
