@@ -151,10 +151,8 @@ seed_data() {
   chmod -R a+rX "$LAB/data"
   "$PY" "$ROOT/tests/lab/seed_azurite.py" --dataset "$LAB/data/fortified" \
     --port "$AZURITE_PORT" --container quratingfiltered --prefix top16.5/
-  if [ ! -d "$LAB/nanochat.git" ]; then
-    say "building the stand-in nanochat repo"
-    "$PY" "$ROOT/tests/lab/build_standin.py" "$LAB/nanochat.git" >/dev/null
-  fi
+  # idempotent: rebuilt only when the stand-in's template changed
+  "$PY" "$ROOT/tests/lab/build_standin.py" --force "$LAB/nanochat.git" >/dev/null
   chmod -R a+rX "$LAB/nanochat.git"
 }
 

@@ -88,6 +88,14 @@ def ensure_checkout(repo: str, dest: str, version: str, check_mode: bool = False
         os.makedirs(parent, exist_ok=True)
         git(["clone", "--quiet", "--no-checkout", repo, dest])
     before = head(dest)
+    origin = git(["remote", "get-url", "origin"], cwd=dest, check=False).stdout.strip()
+    if is_repo and origin != repo:
+        # the experiment names another repository (a fork, a mirror): follow it
+        if check_mode:
+            return CheckoutResult(True, False, True, before, None, None, f"would switch origin {origin} -> {repo}")
+        check_reachable(repo)
+        git(["remote", "set-url", "origin", repo], cwd=dest)
+        git(["fetch", "--quiet", "--tags", "--force", "origin"], cwd=dest, check=False)
     sha = _fetch_and_resolve(dest, version)
     if not sha:
         if not is_repo and not check_mode:

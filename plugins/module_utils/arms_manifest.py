@@ -108,9 +108,7 @@ def read_manifest(data_dir: str) -> dict[str, Any] | None:
         with open(path, encoding="utf-8") as fh:
             data = json.load(fh)
     except (OSError, ValueError) as exc:
-        raise ArmsError(
-            f"{path} is not a readable manifest ({exc}); remove it or re-run with force."
-        ) from exc
+        raise ArmsError(f"{path} is not a readable manifest ({exc}); remove it or re-run with force.") from exc
     if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("shards"), list):
         raise ArmsError(f"{path} is not a nanochat-arms manifest (expected format {FORMAT!r}).")
     return data
@@ -203,12 +201,7 @@ def verify_data_dir(data_dir: str, manifest: dict[str, Any], *, use_cache: bool 
             result.wrong_size.append(name)
             continue
         cached = cache.get(name)
-        if (
-            cached
-            and cached[0] == st.st_size
-            and cached[1] == st.st_mtime_ns
-            and cached[2] == shard["sha256"]
-        ):
+        if cached and cached[0] == st.st_size and cached[1] == st.st_mtime_ns and cached[2] == shard["sha256"]:
             result.ok.append(name)
             continue
         digest = sha256_file(path)
@@ -228,3 +221,46 @@ def verify_data_dir(data_dir: str, manifest: dict[str, Any], *, use_cache: bool 
         except OSError:
             pass  # read-only data dir: verification still holds, only the cache is lost
     return result
+
+
+def place_val_shard(data_dir: str, val_file: str, name: str = "shard_val.parquet", check_mode: bool = False) -> bool:
+    """Put the shared validation shard into an arm's data dir and record it in the manifest.
+
+    The shard is copied (atomically) as ``name`` - a name that sorts after every ``shard_NNNNN`` so
+    nanochat takes it as its validation split - and its manifest entry gets ``role: val``. Returns
+    whether anything changed. The arm's manifest must exist (the arm's data step writes it).
+    """
+    import shutil
+
+    manifest = read_manifest(data_dir)
+    if manifest is None:
+        raise ArmsError(
+            f"{data_dir} has no manifest.json: fetch or prepare the arm's data before placing the val shard."
+        )
+    if not os.path.exists(val_file):
+        raise ArmsError(f"the shared val shard {val_file} is missing: run the random arm's prepare step first.")
+    digest = sha256_file(val_file)
+    dest = os.path.join(data_dir, name)
+    current = next((s for s in manifest["shards"] if s["name"] == name), None)
+    on_disk = os.path.exists(dest) and os.path.getsize(dest) == os.path.getsize(val_file)
+    in_place = current and current.get("sha256") == digest and current.get("role") == "val" and on_disk
+    if in_place and sha256_file(dest) == digest:
+        return False
+    if check_mode:
+        return True
+    tmp = os.path.join(data_dir, f".tmp-{name}")
+    shutil.copyfile(val_file, tmp)
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, dest)
+    entry = shard_entry(dest, role="val", sha256=digest)
+    shards = [s for s in manifest["shards"] if s["name"] != name] + [entry]
+    # the arm's own shards are all training data now: only the shared shard is val
+    for s in shards:
+        if s["name"] != name and s.get("role") == "val":
+            s["role"] = "train"
+    updated = build_manifest(manifest["kind"], manifest["source"], manifest["params"], shards, manifest.get("stats"))
+    updated["val_source"] = {"file": os.path.basename(val_file), "sha256": digest}
+    write_manifest(data_dir, updated)
+    remember_verified(data_dir, name, digest)
+    return True

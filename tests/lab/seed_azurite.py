@@ -82,18 +82,11 @@ def main() -> None:
     for name, data in blobs.items():
         md5 = hashlib.md5(data).digest()
         have = existing.get(name)
-        if (
-            have is not None
-            and have.size == len(data)
-            and bytes(have.content_settings.content_md5 or b"") == md5
-        ):
+        if have is not None and have.size == len(data) and bytes(have.content_settings.content_md5 or b"") == md5:
             continue
         container.upload_blob(name, data, overwrite=True, content_settings=ContentSettings(content_md5=md5))
         uploaded += 1
-    print(
-        f"[lab] Azurite {args.container}/{args.prefix}: {len(blobs)} blobs ({uploaded} uploaded), "
-        f"{len(texts)} rows"
-    )
+    print(f"[lab] Azurite {args.container}/{args.prefix}: {len(blobs)} blobs ({uploaded} uploaded), {len(texts)} rows")
 
 
 if __name__ == "__main__":

@@ -92,3 +92,16 @@ def test_unreachable_repo_and_foreign_folder(tmp_path, capsys) -> None:
     (foreign / "x").write_text("mine")
     with pytest.raises(ArmsError, match="not a git checkout"):
         ensure_checkout(str(tmp_path / "nope"), str(foreign), "HEAD")
+
+
+def test_a_new_repo_url_is_followed(upstream, tmp_path) -> None:
+    repo, first, _ = upstream
+    dest = str(tmp_path / "nanochat")
+    ensure_checkout(repo, dest, first)
+    fork = str(tmp_path / "fork")
+    subprocess.run(["git", "clone", "-q", repo, fork], check=True)
+    sh("commit", "--allow-empty", "-qm", "fork only", cwd=fork)
+    fork_head = sh("rev-parse", "HEAD", cwd=fork)
+    r = ensure_checkout(fork, dest, fork_head)
+    assert r.changed and r.after == fork_head
+    assert sh("remote", "get-url", "origin", cwd=dest) == fork

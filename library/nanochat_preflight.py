@@ -1,0 +1,127 @@
+#!/usr/bin/python
+"""Ansible module: refuse arms that are not comparable (logic in module_utils/arms_preflight.py)."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: nanochat_preflight
+short_description: Refuse to launch arms that are not comparable
+description:
+  - Given every arm host's facts (from M(nanochat_preflight_facts)) and the experiment, checks that
+    the arms differ only in their data - the same nanochat commit and TF32 state, identical
+    hyperparameters and GPU counts, the same tokenizer files, the same validation shard as the last
+    file, data dirs that match their manifests and are exactly what nanochat will read - that each
+    arm holds enough data (or that arms repeat data alike), and that GPUs, disk and W&B credentials
+    are there. Fails with one sentence per problem, naming the host, what differs and what to run.
+options:
+  facts:
+    description: Host name to the facts M(nanochat_preflight_facts) returned.
+    type: dict
+    required: true
+  arms:
+    description: The experiment's arms (name to its settings).
+    type: dict
+    required: true
+  hosts_of:
+    description: Arm name to the hosts of its group.
+    type: dict
+    required: true
+  model:
+    description: The experiment's model settings (depth, batch sizes, gpus_per_node, extra_flags).
+    type: dict
+    required: true
+  pin_sha:
+    description: The full sha the nanochat pin resolves to.
+    type: str
+  commit_date:
+    description: The pinned commit's date (YYYY-MM-DD), for nanochat's default data:param ratio.
+    type: str
+  check_gpus:
+    description: Require nvidia-smi to see at least gpus_per_node GPUs on every arm host.
+    type: bool
+    default: true
+  allow_unequal_repeats:
+    description: Only warn when arms would repeat their data a different number of times.
+    type: bool
+    default: false
+  repeat_tolerance:
+    description: Relative difference in passes over the data tolerated between arms.
+    type: float
+    default: 0.1
+author: nanochat-arms
+"""
+
+EXAMPLES = r"""
+- name: Arms are comparable
+  nanochat_preflight:
+    facts: "{{ dict(arm_hosts | zip(arm_hosts | map('extract', hostvars, ['preflight', 'facts']))) }}"
+    arms: "{{ arms_experiment.arms }}"
+    hosts_of: {top16.5: [top], random16.5: [random]}
+    model: "{{ arms_experiment.model }}"
+  delegate_to: localhost
+  run_once: true
+"""
+
+RETURN = r"""
+problems:
+  description: One sentence per reason the arms cannot be launched.
+  type: list
+  elements: str
+  returned: always
+warnings:
+  description: Things to know that do not stop the launch (an arm that will repeat data, say).
+  type: list
+  elements: str
+  returned: always
+budget:
+  description: Tokens each arm's run reads against tokens it holds, and the iteration rule used.
+  type: dict
+  returned: always
+"""
+
+from ansible.module_utils.arms_preflight import compare
+from ansible.module_utils.basic import AnsibleModule
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "facts": {"type": "dict", "required": True},
+            "arms": {"type": "dict", "required": True},
+            "hosts_of": {"type": "dict", "required": True},
+            "model": {"type": "dict", "required": True},
+            "pin_sha": {"type": "str"},
+            "commit_date": {"type": "str"},
+            "check_gpus": {"type": "bool", "default": True},
+            "allow_unequal_repeats": {"type": "bool", "default": False},
+            "repeat_tolerance": {"type": "float", "default": 0.1},
+        },
+        supports_check_mode=True,
+    )
+    p = module.params
+    missing = [h for hosts in p["hosts_of"].values() for h in hosts if h not in p["facts"]]
+    if missing:
+        module.fail_json(msg=f"no preflight facts for {', '.join(missing)}: they must be reachable.", problems=[])
+    result = compare(
+        p["facts"],
+        arms=p["arms"],
+        hosts_of=p["hosts_of"],
+        model=p["model"],
+        pin_sha=p["pin_sha"],
+        commit_date=p["commit_date"],
+        check_gpus=p["check_gpus"],
+        allow_unequal_repeats=p["allow_unequal_repeats"],
+        repeat_tolerance=p["repeat_tolerance"],
+    )
+    if result["problems"]:
+        count = len(result["problems"])
+        module.fail_json(
+            msg=f"the arms are not comparable ({count} problem{'s' if count > 1 else ''}): "
+            + " | ".join(result["problems"]),
+            **result,
+        )
+    module.exit_json(changed=False, msg="the arms are comparable", **result)
+
+
+if __name__ == "__main__":
+    main()

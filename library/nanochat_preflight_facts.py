@@ -1,0 +1,92 @@
+#!/usr/bin/python
+"""Ansible module: what an arm host really has, for the comparability preflight (logic: arms_preflight.py)."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: nanochat_preflight_facts
+short_description: Read what an arm host has, for the comparability preflight
+description:
+  - Reads the nanochat commit and TF32 state, the tokenizer files' sha256, the data dir against its
+    manifest, the parquet files nanochat itself will read (asked from nanochat's own dataset code in
+    the venv), the tokens the arm holds, the last file in sort order (nanochat's validation split)
+    and its sha256, free disk, visible GPUs and whether a W&B key is present. Changes nothing.
+options:
+  checkout:
+    description: The nanochat checkout.
+    type: path
+    required: true
+  venv:
+    description: nanochat's venv.
+    type: path
+    required: true
+  base_dir:
+    description: NANOCHAT_BASE_DIR on this host.
+    type: path
+    required: true
+  data_dir:
+    description: The arm's data dir (C(base_dir/base_data)).
+    type: path
+    required: true
+  env_file:
+    description: The secrets env file (only whether it holds a W&B key is read).
+    type: path
+  check_gpus:
+    description: Count GPUs with nvidia-smi.
+    type: bool
+    default: true
+author: nanochat-arms
+"""
+
+EXAMPLES = r"""
+- name: Arm host facts are read
+  nanochat_preflight_facts:
+    checkout: ~/nanochat
+    venv: ~/nanochat/.venv
+    base_dir: ~/.cache/nanochat
+    data_dir: ~/.cache/nanochat/base_data
+  register: facts
+"""
+
+RETURN = r"""
+facts:
+  description: commit, tf32, tokenizer, manifest, verify, manifest_files, held, last_file, last_sha256,
+    nanochat (files nanochat reads), free_bytes, gpus, wandb_key.
+  type: dict
+  returned: success
+"""
+
+from ansible.module_utils.arms_common import ArmsError
+from ansible.module_utils.arms_preflight import host_facts
+from ansible.module_utils.basic import AnsibleModule
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "checkout": {"type": "path", "required": True},
+            "venv": {"type": "path", "required": True},
+            "base_dir": {"type": "path", "required": True},
+            "data_dir": {"type": "path", "required": True},
+            "env_file": {"type": "path"},
+            "check_gpus": {"type": "bool", "default": True},
+        },
+        supports_check_mode=True,
+    )
+    p = module.params
+    try:
+        facts = host_facts(
+            checkout=p["checkout"],
+            venv=p["venv"],
+            base_dir=p["base_dir"],
+            data_dir=p["data_dir"],
+            env_file=p["env_file"],
+            check_gpus=p["check_gpus"],
+        )
+    except (ArmsError, OSError) as exc:
+        module.fail_json(msg=f"could not read this host's facts for the preflight: {exc}")
+    module.exit_json(changed=False, facts=facts)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,359 @@
+"""Preflight: refuse arms that are not comparable, before any GPU time is spent.
+
+Two halves. ``host_facts`` runs on every arm host and reads what is really there: the nanochat
+commit and TF32 state, the tokenizer's checksums, the data dir against its manifest, the files
+nanochat itself will read (asked from nanochat's own code in the venv), the tokens the arm holds,
+GPUs, disk and credentials. ``compare`` runs once on the controller over every host's facts and
+returns one sentence per problem: the host, what differs, and what to run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ansible.module_utils.arms_common import ArmsError, human_bytes, load_env_file
+from ansible.module_utils.arms_launch import (
+    compare_budgets,
+    held_tokens,
+    planned_tokens,
+    scaling_params,
+    train_flags,
+    validate_hyperparameters,
+)
+from ansible.module_utils.arms_manifest import read_manifest, sha256_file, verify_data_dir
+from ansible.module_utils.arms_patch import tf32_plan
+
+VAL_NAME = "shard_val.parquet"
+# ask nanochat's own code which files it will read, from the checkout, with the venv
+NANOCHAT_FILES_PROBE = (
+    "import json, inspect\n"
+    "from nanochat import dataset\n"
+    "files = dataset.list_parquet_files()\n"
+    "print(json.dumps([str(f) for f in files]))\n"
+)
+
+
+def repair(tag: str, host: str) -> str:
+    return f"ansible-playbook playbooks/repair.yml -i inventory/ --tags {tag} -l {host}"
+
+
+def _git_head(checkout: str) -> str | None:
+    proc = subprocess.run(["git", "-C", checkout, "rev-parse", "HEAD"], capture_output=True, text=True)
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def _tf32_state(checkout: str) -> str:
+    try:
+        with open(os.path.join(checkout, "nanochat", "common.py"), encoding="utf-8", newline="") as fh:
+            plan = tf32_plan(fh.read())
+    except FileNotFoundError:
+        return "missing"
+    except ArmsError:
+        return "unknown"
+    return "needs_patch" if plan.changed else plan.state
+
+
+def _tokenizer(base_dir: str) -> dict[str, str]:
+    folder = os.path.join(base_dir, "tokenizer")
+    if not os.path.isdir(folder):
+        return {}
+    return {
+        name: sha256_file(os.path.join(folder, name))
+        for name in sorted(os.listdir(folder))
+        if os.path.isfile(os.path.join(folder, name))
+    }
+
+
+def nanochat_files(checkout: str, venv: str, base_dir: str) -> dict[str, Any]:
+    """The parquet files nanochat's own dataset code lists, run in its venv with this base dir."""
+    env = {**os.environ, "NANOCHAT_BASE_DIR": base_dir, "PYTHONDONTWRITEBYTECODE": "1"}
+    python = os.path.join(venv, "bin", "python")
+    try:
+        proc = subprocess.run(
+            [python, "-c", NANOCHAT_FILES_PROBE], cwd=checkout, env=env, capture_output=True, text=True, timeout=300
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return {"ok": False, "error": str(exc)}
+    if proc.returncode != 0:
+        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+        return {"ok": False, "error": lines[-1] if lines else f"exit {proc.returncode}"}
+    try:
+        files = json.loads(proc.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return {"ok": False, "error": f"unexpected answer {proc.stdout.strip()[:200]!r}"}
+    return {"ok": True, "files": files}
+
+
+def gpu_count() -> int | None:
+    if not shutil.which("nvidia-smi"):
+        return None
+    proc = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True)
+    if proc.returncode != 0:
+        return 0
+    return sum(1 for line in proc.stdout.splitlines() if line.startswith("GPU "))
+
+
+def host_facts(
+    *,
+    checkout: str,
+    venv: str,
+    base_dir: str,
+    data_dir: str,
+    env_file: str | None,
+    check_gpus: bool,
+) -> dict[str, Any]:
+    facts: dict[str, Any] = {
+        "commit": _git_head(checkout),
+        "tf32": _tf32_state(checkout),
+        "tokenizer": _tokenizer(base_dir),
+        "data_dir": data_dir,
+        "base_dir": base_dir,
+    }
+    try:
+        manifest = read_manifest(data_dir)
+    except ArmsError as exc:
+        manifest = None
+        facts["manifest_error"] = str(exc)
+    facts["manifest"] = manifest is not None
+    if manifest is not None:
+        ver = verify_data_dir(data_dir, manifest)
+        facts["verify"] = {"ok": len(ver.ok), "bad": ver.bad, "extra": ver.extra, "summary": ver.summary()}
+        facts["manifest_files"] = [s["name"] for s in manifest["shards"]]
+        facts["params"] = manifest.get("params", {})
+        try:
+            facts["held"] = held_tokens(manifest, data_dir)
+        except Exception as exc:  # an unreadable shard must not hide the other checks
+            facts["held"] = {"tokens": 0, "rule": f"could not estimate: {exc}"}
+    present = sorted(f for f in os.listdir(data_dir) if f.endswith(".parquet")) if os.path.isdir(data_dir) else []
+    if present:
+        last = present[-1]
+        facts["last_file"] = last
+        facts["last_sha256"] = sha256_file(os.path.join(data_dir, last))
+    facts["nanochat"] = nanochat_files(checkout, venv, base_dir)
+    facts["free_bytes"] = shutil.disk_usage(base_dir if os.path.isdir(base_dir) else os.path.expanduser("~")).free
+    facts["gpus"] = gpu_count() if check_gpus else None
+    facts["wandb_key"] = bool(load_env_file(env_file).get("WANDB_API_KEY"))
+    return facts
+
+
+def checkpoint_bytes(depth: int) -> int:
+    """A rough floor for one checkpoint: model weights + two AdamW moments in fp32."""
+    return scaling_params(depth) * 4 * 3
+
+
+def compare(
+    facts: Mapping[str, Mapping[str, Any]],
+    *,
+    arms: Mapping[str, Mapping[str, Any]],
+    hosts_of: Mapping[str, Sequence[str]],
+    model: Mapping[str, Any],
+    pin_sha: str | None,
+    commit_date: str | None,
+    check_gpus: bool,
+    allow_unequal_repeats: bool = False,
+    repeat_tolerance: float = 0.1,
+) -> dict[str, Any]:
+    """Every reason the arms are not comparable, as sentences; plus warnings and the budget table."""
+    problems: list[str] = []
+    warnings: list[str] = []
+    arm_hosts = [h for arm in arms for h in hosts_of.get(arm, [])]
+    extra_flags = model.get("extra_flags") or {}
+
+    # the same commit and TF32 state everywhere
+    for host in arm_hosts:
+        f = facts[host]
+        if pin_sha and f.get("commit") != pin_sha:
+            problems.append(
+                f"{host}: nanochat is at {str(f.get('commit'))[:12]} but the experiment pins {pin_sha[:12]}; "
+                f"move it with: {repair('checkout', host)}"
+            )
+        if f.get("tf32") in ("needs_patch", "unknown", "missing"):
+            what = {
+                "needs_patch": "still sets TF32 through the new fp32_precision API (torch.compile will crash)",
+                "unknown": "sets TF32 in a way the TF32 role does not know",
+                "missing": "has no nanochat/common.py",
+            }[f["tf32"]]
+            problems.append(f"{host}: nanochat/common.py {what}; repair with: {repair('tf32', host)}")
+    commits = {facts[h].get("commit") for h in arm_hosts}
+    if len(commits) > 1:
+        problems.append(
+            "arm hosts are at different nanochat commits ("
+            + ", ".join(f"{h}: {str(facts[h].get('commit'))[:12]}" for h in arm_hosts)
+            + f"); put them all at the pin with: {repair('checkout', 'gpu')}"
+        )
+    tf32_states = {facts[h].get("tf32") for h in arm_hosts}
+    if len(tf32_states) > 1:
+        problems.append(
+            "arm hosts differ in their TF32 patch state ("
+            + ", ".join(f"{h}: {facts[h].get('tf32')}" for h in arm_hosts)
+            + f"); run: {repair('tf32', 'gpu')}"
+        )
+
+    # identical hyperparameters: only the data may differ
+    allowed = {"group", "run_name", "data"}
+    for arm, spec in arms.items():
+        odd = sorted(set(spec) - allowed)
+        if odd:
+            problems.append(
+                f"arm {arm} sets {', '.join(odd)} of its own; arms may differ only in their data: move "
+                "model settings to experiment.model (shared by every arm)."
+            )
+    world = {arm: int(model["gpus_per_node"]) * len(hosts_of.get(arm, [])) for arm in arms}
+    if len(set(world.values())) > 1:
+        problems.append(
+            "arms train on different numbers of GPUs ("
+            + ", ".join(f"{a}: {w}" for a, w in world.items())
+            + "), so their batches and step counts differ: give every arm's host group the same number of hosts."
+        )
+    for arm in arms:
+        try:
+            validate_hyperparameters(
+                gpus_per_node=int(model["gpus_per_node"]),
+                nnodes=len(hosts_of.get(arm, [])),
+                device_batch_size=int(model["device_batch_size"]),
+                total_batch_size=int(model["total_batch_size"]),
+                max_seq_len=int(dict(extra_flags).get("max-seq-len", dict(extra_flags).get("max_seq_len", 2048))),
+                depth=int(model["depth"]),
+            )
+        except ArmsError as exc:
+            problems.append(f"arm {arm}: {exc}")
+    flag_sets = {}
+    for arm, spec in arms.items():
+        flags = train_flags(
+            depth=int(model["depth"]),
+            run_name=spec.get("run_name", "dummy"),
+            device_batch_size=int(model["device_batch_size"]),
+            total_batch_size=int(model["total_batch_size"]),
+            extra_flags=extra_flags,
+        )
+        flags.pop("run", None)
+        flag_sets[arm] = json.dumps(flags, sort_keys=True)
+    if len(set(flag_sets.values())) > 1:
+        problems.append(f"arms would launch with different base_train flags: {flag_sets}")
+
+    # the same tokenizer on every arm host
+    reference_tok = None
+    for host in arm_hosts:
+        tok = facts[host].get("tokenizer") or {}
+        if not tok:
+            problems.append(
+                f"{host}: no tokenizer in {facts[host].get('base_dir')}/tokenizer; train it once on the CPU "
+                "node and copy it with: ansible-playbook playbooks/tokenizer.yml -i inventory/"
+            )
+            continue
+        if reference_tok is None:
+            reference_tok = (host, tok)
+        elif tok != reference_tok[1]:
+            problems.append(
+                f"{host}: its tokenizer files differ from {reference_tok[0]}'s (checksums of "
+                f"{', '.join(sorted(set(tok) | set(reference_tok[1])))}); copy the one tokenizer to every arm "
+                "host with: ansible-playbook playbooks/tokenizer.yml -i inventory/"
+            )
+
+    # every arm's data: matches its manifest, nanochat reads exactly it, the same val shard is last
+    val_ref = None
+    for arm in arms:
+        for host in hosts_of.get(arm, []):
+            f = facts[host]
+            if not f.get("manifest"):
+                problems.append(
+                    f"{host} ({arm}): {f.get('data_dir')} has no manifest.json "
+                    f"{'(' + f['manifest_error'] + ') ' if f.get('manifest_error') else ''}so its shards cannot be "
+                    "trusted; fetch or transfer the arm's data with site.yml (or playbooks/data.yml)."
+                )
+                continue
+            ver = f.get("verify", {})
+            if ver.get("bad"):
+                problems.append(
+                    f"{host} ({arm}): the data dir does not match its manifest ({ver.get('summary')}); re-run the "
+                    "arm's download or transfer, which fetches only what is bad."
+                )
+            nano = f.get("nanochat", {})
+            if not nano.get("ok"):
+                problems.append(
+                    f"{host} ({arm}): could not ask nanochat which files it reads ({nano.get('error')}); check "
+                    f"the venv with: {repair('deps', host)}"
+                )
+            else:
+                reads = [os.path.basename(p) for p in nano["files"]]
+                dirs = sorted({os.path.dirname(p) for p in nano["files"]})
+                if dirs and dirs != [os.path.normpath(f["data_dir"])]:
+                    problems.append(
+                        f"{host} ({arm}): nanochat will read {', '.join(dirs)}, not the arm's data dir "
+                        f"{f['data_dir']} (e.g. a base_data_climbmix folder, which newer commits prefer); "
+                        "move that folder away or pin a commit that reads base_data."
+                    )
+                elif reads != sorted(f.get("manifest_files", [])):
+                    unexpected = sorted(set(reads) - set(f.get("manifest_files", [])))
+                    absent = sorted(set(f.get("manifest_files", [])) - set(reads))
+                    problems.append(
+                        f"{host} ({arm}): the files nanochat will read differ from the manifest"
+                        + (f"; not in the manifest: {', '.join(unexpected[:5])}" if unexpected else "")
+                        + (f"; not read: {', '.join(absent[:5])}" if absent else "")
+                        + ". Remove stray parquet files from the data dir or re-run the arm's data step."
+                    )
+            last = f.get("last_file")
+            if last != VAL_NAME:
+                problems.append(
+                    f"{host} ({arm}): the last file in sort order is {last}, not the shared validation shard "
+                    f"{VAL_NAME}, so this arm would validate on its own data; place the shared val shard with "
+                    "site.yml (playbooks/data.yml)."
+                )
+            elif val_ref is None:
+                val_ref = (host, f.get("last_sha256"))
+            elif f.get("last_sha256") != val_ref[1]:
+                problems.append(
+                    f"{host} ({arm}): its {VAL_NAME} differs from {val_ref[0]}'s (sha256 "
+                    f"{str(f.get('last_sha256'))[:12]} vs {str(val_ref[1])[:12]}); every arm must validate on the "
+                    "same shard: re-run playbooks/data.yml."
+                )
+
+    # the data budget
+    budget: dict[str, Any] = {}
+    try:
+        plan = planned_tokens(
+            depth=int(model["depth"]),
+            total_batch_size=int(model["total_batch_size"]),
+            extra_flags=extra_flags,
+            commit_date=commit_date,
+        )
+        rows = []
+        for arm in arms:
+            hosts = hosts_of.get(arm, [])
+            held = (facts[hosts[0]].get("held") or {}).get("tokens", 0) if hosts else 0
+            if hosts and facts[hosts[0]].get("manifest"):
+                rows.append({"name": arm, "tokens_needed": plan["tokens"], "tokens_held": held})
+        budget = compare_budgets(rows, tolerance=repeat_tolerance, allow_unequal_repeats=allow_unequal_repeats)
+        budget["plan"] = plan
+        warnings.extend(budget.get("warnings", []))
+    except ArmsError as exc:
+        problems.append(f"data budget: {exc}")
+
+    # GPUs, disk, credentials
+    need_disk = checkpoint_bytes(int(model["depth"]))
+    for arm, spec in arms.items():
+        for host in hosts_of.get(arm, []):
+            f = facts[host]
+            if check_gpus:
+                gpus = f.get("gpus")
+                if gpus is None or gpus < int(model["gpus_per_node"]):
+                    problems.append(
+                        f"{host} ({arm}): nvidia-smi sees {gpus if gpus is not None else 'no'} GPUs but the arm asks "
+                        f"for {model['gpus_per_node']} per node; fix the node or experiment.model.gpus_per_node."
+                    )
+            if f.get("free_bytes", 0) < need_disk:
+                problems.append(
+                    f"{host} ({arm}): {human_bytes(f.get('free_bytes', 0))} free under {f.get('base_dir')}, less than "
+                    f"the {human_bytes(need_disk)} a depth-{model['depth']} checkpoint needs; free some disk."
+                )
+            if spec.get("run_name", "dummy") != "dummy" and not f.get("wandb_key"):
+                problems.append(
+                    f"{host} ({arm}): no W&B key in the secrets env file, but the run {spec.get('run_name')} logs to "
+                    f"W&B; give WANDB_API_KEY and run: {repair('wandb', host)}"
+                )
+    return {"problems": problems, "warnings": warnings, "budget": budget, "ok": not problems}
