@@ -12,7 +12,7 @@ description:
     O(deep=true).
   - With O(remove_bad=true) the shards that fail are deleted (so a following transfer or download
     fetches them again) and the module reports them instead of failing.
-  - Parquet files in the data dir that the manifest does not name are reported as C(extra): nanochat
+  - Parquet files in the data dir that the manifest does not name are reported as C(extra), since nanochat
     would read them too.
 options:
   data_dir:

@@ -7,7 +7,7 @@ DOCUMENTATION = r"""
 module: nanochat_job
 short_description: Wait for a nanochat-arms async step, showing its progress
 description:
-  - Reads the async job's status and the step's progress state file. Use it in an C(until) loop:
+  - Reads the async job's status and the step's progress state file. Use it in an C(until) loop;
     while the job runs it returns C(finished=false) and C(progress_line), which the C(arms_progress)
     callback prints on every retry. When the job has finished it returns the step's own result
     (its C(changed), C(msg) and return values) and fails if the step failed.

@@ -1,0 +1,1374 @@
+"""Azure Blob -> an arm's data dir: the top arm's bulk download, verified and resumable.
+
+One container + prefix (a "folder": blob ``<prefix>/shard_00000.parquet`` becomes
+``<data_dir>/shard_00000.parquet``) is mirrored into the data dir nanochat reads:
+
+* Only ``*.parquet`` blobs directly under the prefix are candidates. Everything else (README,
+  ``_SUCCESS``, sub-folders, hidden names) is reported in ``rejected`` and left alone. A
+  ``*.parquet`` blob that has no string column ``text`` is a bad input: the sync fails naming it.
+  Blobs larger than one GET have their footer read first (a ranged read of the tail); smaller ones
+  are checked after download, before the rename (same cost as the download itself).
+* Many blobs at once (``concurrency``), large blobs in parallel ranges (``chunk_concurrency``,
+  the SDK's ``max_concurrency``), written under hidden ``.<name>.azsync-XXXX.tmp`` names (nanochat
+  skips ``.tmp``), hashed while they are written (sha256 for the manifest, MD5 when the blob has a
+  Content-MD5, which must match), fsync'd and renamed. The download is pinned to the listed etag.
+* Retries: the SDK retries each request ``max_retries`` times with exponential backoff
+  (``retry_backoff`` x 2^n, jittered); a download that broke off midway, or arrived with the wrong
+  size or MD5, is started again up to ``max_retries`` times.
+* A journal (``.azure-sync.json``: name -> manifest entry with the blob's etag, last_modified,
+  size and MD5) is written as blobs land, so a sync that fails midway keeps what it finished. The
+  next run skips a blob whose etag/size/last_modified match its record and whose local file matches
+  the verification cache (size + mtime, ``deep_verify`` re-hashes), fetches changed ones again,
+  and adopts an unrecorded local file when its MD5 equals the blob's Content-MD5.
+* ``manifest.json`` (arms_manifest, kind ``azure_blob``) is written only when the data dir holds
+  every accepted blob; entries that did not come from Azure (e.g. a ``shard_val.parquet`` placed
+  by another step, role val) are carried over and their files never touched. Files this sync
+  downloaded earlier whose blob is gone from the prefix are removed (the data dir mirrors it).
+* Secrets (connection string, account key, SAS) never appear in results, messages, exceptions
+  raised from here or progress files: every message built from an SDK error is scrubbed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import random
+import re
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+from ansible.module_utils.arms_common import (
+    ArmsError,
+    Progress,
+    ProgressWriter,
+    atomic_write_json,
+    free_bytes,
+    fsync_dir,
+    human_bytes,
+    human_seconds,
+)
+from ansible.module_utils.arms_manifest import (
+    VERIFY_CACHE_NAME,
+    _load_cache,
+    build_manifest,
+    manifest_path,
+    read_manifest,
+    verify_data_dir,
+    write_manifest,
+)
+
+KIND = "azure_blob"
+DOWNLOAD_MODES = ("bulk",)
+JOURNAL_NAME = ".azure-sync.json"
+JOURNAL_FORMAT = "nanochat-arms-azure-journal/1"
+LOCK_NAME = ".azure-sync.lock"
+TMP_MARK = ".azsync-"
+TMP_SUFFIX = ".tmp"
+TEXT_COLUMN = "text"
+TAIL_READ = 64 * 1024
+HASH_READ = 4 * 1024 * 1024
+JOURNAL_INTERVAL = 2.0
+
+ENV_CONNECTION_STRING = "AZURE_STORAGE_CONNECTION_STRING"
+ENV_ACCOUNT_URL = "AZURE_STORAGE_ACCOUNT_URL"
+ENV_SAS_TOKEN = "AZURE_STORAGE_SAS_TOKEN"
+ENV_ACCOUNT_KEY = "AZURE_STORAGE_ACCOUNT_KEY"
+
+_CONTAINER_RE = re.compile(r"^(?=.{3,63}$)[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9]))*$")
+_SECRET_PATTERNS = (
+    re.compile(r"(?i)(sig=)[^&\s'\";]+"),
+    re.compile(r"(?i)(AccountKey=)[^;\s'\"]+"),
+    re.compile(r"(?i)(SharedAccessSignature=)[^;\s'\"]+"),
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Secrets and credentials
+
+
+class Scrubber:
+    """Removes known secret values (and any SAS signature or account key pattern) from text."""
+
+    def __init__(self, values: list[str] | None = None) -> None:
+        self.values: list[str] = []
+        for value in values or []:
+            self.add(value)
+
+    def add(self, value: str | None) -> None:
+        if not value or len(value) < 4:
+            return
+        forms = {value, quote(value, safe=""), quote(value, safe="=&"), unquote(value)}
+        forms |= {f.lstrip("?") for f in list(forms)}
+        self.values.extend(sorted((f for f in forms if len(f) >= 4 and f not in self.values), key=len, reverse=True))
+        self.values.sort(key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for value in self.values:
+            text = text.replace(value, "***")
+        for pattern in _SECRET_PATTERNS:
+            text = pattern.sub(r"\1***", text)
+        return text
+
+
+@dataclass
+class AzureAuth:
+    """How to reach the storage account. ``account_url`` never carries a query (no SAS)."""
+
+    method: str  # connection_string | sas_token | account_key | default_credential
+    account_url: str
+    account_name: str
+    connection_string: str | None = field(default=None, repr=False)
+    credential: Any = field(default=None, repr=False)
+    scrub: Scrubber = field(default_factory=Scrubber, repr=False)
+
+    def describe(self) -> str:
+        return f"account {self.account_name} at {self.account_url} ({self.method.replace('_', ' ')})"
+
+
+def _parse_connection_string(conn: str) -> dict[str, str]:
+    parts: dict[str, str] = {}
+    for item in conn.split(";"):
+        if "=" in item:
+            key, _, value = item.partition("=")
+            parts[key.strip().lower()] = value.strip()
+    return parts
+
+
+def _strip_query(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")), parts.query
+
+
+def resolve_auth(
+    connection_string: str | None = None,
+    account_url: str | None = None,
+    sas_token: str | None = None,
+    account_key: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> AzureAuth:
+    """Exactly one way to authenticate, from the arguments or else from the environment.
+
+    Ways: a connection string; an account URL with a SAS token (or a SAS URL); an account URL with
+    an account key; an account URL alone with DefaultAzureCredential when azure-identity is
+    installed. Arguments win over ``AZURE_STORAGE_*`` environment variables (never mixed).
+    """
+    given = [v for v in (connection_string, account_url, sas_token, account_key) if v]
+    source = "the task arguments"
+    if not given:
+        env = os.environ if env is None else env
+        connection_string = env.get(ENV_CONNECTION_STRING) or None
+        account_url = env.get(ENV_ACCOUNT_URL) or None
+        sas_token = env.get(ENV_SAS_TOKEN) or None
+        account_key = env.get(ENV_ACCOUNT_KEY) or None
+        source = "the environment"
+    scrub = Scrubber([connection_string or "", sas_token or "", account_key or ""])
+    if account_url:
+        account_url, query = _strip_query(account_url.strip())
+        if query:
+            scrub.add(query)
+            if sas_token:
+                raise ArmsError(
+                    "account_url carries a SAS token in its query and sas_token is also given; "
+                    "give the SAS token once (account_url without '?...' plus sas_token)."
+                )
+            sas_token = query
+    if connection_string:
+        if account_url or sas_token or account_key:
+            raise ArmsError(
+                f"{source} give both a connection string and account_url/sas_token/account_key; "
+                "give exactly one way to authenticate (a connection string alone, or account_url with "
+                "sas_token or account_key)."
+            )
+        parts = _parse_connection_string(connection_string)
+        for key in ("accountkey", "sharedaccesssignature"):
+            scrub.add(parts.get(key))
+        try:
+            from azure.storage.blob import BlobServiceClient
+
+            probe = BlobServiceClient.from_connection_string(connection_string)
+        except (ValueError, KeyError) as exc:
+            raise ArmsError(
+                f"the Azure connection string from {source} cannot be parsed ({scrub(str(exc))}); "
+                "expected 'DefaultEndpointsProtocol=...;AccountName=...;AccountKey=...' or "
+                "'BlobEndpoint=...;SharedAccessSignature=...'."
+            ) from None
+        url, _ = _strip_query(probe.url)
+        return AzureAuth(
+            "connection_string", url.rstrip("/"), probe.account_name or "?", connection_string, None, scrub
+        )
+    if not account_url:
+        what = "sas_token" if sas_token else "account_key" if account_key else None
+        if what:
+            raise ArmsError(
+                f"{what} is given without account_url; give account_url too (https://<account>.blob.core.windows.net)."
+            )
+        raise ArmsError(
+            "no Azure credentials: give connection_string, or account_url with sas_token or account_key "
+            f"(or set {ENV_CONNECTION_STRING}, or {ENV_ACCOUNT_URL} with {ENV_SAS_TOKEN} or {ENV_ACCOUNT_KEY})."
+        )
+    if not re.match(r"^https?://[^/]+", account_url):
+        raise ArmsError(f"account_url {account_url!r} is not a URL; expected https://<account>.blob.core.windows.net.")
+    account_url = account_url.rstrip("/")
+    account_name = _account_name_from_url(account_url)
+    if sas_token and account_key:
+        raise ArmsError("both sas_token and account_key are given; give exactly one of them.")
+    if sas_token:
+        return AzureAuth("sas_token", account_url, account_name, None, sas_token.lstrip("?"), scrub)
+    if account_key:
+        cred = {"account_name": account_name, "account_key": account_key}
+        return AzureAuth("account_key", account_url, account_name, None, cred, scrub)
+    try:
+        from azure.identity import DefaultAzureCredential  # type: ignore[import-not-found]
+    except ImportError:
+        raise ArmsError(
+            f"account_url {account_url} is given without sas_token or account_key, and azure-identity "
+            "is not installed for DefaultAzureCredential; give a SAS token or account key, or install "
+            "azure-identity in the data venv."
+        ) from None
+    return AzureAuth("default_credential", account_url, account_name, None, DefaultAzureCredential(), scrub)
+
+
+def _account_name_from_url(url: str) -> str:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if re.match(r"^[\d.]+$", host) or host in ("localhost",) or ":" in host:
+        segment = parts.path.strip("/").split("/")[0]
+        return segment or host  # Azurite / IP style: http://127.0.0.1:10000/<account>
+    return host.split(".")[0]
+
+
+class _Backoff:
+    """Exponential backoff with jitter: base x 2^(n-1), capped, +-25%."""
+
+    def __init__(self, base: float, cap: float = 60.0) -> None:
+        self.base = base
+        self.cap = cap
+
+    def __call__(self, attempt: int) -> float:
+        delay = min(self.cap, self.base * (2 ** max(0, attempt - 1)))
+        return delay * random.uniform(0.75, 1.25)
+
+
+def _retry_policy(max_retries: int, backoff: float) -> Any:
+    from azure.storage.blob import ExponentialRetry
+
+    class _Retry(ExponentialRetry):  # type: ignore[misc]
+        def get_backoff_time(self, settings: dict[str, Any]) -> float:
+            return _Backoff(backoff)(int(settings.get("count", 0)) + 1)
+
+    return _Retry(retry_total=max_retries, initial_backoff=backoff, increment_base=2, random_jitter_range=0)
+
+
+def container_client(
+    auth: AzureAuth,
+    container: str,
+    *,
+    pool_size: int = 32,
+    max_retries: int = 5,
+    retry_backoff: float = 1.0,
+    block_size: int = 1024 * 1024,
+    max_single_get_size: int | None = None,
+    max_chunk_get_size: int | None = None,
+) -> Any:
+    """A ContainerClient with a connection pool big enough for the parallel downloads."""
+    import requests
+    from azure.storage.blob import ContainerClient
+
+    try:
+        from azure.core.pipeline.transport._bigger_block_size_http_adapters import (
+            BiggerBlockSizeHTTPAdapter as Adapter,
+        )
+    except ImportError:  # pragma: no cover - older/newer azure-core
+        from requests.adapters import HTTPAdapter as Adapter
+    from urllib3.util.retry import Retry
+
+    session = requests.Session()
+    adapter = Adapter(
+        pool_connections=4,
+        pool_maxsize=pool_size,
+        max_retries=Retry(total=False, redirect=False, raise_on_status=False),
+    )
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    kwargs: dict[str, Any] = {
+        # the SDK builds its transport around this session (and keeps its own read block size)
+        "session": session,
+        "retry_policy": _retry_policy(max_retries, retry_backoff),
+        "connection_data_block_size": block_size,
+    }
+    if max_single_get_size:
+        kwargs["max_single_get_size"] = max_single_get_size
+    if max_chunk_get_size:
+        kwargs["max_chunk_get_size"] = max_chunk_get_size
+    if auth.connection_string:
+        return ContainerClient.from_connection_string(auth.connection_string, container, **kwargs)
+    return ContainerClient(auth.account_url, container, credential=auth.credential, **kwargs)
+
+
+# --------------------------------------------------------------------------------------------
+# Blobs: listing, classification, footers
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    name: str  # full blob name
+    rel: str  # name under the prefix = file name in data_dir
+    size: int
+    etag: str
+    last_modified: str
+    md5: str | None  # hex of the blob's Content-MD5, when it has one
+
+    def facts(self) -> dict[str, Any]:
+        return {"blob": self.name, "etag": self.etag, "last_modified": self.last_modified, "md5": self.md5}
+
+
+def normalize_prefix(prefix: str | None) -> str:
+    """A prefix names a folder: '' (whole container) or 'a/b/' (leading '/' dropped, '/' added)."""
+    prefix = (prefix or "").strip().lstrip("/")
+    return prefix if not prefix or prefix.endswith("/") else prefix + "/"
+
+
+def check_container_name(container: str | None) -> str:
+    if not container:
+        raise ArmsError("container is empty; give the blob container that holds the shards (e.g. quratingfiltered).")
+    if not _CONTAINER_RE.match(container):
+        raise ArmsError(
+            f"container {container!r} is not a valid Azure container name (3-63 lowercase letters, digits "
+            "and single hyphens); check the container name."
+        )
+    return container
+
+
+def blob_info(props: Any, prefix: str) -> BlobInfo:
+    md5 = None
+    settings = getattr(props, "content_settings", None)
+    if settings is not None and settings.content_md5:
+        md5 = bytes(settings.content_md5).hex()
+    modified = props.last_modified
+    return BlobInfo(
+        name=props.name,
+        rel=props.name[len(prefix) :],
+        size=int(props.size or 0),
+        etag=str(props.etag),
+        last_modified=modified.isoformat() if isinstance(modified, datetime) else str(modified),
+        md5=md5,
+    )
+
+
+def classify(blobs: list[BlobInfo], protected: Mapping[str, str]) -> tuple[list[BlobInfo], list[dict[str, str]]]:
+    """Split listed blobs into shard candidates and ``rejected`` ({name, reason}) ones.
+
+    ``protected`` maps local names that did not come from Azure to their manifest role: a blob of the
+    same name is rejected rather than overwriting them.
+    """
+    accepted: list[BlobInfo] = []
+    rejected: list[dict[str, str]] = []
+    for blob in blobs:
+        reason = None
+        if "/" in blob.rel:
+            reason = "in a sub-folder below the prefix; nanochat reads one flat folder"
+        elif not blob.rel.endswith(".parquet"):
+            reason = "not a .parquet file"
+        elif blob.rel.startswith("."):
+            reason = "hidden name; hidden names in the data dir are reserved for temporary files"
+        elif blob.rel in protected:
+            reason = (
+                f"the data dir holds a {blob.rel} (role {protected[blob.rel]}) that did not come from Azure; left alone"
+            )
+        if reason:
+            rejected.append({"name": blob.name, "reason": reason})
+        else:
+            accepted.append(blob)
+    return accepted, rejected
+
+
+def shard_problem(schema: Any) -> str | None:
+    """Why a parquet schema (pyarrow.Schema) is not a nanochat shard, or None when it is one."""
+    import pyarrow as pa
+
+    names = list(schema.names)
+    if TEXT_COLUMN not in names:
+        shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+        return f"it has no '{TEXT_COLUMN}' column (columns: {shown or 'none'})"
+    typ = schema.field(TEXT_COLUMN).type
+    if not (pa.types.is_string(typ) or pa.types.is_large_string(typ) or str(typ) == "string_view"):
+        return f"its '{TEXT_COLUMN}' column holds {typ}, not strings"
+    return None
+
+
+def footer_metadata(tail: bytes, size: int) -> tuple[Any | None, int]:
+    """Parse a parquet footer from the last bytes of a file of ``size`` bytes.
+
+    Returns (FileMetaData, 0), or (None, n) when the footer needs the last ``n`` bytes instead.
+    Raises ValueError when the bytes are not a parquet footer.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if size < 12 or len(tail) < 8 or tail[-4:] != b"PAR1":
+        raise ValueError("no PAR1 footer")
+    footer_len = int.from_bytes(tail[-8:-4], "little")
+    if footer_len + 12 > size:
+        raise ValueError("footer length beyond the file")
+    if footer_len + 8 > len(tail):
+        return None, footer_len + 8
+    fake = b"PAR1" + tail[-(footer_len + 8) :]  # the footer is all read_metadata needs
+    try:
+        return pq.read_metadata(pa.BufferReader(fake)), 0
+    except (pa.ArrowException, OSError) as exc:
+        raise ValueError(str(exc).splitlines()[0]) from None
+
+
+# --------------------------------------------------------------------------------------------
+# Writing: a seekable sink that hashes in order while the SDK writes ranges in any order
+
+
+class HashingWriter:
+    """File-like sink for ``StorageStreamDownloader.readinto``: pwrite + in-order sha256/MD5.
+
+    The SDK writes parallel ranges as ``seek(pos); write(data)`` (under its lock). Data that lands
+    at the hash frontier is hashed from memory; out-of-order ranges are hashed later by reading them
+    back from the file (page cache), so memory stays bounded whatever the order.
+    """
+
+    def __init__(self, fd: int, want_md5: bool, on_bytes: Callable[[int], None] | None = None) -> None:
+        self.fd = fd  # opened O_RDWR: out-of-order ranges are read back to be hashed
+        self.sha256 = hashlib.sha256()
+        self.md5 = hashlib.md5() if want_md5 else None
+        self.on_bytes = on_bytes
+        self.written = 0
+        self._pos = 0
+        self._hashed = 0
+        self._ranges: dict[int, int] = {}
+        self._lock = threading.Lock()
+
+    def seekable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        if whence != 0:
+            raise OSError(errno.EINVAL, "HashingWriter only seeks to absolute positions")
+        self._pos = pos
+        return pos
+
+    def _hash(self, data: memoryview | bytes) -> None:
+        self.sha256.update(data)
+        if self.md5 is not None:
+            self.md5.update(data)
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        view = memoryview(data).cast("B")
+        n = len(view)
+        with self._lock:
+            offset = self._pos
+            done = 0
+            while done < n:
+                done += os.pwrite(self.fd, view[done:], offset + done)
+            self._pos = offset + n
+            self.written += n
+            if offset == self._hashed:
+                self._hash(view)
+                self._hashed += n
+                self._catch_up()
+            elif offset > self._hashed:
+                self._ranges[offset] = max(n, self._ranges.get(offset, 0))
+            else:
+                raise OSError(errno.EIO, "download rewrote a range already written")
+        if self.on_bytes:
+            self.on_bytes(n)
+        return n
+
+    def _catch_up(self) -> None:
+        while self._hashed in self._ranges:
+            length = self._ranges.pop(self._hashed)
+            end = self._hashed + length
+            while self._hashed < end:
+                chunk = os.pread(self.fd, min(HASH_READ, end - self._hashed), self._hashed)
+                if not chunk:
+                    raise OSError(errno.EIO, "short read while hashing the download")
+                self._hash(chunk)
+                self._hashed += len(chunk)
+
+    def digests(self) -> tuple[str, str | None, int]:
+        """(sha256 hex, md5 hex or None, contiguous bytes hashed)."""
+        if self._ranges:
+            raise OSError(errno.EIO, "download left a gap in the file")
+        return self.sha256.hexdigest(), (self.md5.hexdigest() if self.md5 else None), self._hashed
+
+    def flush(self) -> None:
+        pass
+
+
+def hash_file(path: str, want_md5: bool) -> tuple[str, str | None]:
+    sha = hashlib.sha256()
+    md5 = hashlib.md5() if want_md5 else None
+    with open(path, "rb") as fh:
+        while chunk := fh.read(HASH_READ):
+            sha.update(chunk)
+            if md5 is not None:
+                md5.update(chunk)
+    return sha.hexdigest(), (md5.hexdigest() if md5 else None)
+
+
+# --------------------------------------------------------------------------------------------
+# Local state: journal, verification cache, temp files, lock
+
+
+def _read_journal(data_dir: str) -> dict[str, dict[str, Any]]:
+    try:
+        with open(os.path.join(data_dir, JOURNAL_NAME), encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict) or data.get("format") != JOURNAL_FORMAT or not isinstance(data.get("shards"), dict):
+        return {}
+    return {k: v for k, v in data["shards"].items() if isinstance(v, dict) and isinstance(v.get("azure"), dict)}
+
+
+def _write_journal(data_dir: str, source: dict[str, Any], records: dict[str, dict[str, Any]]) -> None:
+    """Write the journal, unless it already says exactly this (a no-op re-run touches nothing)."""
+    path = os.path.join(data_dir, JOURNAL_NAME)
+    data = {"format": JOURNAL_FORMAT, "source": source, "shards": dict(sorted(records.items()))}
+    try:
+        with open(path, encoding="utf-8") as fh:
+            if json.load(fh) == data:
+                return
+    except (OSError, ValueError):
+        pass
+    atomic_write_json(path, data)
+
+
+def _remember_many(data_dir: str, items: list[tuple[str, str]]) -> None:
+    """arms_manifest.remember_verified for many files with one cache write (not one per file)."""
+    if not items:
+        return
+    cache = _load_cache(data_dir)
+    for name, digest in items:
+        try:
+            st = os.stat(os.path.join(data_dir, name))
+        except FileNotFoundError:
+            continue
+        cache[name] = [st.st_size, st.st_mtime_ns, digest]
+    atomic_write_json(os.path.join(data_dir, VERIFY_CACHE_NAME), cache)
+
+
+def _is_our_tmp(entry: str) -> bool:
+    return entry.startswith(".") and TMP_MARK in entry and entry.endswith(TMP_SUFFIX)
+
+
+def _tmp_name(rel: str) -> str:
+    return f".{rel}{TMP_MARK}{secrets.token_hex(4)}{TMP_SUFFIX}"
+
+
+def _remove_stale_tmps(data_dir: str) -> int:
+    removed = 0
+    for entry in os.listdir(data_dir):
+        if _is_our_tmp(entry):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(data_dir, entry))
+                removed += 1
+    return removed
+
+
+@contextlib.contextmanager
+def _locked(data_dir: str) -> Iterator[None]:
+    fd = os.open(os.path.join(data_dir, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ArmsError(
+                f"another Azure sync is writing to {data_dir} (it holds {LOCK_NAME}); wait for it to finish "
+                "or stop it, then run again."
+            ) from None
+        yield
+    finally:
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------------------------
+# Errors
+
+
+def _transient(exc: BaseException) -> bool:
+    """Errors worth starting a blob again for (the SDK already retried single requests)."""
+    from azure.core.exceptions import (
+        DecodeError,
+        HttpResponseError,
+        IncompleteReadError,
+        ServiceRequestError,
+        ServiceResponseError,
+    )
+
+    if isinstance(exc, _RetryableMismatch | IncompleteReadError | DecodeError | ServiceResponseError):
+        return True
+    if isinstance(exc, ServiceRequestError):
+        return True
+    if isinstance(exc, HttpResponseError):
+        status = getattr(exc, "status_code", None)
+        return status is None or status in (408, 429, 500, 502, 503, 504)
+    return isinstance(exc, ConnectionError | TimeoutError)
+
+
+class _RetryableMismatch(Exception):
+    """The bytes that arrived are not the blob's (size or Content-MD5 differ): fetch again."""
+
+
+class _Cancelled(Exception):
+    """The sync is stopping (another blob failed): do not start or retry."""
+
+
+class _BadShard(Exception):
+    def __init__(self, blob: str, why: str) -> None:
+        super().__init__(why)
+        self.blob = blob
+        self.why = why
+
+
+def _short(exc: BaseException, scrub: Scrubber) -> str:
+    status = getattr(exc, "status_code", None)
+    code = getattr(exc, "error_code", None)
+    if status:
+        reason = getattr(getattr(exc, "response", None), "reason", None)
+        return " ".join(str(x) for x in ("HTTP", status, code or reason or "") if x).strip()
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return scrub(f"{type(exc).__name__}: {text}")[:300]
+
+
+def explain(exc: BaseException, auth: AzureAuth, container: str, what: str) -> ArmsError:
+    """Turn an SDK error into a sentence (scrubbed of secrets)."""
+    from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
+
+    if isinstance(exc, ArmsError):
+        return ArmsError(auth.scrub(str(exc)))
+    if isinstance(exc, _RetryableMismatch):
+        return ArmsError(
+            f"{what} from container {container!r} failed verification on every attempt ({auth.scrub(str(exc))}); "
+            "the blob may be corrupt in the container or rewritten while it is read: check it, then run again."
+        )
+    status = getattr(exc, "status_code", None)
+    code = getattr(exc, "error_code", None) or ""
+    brief = _short(exc, auth.scrub)
+    where = f"container {container!r} of {auth.describe()}"
+    if isinstance(exc, ClientAuthenticationError) or status in (401, 403):
+        return ArmsError(
+            f"Azure refused the credentials while {what} in {where} ({brief}): the account key, SAS token "
+            "or connection string is wrong, expired, or lacks read and list permission; check the credentials."
+        )
+    if isinstance(exc, ResourceNotFoundError) or status == 404:
+        if code == "ContainerNotFound" or what.startswith("listing"):
+            return ArmsError(
+                f"container {container!r} does not exist in {auth.describe()} ({brief}); check the container "
+                "name (the runbook's is quratingfiltered) and the account."
+            )
+        return ArmsError(f"a blob disappeared while {what} in {where} ({brief}); run the sync again.")
+    if status == 412:
+        return ArmsError(f"a blob changed while {what} in {where} ({brief}); run the sync again.")
+    if isinstance(exc, HttpResponseError) and status:
+        return ArmsError(f"Azure answered {brief} while {what} in {where}; check the account and container.")
+    if not (isinstance(exc, AzureError | ConnectionError | TimeoutError) or _transient(exc)):
+        return ArmsError(
+            f"the Azure sync failed unexpectedly while {what} in {where} ({brief}); this is a bug in "
+            "nanochat-arms: report it with this message. Finished files are kept."
+        )
+    return ArmsError(
+        f"could not reach {auth.describe()} while {what} ({brief}), even after retries; check account_url "
+        "(or the connection string's endpoint), the network, and run again: finished files are kept."
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The sync
+
+
+@dataclass
+class SyncResult:
+    changed: bool
+    data_dir: str
+    manifest: str
+    blobs: int = 0
+    downloaded: list[str] = field(default_factory=list)
+    already_present: int = 0  # not "skipped": Ansible reads a truthy "skipped" as a skipped task
+    bytes_downloaded: int = 0
+    rejected: list[dict[str, str]] = field(default_factory=list)
+    verified: int = 0
+    removed: list[str] = field(default_factory=list)
+    adopted: list[str] = field(default_factory=list)
+    unmanaged: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    msg: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "changed": self.changed,
+            "data_dir": self.data_dir,
+            "manifest": self.manifest,
+            "blobs": self.blobs,
+            "downloaded": self.downloaded,
+            "already_present": self.already_present,
+            "bytes_downloaded": self.bytes_downloaded,
+            "rejected": self.rejected,
+            "verified": self.verified,
+            "removed": self.removed,
+            "adopted": self.adopted,
+            "unmanaged": self.unmanaged,
+            "seconds": round(self.seconds, 3),
+            "msg": self.msg,
+        }
+
+
+class _ByteProgress(Progress):
+    """Progress in blobs, with the ETA taken from bytes (blob sizes vary)."""
+
+    bytes_total: int = 0
+
+    @property
+    def eta_s(self) -> float | None:
+        if self.bytes_total <= 0 or self.bytes_done <= 0:
+            return super().eta_s
+        return self.elapsed * max(0, self.bytes_total - self.bytes_done) / self.bytes_done
+
+
+class _Reporter:
+    def __init__(self, progress_file: str | None, echo: Callable[[str], None] | None, interval: float) -> None:
+        self.writer = ProgressWriter(
+            progress_file, phase="azure sync: listing", unit="blobs", interval=interval, echo=echo
+        )
+        self.writer.state = _ByteProgress(phase="azure sync: listing", unit="blobs")
+        self.lock = threading.Lock()
+        self.bytes_total = 0
+
+    def start(self, total_blobs: int, total_bytes: int, phase: str) -> None:
+        with self.lock:
+            state = self.writer.state
+            state.started = time.time()
+            state.bytes_total = total_bytes  # type: ignore[attr-defined]
+            self.bytes_total = total_bytes
+            self.writer.update(
+                force=True,
+                phase=phase,
+                total=total_blobs,
+                done=0,
+                bytes_done=0,
+                extra={"bytes": f"0 B of {human_bytes(total_bytes)}"},
+            )
+
+    def add_bytes(self, n: int) -> None:
+        with self.lock:
+            done = self.writer.state.bytes_done + n
+            self.writer.update(
+                bytes_done=done, extra={"bytes": f"{human_bytes(done)} of {human_bytes(self.bytes_total)}"}
+            )
+
+    def blob_done(self) -> None:
+        with self.lock:
+            self.writer.advance(1)
+
+    def phase(self, phase: str) -> None:
+        with self.lock:
+            self.writer.update(force=True, phase=phase)
+
+    def finish(self, phase: str) -> None:
+        with self.lock:
+            self.writer.finish(phase=phase)
+
+
+@dataclass
+class _Plan:
+    accepted: list[BlobInfo]
+    rejected: list[dict[str, str]]
+    fetch: list[BlobInfo]
+    skip: list[str]
+    adopt: dict[str, dict[str, Any]]
+    remove: list[str]
+    carried: list[dict[str, Any]]
+    unmanaged: list[str]
+    records: dict[str, dict[str, Any]]
+
+
+class AzureSync:
+    """One sync of ``container``/``prefix`` into ``data_dir``. See the module docstring."""
+
+    def __init__(
+        self,
+        container: str,
+        data_dir: str,
+        auth: AzureAuth,
+        *,
+        prefix: str = "",
+        download_mode: str = "bulk",
+        concurrency: int = 16,
+        chunk_concurrency: int | None = None,
+        max_retries: int = 5,
+        retry_backoff: float = 1.0,
+        deep_verify: bool = False,
+        progress_file: str | None = None,
+        echo: Callable[[str], None] | None = None,
+        progress_interval: float = 2.0,
+        on_blob_done: Callable[[str], None] | None = None,
+        max_single_get_size: int | None = None,
+        max_chunk_get_size: int | None = None,
+    ) -> None:
+        self.container = check_container_name(container)
+        self.prefix = normalize_prefix(prefix)
+        self.data_dir = os.path.abspath(os.path.expanduser(data_dir))
+        self.auth = auth
+        if download_mode not in DOWNLOAD_MODES:
+            raise ArmsError(
+                f"download_mode {download_mode!r} is not supported; expected one of {', '.join(DOWNLOAD_MODES)}."
+            )
+        for label, value, low in (("concurrency", concurrency, 1), ("max_retries", max_retries, 0)):
+            if value < low:
+                raise ArmsError(f"{label} is {value}; expected an integer >= {low}.")
+        if chunk_concurrency is not None and chunk_concurrency < 1:
+            raise ArmsError(f"chunk_concurrency is {chunk_concurrency}; expected an integer >= 1.")
+        self.download_mode = download_mode
+        self.concurrency = concurrency
+        self.chunk_concurrency = chunk_concurrency or 4
+        self.max_retries = max_retries
+        self.backoff = _Backoff(retry_backoff)
+        self.retry_backoff = retry_backoff
+        self.deep_verify = deep_verify
+        self.on_blob_done = on_blob_done
+        self.report = _Reporter(progress_file, echo, progress_interval)
+        self._stop = threading.Event()
+        self._client: Any = None
+        self._single_get = max_single_get_size or 32 * 1024 * 1024
+        self._chunk_get = max_chunk_get_size
+
+    # -- plumbing ------------------------------------------------------------------------
+    @property
+    def source(self) -> dict[str, Any]:
+        return {"account": self.auth.account_name, "container": self.container, "prefix": self.prefix}
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            pool = self.concurrency * self.chunk_concurrency + 4
+            self._client = container_client(
+                self.auth,
+                self.container,
+                pool_size=pool,
+                max_retries=self.max_retries,
+                retry_backoff=self.retry_backoff,
+                max_single_get_size=self._single_get,
+                max_chunk_get_size=self._chunk_get,
+            )
+        return self._client
+
+    def _sdk(self, what: str, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except ArmsError:
+            raise
+        except Exception as exc:  # SDK errors become sentences, scrubbed
+            raise explain(exc, self.auth, self.container, what) from None
+
+    # -- listing and planning ------------------------------------------------------------
+    def list_blobs(self) -> list[BlobInfo]:
+        """Every blob under the prefix (the SDK retries transient errors with backoff)."""
+
+        def run() -> list[BlobInfo]:
+            pages = self.client.list_blobs(name_starts_with=self.prefix or None, results_per_page=5000)
+            return [blob_info(p, self.prefix) for p in pages]
+
+        return self._sdk("listing blobs", run)
+
+    def _where(self) -> str:
+        return f"prefix {self.prefix!r} of container {self.container!r} ({self.auth.account_name})"
+
+    def plan(self, blobs: list[BlobInfo]) -> _Plan:
+        if not blobs:
+            raise ArmsError(
+                f"there are no blobs under {self._where()}; check the prefix (empty means the whole "
+                "container; a prefix names a folder)."
+            )
+        try:
+            manifest = read_manifest(self.data_dir) if os.path.isdir(self.data_dir) else None
+        except ArmsError:
+            manifest = None  # unreadable: rewritten from the container at the end of this sync
+        carried = [s for s in (manifest or {}).get("shards", []) if not isinstance(s.get("azure"), dict)]
+        protected = {s["name"]: str(s.get("role", "train")) for s in carried}
+        accepted, rejected = classify(blobs, protected)
+        if not accepted:
+            shown = "; ".join(f"{r['name']}: {r['reason']}" for r in rejected[:3])
+            raise ArmsError(
+                f"none of the {len(blobs)} blobs under {self._where()} is a .parquet shard directly under "
+                f"the prefix ({shown}); check the prefix."
+            )
+        records = {s["name"]: s for s in (manifest or {}).get("shards", []) if isinstance(s.get("azure"), dict)}
+        records.update(_read_journal(self.data_dir) if os.path.isdir(self.data_dir) else {})
+        want = {b.rel: b for b in accepted}
+        candidates: list[dict[str, Any]] = []
+        fetch: list[BlobInfo] = []
+        for blob in accepted:
+            rec = records.get(blob.rel)
+            az = (rec or {}).get("azure", {})
+            if (
+                rec
+                and az.get("etag") == blob.etag
+                and az.get("last_modified") == blob.last_modified
+                and rec.get("bytes") == blob.size
+                and (blob.md5 is None or az.get("md5") in (None, blob.md5))
+            ):
+                candidates.append(rec)
+            else:
+                fetch.append(blob)
+        skip: list[str] = []
+        if candidates:
+            check = verify_data_dir(self.data_dir, {"shards": candidates}, use_cache=not self.deep_verify)
+            skip = sorted(check.ok)
+            bad = set(check.bad)
+            fetch.extend(want[name] for name in sorted(bad))
+        # unrecorded local files that already hold the blob's bytes (journal lost, manifest removed)
+        adopt: dict[str, dict[str, Any]] = {}
+        remaining: list[BlobInfo] = []
+        for blob in fetch:
+            path = os.path.join(self.data_dir, blob.rel)
+            entry = None
+            if blob.md5 and blob.rel not in records and os.path.isfile(path) and os.path.getsize(path) == blob.size:
+                entry = self._adopt(blob, path)
+            if entry:
+                adopt[blob.rel] = entry
+            else:
+                remaining.append(blob)
+        remove = sorted(
+            name
+            for name in records
+            if name not in want and name not in protected and os.path.exists(os.path.join(self.data_dir, name))
+        )
+        known = set(want) | set(protected) | set(records)
+        unmanaged = sorted(
+            e
+            for e in (os.listdir(self.data_dir) if os.path.isdir(self.data_dir) else [])
+            if e.endswith(".parquet") and e not in known
+        )
+        remaining.sort(key=lambda b: (-b.size, b.rel))  # largest first: shortest makespan
+        return _Plan(accepted, rejected, remaining, skip, adopt, remove, carried, unmanaged, records)
+
+    def _adopt(self, blob: BlobInfo, path: str) -> dict[str, Any] | None:
+        sha, md5 = hash_file(path, want_md5=True)
+        if md5 != blob.md5:
+            return None
+        problem, facts = self._local_facts(path)
+        if problem:
+            raise _BadShard(blob.name, problem)
+        return self._entry(blob, facts, sha)
+
+    @staticmethod
+    def _local_facts(path: str) -> tuple[str | None, dict[str, Any]]:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        try:
+            meta = pq.ParquetFile(path).metadata
+        except (pa.ArrowException, OSError) as exc:
+            return f"it is not a readable parquet file ({str(exc).splitlines()[0]})", {}
+        problem = shard_problem(meta.schema.to_arrow_schema())
+        return problem, {"rows": meta.num_rows, "row_groups": meta.num_row_groups}
+
+    @staticmethod
+    def _entry(blob: BlobInfo, facts: dict[str, Any], sha256: str) -> dict[str, Any]:
+        # the keys of arms_manifest.shard_entry, plus the blob's facts under "azure"
+        return {
+            "name": blob.rel,
+            "rows": facts["rows"],
+            "row_groups": facts["row_groups"],
+            "bytes": blob.size,
+            "sha256": sha256,
+            "role": "train",
+            "azure": blob.facts(),
+        }
+
+    # -- footers and downloads -----------------------------------------------------------
+    def check_footer(self, blob: BlobInfo) -> None:
+        """Read the blob's parquet footer with ranged reads; raise _BadShard when it is no shard."""
+        bc = self.client.get_blob_client(blob.name)
+        from azure.core import MatchConditions
+
+        def tail(n: int) -> bytes:
+            n = min(n, blob.size)
+            return bc.download_blob(
+                offset=blob.size - n, length=n, etag=blob.etag, match_condition=MatchConditions.IfNotModified
+            ).readall()
+
+        if blob.size < 12:
+            raise _BadShard(blob.name, f"it is {blob.size} bytes, too small for a parquet file")
+        try:
+            meta, need = footer_metadata(tail(TAIL_READ), blob.size)
+            if meta is None:
+                meta, _ = footer_metadata(tail(need), blob.size)
+        except ValueError as exc:
+            raise _BadShard(blob.name, f"it is not a parquet file ({exc})") from None
+        problem = shard_problem(meta.schema.to_arrow_schema())
+        if problem:
+            raise _BadShard(blob.name, problem)
+
+    def _fetch_once(self, blob: BlobInfo) -> dict[str, Any]:
+        from azure.core import MatchConditions
+
+        if blob.size > self._single_get:
+            self.check_footer(blob)  # before committing to a large download
+        bc = self.client.get_blob_client(blob.name)
+        tmp = os.path.join(self.data_dir, _tmp_name(blob.rel))
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)  # read back to hash out-of-order ranges
+        writer = HashingWriter(fd, want_md5=blob.md5 is not None, on_bytes=self.report.add_bytes)
+        try:
+            try:
+                stream = bc.download_blob(
+                    max_concurrency=self.chunk_concurrency,
+                    etag=blob.etag,
+                    match_condition=MatchConditions.IfNotModified,
+                )
+                stream.readinto(writer)
+                sha, md5, hashed = writer.digests()
+                if hashed != blob.size:
+                    raise _RetryableMismatch(f"{hashed} bytes arrived, the blob has {blob.size}")
+                if blob.md5 and md5 != blob.md5:
+                    raise _RetryableMismatch("the bytes that arrived do not match the blob's Content-MD5")
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            problem, facts = self._local_facts(tmp)
+            if problem:
+                raise _BadShard(blob.name, problem)
+            os.replace(tmp, os.path.join(self.data_dir, blob.rel))
+        except BaseException:
+            self.report.add_bytes(-writer.written)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        return self._entry(blob, facts, sha)
+
+    def _fetch(self, blob: BlobInfo) -> dict[str, Any]:
+        attempt = 0
+        while True:
+            if self._stop.is_set():
+                raise _Cancelled()
+            try:
+                return self._fetch_once(blob)
+            except (_BadShard, _Cancelled):
+                raise
+            except Exception as exc:
+                if self._stop.is_set() or attempt >= self.max_retries or not _transient(exc):
+                    raise
+                attempt += 1
+                if self._stop.wait(self.backoff(attempt)):
+                    raise _Cancelled() from None
+
+    # -- the whole run -------------------------------------------------------------------
+    def run(self, check_mode: bool = False) -> SyncResult:
+        started = time.monotonic()
+        result = SyncResult(changed=False, data_dir=self.data_dir, manifest=manifest_path(self.data_dir))
+        blobs = self.list_blobs()
+        self.report.phase("azure sync: planning")
+        try:
+            plan = self.plan(blobs)
+        except _BadShard as exc:
+            raise self._bad_shard(exc) from None
+        result.blobs = len(plan.accepted)
+        result.rejected = plan.rejected
+        result.unmanaged = plan.unmanaged
+        need = sum(b.size for b in plan.fetch)
+        if plan.fetch:
+            self._check_disk(plan.fetch, need)
+        if check_mode:
+            self._check_footers(plan.fetch)
+            result.downloaded = sorted(b.rel for b in plan.fetch)
+            result.bytes_downloaded = need
+            result.already_present = len(plan.skip) + len(plan.adopt)
+            result.adopted = sorted(plan.adopt)
+            result.removed = plan.remove
+            result.verified = len(plan.skip) + len(plan.adopt)
+            manifest_same = self._manifest_unchanged(plan, {**{n: plan.records[n] for n in plan.skip}, **plan.adopt})
+            result.changed = bool(plan.fetch or plan.remove or not manifest_same)
+            result.seconds = time.monotonic() - started
+            result.msg = self._message(result, check_mode=True)
+            return result
+        os.makedirs(self.data_dir, exist_ok=True)
+        with _locked(self.data_dir):
+            _remove_stale_tmps(self.data_dir)
+            # the journal only ever names files whose bytes match their record
+            journal = {n: plan.records[n] for n in plan.skip}
+            journal.update(plan.adopt)
+            for name in plan.remove:  # downloaded by an earlier sync, gone from the container
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(self.data_dir, name))
+            _write_journal(self.data_dir, self.source, journal)
+            fetched: dict[str, dict[str, Any]] = {}
+            try:
+                error = self._download_all(plan.fetch, journal, fetched)
+            finally:  # also on Ctrl-C: what finished is recorded, so the next run does not fetch it again
+                _remember_many(self.data_dir, [(n, r["sha256"]) for n, r in {**plan.adopt, **fetched}.items()])
+                _write_journal(self.data_dir, self.source, journal)
+                fsync_dir(self.data_dir)
+            if error is not None:
+                self.report.finish("azure sync: failed")
+                raise error
+            manifest = self._manifest(plan, journal)
+            try:
+                old = read_manifest(self.data_dir)
+            except ArmsError:
+                old = None  # unreadable: replaced
+            if old != manifest:
+                write_manifest(self.data_dir, manifest)
+            result.changed = bool(fetched or plan.remove or old != manifest)
+            records = journal
+        result.downloaded = sorted(fetched)
+        result.bytes_downloaded = sum(r["bytes"] for r in fetched.values())
+        result.already_present = len(plan.skip) + len(plan.adopt)
+        result.adopted = sorted(plan.adopt)
+        result.removed = plan.remove
+        result.verified = len(records)
+        result.seconds = time.monotonic() - started
+        self.report.finish("azure sync: done")
+        result.msg = self._message(result)
+        return result
+
+    def _download_all(
+        self, fetch: list[BlobInfo], records: dict[str, dict[str, Any]], fetched: dict[str, dict[str, Any]]
+    ) -> ArmsError | None:
+        """Fetch ``fetch`` in parallel; each landed blob goes into ``fetched`` and ``records`` at once.
+
+        Returns the first error as a sentence (the others stop: nothing new starts, no retry waits).
+        """
+        if not fetch:
+            return None
+        self.report.start(len(fetch), sum(b.size for b in fetch), "azure sync: downloading")
+        error: ArmsError | None = None
+        last_journal = time.monotonic()
+        pool = ThreadPoolExecutor(max_workers=min(self.concurrency, len(fetch)), thread_name_prefix="azsync")
+        try:
+            pending: dict[Future[dict[str, Any]], BlobInfo] = {pool.submit(self._fetch, b): b for b in fetch}
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    blob = pending.pop(fut)
+                    try:
+                        entry = fut.result()
+                    except (_Cancelled, CancelledError):
+                        continue
+                    except _BadShard as exc:
+                        error = error or self._bad_shard(exc)
+                    except Exception as exc:
+                        error = error or explain(exc, self.auth, self.container, f"downloading {blob.name}")
+                    else:
+                        fetched[blob.rel] = entry
+                        records[blob.rel] = entry
+                        self.report.blob_done()
+                        if self.on_blob_done:
+                            self.on_blob_done(blob.rel)
+                    if error is not None and not self._stop.is_set():
+                        self._stop.set()
+                        for other in pending:
+                            other.cancel()
+                if time.monotonic() - last_journal >= JOURNAL_INTERVAL:
+                    _write_journal(self.data_dir, self.source, records)
+                    last_journal = time.monotonic()
+        except BaseException:
+            self._stop.set()
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            _remove_stale_tmps(self.data_dir)
+        return error
+
+    def _check_footers(self, fetch: list[BlobInfo]) -> None:
+        if not fetch:
+            return
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(fetch))) as pool:
+            futures = {pool.submit(self.check_footer, b): b for b in fetch}
+            for fut in futures:
+                try:
+                    fut.result()
+                except _BadShard as exc:
+                    raise self._bad_shard(exc) from None
+                except Exception as exc:
+                    raise explain(
+                        exc, self.auth, self.container, f"reading the footer of {futures[fut].name}"
+                    ) from None
+
+    def _bad_shard(self, exc: _BadShard) -> ArmsError:
+        return ArmsError(
+            f"blob {exc.blob!r} in container {self.container!r} is not a nanochat shard: {exc.why}; nanochat "
+            "reads the string column 'text' of every *.parquet file in the data dir, so remove or fix that blob "
+            "(or sync a prefix without it). Finished files are kept; nothing half-written is left."
+        )
+
+    def _check_disk(self, fetch: list[BlobInfo], need: int) -> None:
+        free = free_bytes(self.data_dir)
+        if need > free:
+            raise ArmsError(
+                f"not enough disk space in {self.data_dir}: {len(fetch)} blobs to fetch need {human_bytes(need)}, "
+                f"only {human_bytes(free)} free; free some space or choose a data_dir on a larger disk."
+            )
+
+    def _manifest(self, plan: _Plan, records: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
+        shards = [records[b.rel] for b in plan.accepted] + plan.carried
+        return build_manifest(
+            kind=KIND,
+            source=self.source,
+            params={"download_mode": self.download_mode},
+            shards=shards,
+            stats={"blobs_listed": len(plan.accepted) + len(plan.rejected), "blobs_rejected": len(plan.rejected)},
+        )
+
+    def _manifest_unchanged(self, plan: _Plan, records: Mapping[str, dict[str, Any]]) -> bool:
+        if plan.fetch or not os.path.isdir(self.data_dir):
+            return False
+        try:
+            return read_manifest(self.data_dir) == self._manifest(plan, records)
+        except (ArmsError, KeyError):
+            return False
+
+    def _message(self, r: SyncResult, check_mode: bool = False) -> str:
+        verb = "would download" if check_mode else "downloaded"
+        parts = [
+            f"{r.blobs} shards from {self._where()}: {verb} {len(r.downloaded)} ({human_bytes(r.bytes_downloaded)})",
+            f"{r.already_present} already present and verified",
+        ]
+        if r.seconds > 0 and r.bytes_downloaded and not check_mode:
+            parts.append(f"{r.bytes_downloaded / 1e6 / r.seconds:.1f} MB/s over {human_seconds(r.seconds)}")
+        if r.adopted:
+            parts.append(f"{len(r.adopted)} adopted by Content-MD5")
+        if r.removed:
+            parts.append(f"{'would remove' if check_mode else 'removed'} {len(r.removed)} no longer in the container")
+        if r.rejected:
+            parts.append(f"{len(r.rejected)} other blobs left alone")
+        if r.unmanaged:
+            parts.append(
+                f"WARNING: {len(r.unmanaged)} parquet files in the data dir are not in the manifest "
+                f"({', '.join(r.unmanaged[:3])}) and would be read by nanochat"
+            )
+        return "; ".join(parts) + "."
+
+
+# --------------------------------------------------------------------------------------------
+# skip_download: verify what is there against the manifest, touch nothing remote
+
+
+def verify_only(
+    container: str,
+    data_dir: str,
+    *,
+    prefix: str = "",
+    deep_verify: bool = False,
+    progress_file: str | None = None,
+    echo: Callable[[str], None] | None = None,
+) -> SyncResult:
+    """The runbook's ``--skip-download``: no download, but every shard must match the manifest."""
+    container = check_container_name(container)
+    prefix = normalize_prefix(prefix)
+    data_dir = os.path.abspath(os.path.expanduser(data_dir))
+    started = time.monotonic()
+    writer = ProgressWriter(progress_file, phase="azure sync: verifying (skip_download)", unit="shards", echo=echo)
+    manifest = read_manifest(data_dir) if os.path.isdir(data_dir) else None
+    if manifest is None:
+        raise ArmsError(
+            f"skip_download is set but {data_dir} has no manifest.json, so its files cannot be checked; run "
+            "the sync once without skip_download."
+        )
+    src = manifest.get("source") or {}
+    if (
+        manifest.get("kind") != KIND
+        or src.get("container") != container
+        or normalize_prefix(src.get("prefix")) != prefix
+    ):
+        raise ArmsError(
+            f"skip_download is set but {data_dir} holds {manifest.get('kind')} data from container "
+            f"{src.get('container')!r} prefix {src.get('prefix')!r}, not container {container!r} prefix {prefix!r}; "
+            "run without skip_download or fix container/prefix."
+        )
+    writer.update(force=True, total=len(manifest["shards"]))
+    check = verify_data_dir(data_dir, manifest, use_cache=not deep_verify)
+    writer.finish(done=len(check.ok))
+    if check.bad or check.extra:
+        extra = (
+            f"; {len(check.extra)} parquet files not in the manifest would also be read by nanochat "
+            f"({', '.join(check.extra[:5])})"
+            if check.extra
+            else ""
+        )
+        bad = "; ".join(
+            f"{label}: {', '.join(names[:10])}{' ...' if len(names) > 10 else ''}"
+            for label, names in (
+                ("missing", check.missing),
+                ("wrong size", check.wrong_size),
+                ("wrong sha256", check.wrong_hash),
+            )
+            if names
+        )
+        raise ArmsError(
+            f"skip_download is set but {len(check.bad)} of {len(manifest['shards'])} shards in {data_dir} do not "
+            f"match manifest.json ({bad or 'none'}){extra}; "
+            + ("run without skip_download to fetch them again" if check.bad else "")
+            + (" and " if check.bad and check.extra else "")
+            + ("remove the extra files" if check.extra else "")
+            + "."
+        )
+    azure = [s for s in manifest["shards"] if isinstance(s.get("azure"), dict)]
+    result = SyncResult(
+        changed=False,
+        data_dir=data_dir,
+        manifest=manifest_path(data_dir),
+        blobs=len(azure),
+        already_present=len(azure),
+        verified=len(check.ok),
+        seconds=time.monotonic() - started,
+    )
+    result.msg = (
+        f"skip_download: {len(check.ok)} shards in {data_dir} match manifest.json "
+        f"({check.hashed} re-hashed, the rest unchanged since last verified); nothing downloaded."
+    )
+    return result
+
+
+def sync(
+    container: str,
+    data_dir: str,
+    *,
+    prefix: str = "",
+    connection_string: str | None = None,
+    account_url: str | None = None,
+    sas_token: str | None = None,
+    account_key: str | None = None,
+    skip_download: bool = False,
+    check_mode: bool = False,
+    env: Mapping[str, str] | None = None,
+    **options: Any,
+) -> SyncResult:
+    """The module's and the CLI's entry point: resolve credentials, then sync or verify.
+
+    ``options`` go to :class:`AzureSync` (download_mode, concurrency, chunk_concurrency,
+    max_retries, retry_backoff, deep_verify, progress_file, echo, on_blob_done, ...).
+    """
+    if skip_download:
+        keep = {k: options[k] for k in ("deep_verify", "progress_file", "echo") if k in options}
+        if options.get("download_mode", "bulk") not in DOWNLOAD_MODES:
+            raise ArmsError(f"download_mode {options['download_mode']!r} is not supported; expected bulk.")
+        return verify_only(container, data_dir, prefix=prefix, **keep)
+    check_container_name(container)
+    if check_mode:
+        options["progress_file"] = None  # check mode writes nothing
+    auth = resolve_auth(connection_string, account_url, sas_token, account_key, env=env)
+    try:
+        return AzureSync(container, data_dir, auth, prefix=prefix, **options).run(check_mode=check_mode)
+    except ArmsError as exc:
+        raise ArmsError(auth.scrub(str(exc))) from None
