@@ -89,6 +89,12 @@ options:
   progress_file:
     description: JSON progress state (blobs and bytes done, MB/s, ETA), rewritten every 2 s while downloading.
     type: path
+  env_file:
+    description:
+      - A secrets env file on the host (the credentials role writes it, mode 0600) whose
+        C(AZURE_STORAGE_*) lines are used like the environment variables, so no secret travels in
+        a task's arguments.
+    type: path
   deep_verify:
     description: Re-hash every local file instead of trusting the verification cache (size + mtime).
     type: bool
@@ -177,8 +183,10 @@ msg:
   returned: always
 """
 
+import os
+
 from ansible.module_utils.arms_azure import sync
-from ansible.module_utils.arms_common import ArmsError
+from ansible.module_utils.arms_common import ArmsError, load_env_file
 from ansible.module_utils.basic import AnsibleModule
 
 ARGUMENT_SPEC = {
@@ -197,6 +205,7 @@ ARGUMENT_SPEC = {
     "max_retries": {"type": "int", "default": 5},
     "progress_file": {"type": "path"},
     "deep_verify": {"type": "bool", "default": False},
+    "env_file": {"type": "path"},
 }
 
 
@@ -220,6 +229,7 @@ def main() -> None:
             max_retries=p["max_retries"],
             deep_verify=p["deep_verify"],
             progress_file=p["progress_file"],
+            env={**os.environ, **load_env_file(p["env_file"])},
         )
     except ArmsError as exc:
         module.fail_json(msg=str(exc))

@@ -139,6 +139,11 @@ options:
       - Hugging Face token for gated or private datasets and higher rate limits. Also read from the
         environment (E(HF_TOKEN), E(HUGGINGFACE_HUB_TOKEN)). Never logged or returned.
     type: str
+  env_file:
+    description:
+      - A secrets env file on the host (the credentials role writes it, mode 0600); its E(HF_TOKEN) is
+        used when O(hf_token) is not given, so the token never travels in a task's arguments.
+    type: path
   progress_file:
     description:
       - JSON progress state written while running (phase, rows read and kept, shards written, MB/s, ETA
@@ -242,7 +247,7 @@ msg:
   returned: always
 """
 
-from ansible.module_utils.arms_common import ArmsError
+from ansible.module_utils.arms_common import ArmsError, load_env_file
 from ansible.module_utils.arms_shard import options_from_dict, prepare_random_subset
 from ansible.module_utils.basic import AnsibleModule
 
@@ -266,6 +271,7 @@ def main() -> None:
             "workers": {"type": "int", "default": 0},
             "force": {"type": "bool", "default": False},
             "hf_token": {"type": "str", "no_log": True},
+            "env_file": {"type": "path"},
             "progress_file": {"type": "path"},
             "work_dir": {"type": "path"},
             "min_free_bytes_factor": {"type": "float", "default": 1.2},
@@ -273,9 +279,13 @@ def main() -> None:
         },
         supports_check_mode=True,
     )
-    token = module.params.get("hf_token")
+    params = dict(module.params)
+    secrets = load_env_file(params.pop("env_file", None))
+    if not params.get("hf_token"):
+        params["hf_token"] = secrets.get("HF_TOKEN") or secrets.get("HUGGINGFACE_HUB_TOKEN")
+    token = params.get("hf_token")
     try:
-        result = prepare_random_subset(options_from_dict(dict(module.params)), check_mode=module.check_mode)
+        result = prepare_random_subset(options_from_dict(params), check_mode=module.check_mode)
     except ArmsError as exc:
         module.fail_json(msg=_scrub(str(exc), token))
     except OSError as exc:

@@ -1,0 +1,346 @@
+#!/usr/bin/env python3
+"""Benchmark: random-subset sharding vs the runbook's naive script vs pyarrow's bare read.
+
+    .venv/bin/python benchmarks/bench_shard.py            # ~1 GB synthetic dataset, cached under .lab/bench
+
+On the same files (a synthetic airtrain-ai/fineweb-edu-fortified of >= 1 GB, embedding column included,
+made once by arms_fixture and cached), one run measures rows/s of
+
+* module, 1 worker / all cores: ``prepare_random_subset`` (the nanochat_random_subset module's code),
+  defaults (ratio 0.165, rows_per_shard 14000, world_size 8, zstd level 3), into a fresh data dir;
+* naive: the runbook's way, ``datasets`` streaming of the local parquet files, ``random.random() < ratio``,
+  rows accumulated in a list and written per shard; over a fixed prefix of rows (it is slow), said so;
+* limit: pyarrow reading only the text and id columns of every file, nothing else (1 core: no threads;
+  all cores: pyarrow's threads or one process per core, whichever is faster).
+
+Every measurement runs in a fresh subprocess (same imports, same cold allocator), the page cache is
+warmed first, measurements are interleaved for ``--rounds`` rounds and the best of each is kept (the
+machine may be shared). CPU seconds are printed beside wall seconds. Then the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import random
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+import _arms_path  # noqa: F401
+
+BENCH_DIR = os.path.join(ROOT, ".lab", "bench")
+DATASET_ARGS = {"rows": 220_000, "files_per_dump": 3, "dumps": 4, "seed": 7, "text_bytes_mean": 4500}
+
+
+def cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def dataset_dir() -> str:
+    a = DATASET_ARGS
+    return os.path.join(BENCH_DIR, f"fortified-{a['rows']}r-{a['dumps']}x{a['files_per_dump']}-s{a['seed']}")
+
+
+def ensure_dataset() -> tuple[str, list[str]]:
+    from ansible.module_utils.arms_fixture import make_fixture
+
+    out = dataset_dir()
+    marker = os.path.join(out, ".complete.json")
+    if not os.path.exists(marker):
+        shutil.rmtree(out, ignore_errors=True)
+        started = time.time()
+        print(f"generating the benchmark dataset in {out} ...", flush=True)
+        files = make_fixture(out, workers=cores(), **DATASET_ARGS)  # type: ignore[arg-type]
+        with open(marker, "w") as fh:
+            json.dump({"args": DATASET_ARGS, "files": files}, fh)
+        print(f"  {sum(f['bytes'] for f in files) / 1e9:.2f} GB in {time.time() - started:.0f}s", flush=True)
+    files = sorted(glob.glob(os.path.join(out, "data", "*", "*.parquet")))
+    return out, files
+
+
+def warm(files: list[str]) -> None:
+    for path in files:
+        with open(path, "rb") as fh:
+            while fh.read(16 << 20):
+                pass
+
+
+# ------------------------------------------------------------------------------------ measurements
+
+
+def m_limit_1(files: list[str], _: dict[str, Any]) -> int:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pa.set_cpu_count(1)
+    pa.set_io_thread_count(1)
+    return sum(pq.read_table(f, columns=["text", "id"], use_threads=False).num_rows for f in files)
+
+
+def m_limit_threads(files: list[str], _: dict[str, Any]) -> int:
+    import pyarrow.parquet as pq
+
+    return sum(pq.read_table(f, columns=["text", "id"]).num_rows for f in files)
+
+
+def _read_one(path: str) -> int:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pa.set_cpu_count(1)
+    pa.set_io_thread_count(1)
+    return pq.read_table(path, columns=["text", "id"], use_threads=False).num_rows
+
+
+def m_limit_procs(files: list[str], _: dict[str, Any]) -> int:
+    with ProcessPoolExecutor(cores()) as pool:
+        return sum(pool.map(_read_one, files))
+
+
+def _module(files: list[str], opts: dict[str, Any], workers: int, level: int | None = None) -> int:
+    from ansible.module_utils.arms_shard import Options, prepare_random_subset
+
+    out = os.path.join(BENCH_DIR, f"out-w{workers}")
+    shutil.rmtree(out, ignore_errors=True)
+    os.makedirs(out)
+    result = prepare_random_subset(
+        Options(
+            dataset=dataset_dir(),
+            data_dir=os.path.join(out, "base_data"),
+            ratio=opts["ratio"],
+            rows_per_shard=opts["rows_per_shard"],
+            world_size=opts["world_size"],
+            compression_level=level or opts["compression_level"],
+            workers=workers,
+        )
+    )
+    shutil.rmtree(out, ignore_errors=True)
+    return int(result["rows_read"])
+
+
+def m_module_1(files: list[str], opts: dict[str, Any]) -> int:
+    return _module(files, opts, 1)
+
+
+def m_module_all(files: list[str], opts: dict[str, Any]) -> int:
+    return _module(files, opts, 0)
+
+
+def m_module_1_alt(files: list[str], opts: dict[str, Any]) -> int:
+    return _module(files, opts, 1, opts["also_level"])
+
+
+def m_module_all_alt(files: list[str], opts: dict[str, Any]) -> int:
+    return _module(files, opts, 0, opts["also_level"])
+
+
+def m_naive(files: list[str], opts: dict[str, Any]) -> int:
+    """The runbook's prepare_hf_random_subset.py as one would write it (over the first --naive-rows rows)."""
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from datasets import load_dataset
+
+    out = os.path.join(BENCH_DIR, "out-naive")
+    shutil.rmtree(out, ignore_errors=True)
+    os.makedirs(out)
+    setup_started = time.perf_counter()
+    ds = load_dataset("parquet", data_files={"train": files}, split="train", streaming=True)
+    opts["naive_setup"] = time.perf_counter() - setup_started
+    loop_cpu = time.process_time()
+    random.seed(42)
+    rows, shard, seen = [], 0, 0
+    for row in ds:
+        seen += 1
+        if random.random() < opts["ratio"]:
+            rows.append(row["text"])
+            if len(rows) >= opts["rows_per_shard"]:
+                pq.write_table(pa.table({"text": rows}), os.path.join(out, f"shard_{shard:05d}.parquet"))
+                rows, shard = [], shard + 1
+        if seen >= opts["naive_rows"]:
+            break
+    if rows:
+        pq.write_table(pa.table({"text": rows}), os.path.join(out, f"shard_{shard:05d}.parquet"))
+    opts["naive_loop_cpu"] = time.process_time() - loop_cpu
+    shutil.rmtree(out, ignore_errors=True)
+    return seen
+
+
+MEASURES = {
+    "limit_1": m_limit_1,
+    "limit_threads": m_limit_threads,
+    "limit_procs": m_limit_procs,
+    "module_1": m_module_1,
+    "module_all": m_module_all,
+    "naive": m_naive,
+    "module_1_alt": m_module_1_alt,
+    "module_all_alt": m_module_all_alt,
+}
+
+
+def measure_in_child(name: str, opts: dict[str, Any]) -> dict[str, float]:
+    cmd = [sys.executable, os.path.abspath(__file__), "--measure", name, "--opts", json.dumps(opts)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"{name} failed:\n{proc.stderr}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def child(name: str, opts: dict[str, Any]) -> None:
+    files = sorted(glob.glob(os.path.join(dataset_dir(), "data", "*", "*.parquet")))
+    started = time.perf_counter()
+    rows = MEASURES[name](files, opts)
+    seconds = time.perf_counter() - started
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    result = {
+        "rows": rows,
+        "seconds": seconds,
+        "setup": opts.get("naive_setup", 0.0),
+        "loop_cpu": opts.get("naive_loop_cpu", 0.0),
+        "cpu": me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime,  # imports included
+        "rss_mb": max(me.ru_maxrss, kids.ru_maxrss) / 1024,  # the largest single process
+    }
+    print(json.dumps(result))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--naive-rows", type=int, default=20_000)
+    parser.add_argument("--ratio", type=float, default=0.165)
+    parser.add_argument("--rows-per-shard", type=int, default=14000)
+    parser.add_argument("--world-size", type=int, default=8)
+    parser.add_argument("--compression-level", type=int, default=3)
+    parser.add_argument(
+        "--also-level", type=int, default=1, help="also measure the module at this zstd level (0: don't)"
+    )
+    parser.add_argument("--only", default="", help="comma-separated measurement names")
+    parser.add_argument("--measure", help=argparse.SUPPRESS)
+    parser.add_argument("--opts", help=argparse.SUPPRESS)
+    a = parser.parse_args()
+    if a.measure:
+        child(a.measure, json.loads(a.opts))
+        return
+    opts = {
+        "ratio": a.ratio,
+        "rows_per_shard": a.rows_per_shard,
+        "world_size": a.world_size,
+        "compression_level": a.compression_level,
+        "naive_rows": a.naive_rows,
+        "also_level": a.also_level,
+    }
+    path, files = ensure_dataset()
+    size = sum(os.path.getsize(f) for f in files)
+    total_rows = DATASET_ARGS["rows"]
+    print(f"dataset: {path}: {len(files)} files, {size / 1e9:.2f} GB, {total_rows} rows")
+    print(f"machine: {cores()} cores; load average before: {os.getloadavg()[0]:.2f}")
+    shown = {k: v for k, v in opts.items() if k not in ("naive_rows", "also_level")}
+    print(f"module options: {json.dumps(shown)}")
+    warm(files)
+    names = [n for n in MEASURES if not a.only or n in a.only.split(",")]
+    if not a.also_level:
+        names = [n for n in names if not n.endswith("_alt")]
+    best: dict[str, dict[str, float]] = {}
+    for r in range(a.rounds):
+        for name in names:
+            res = measure_in_child(name, opts)
+            if name == "naive":  # extrapolate the prefix to every row: set-up once + the loop's rate
+                loop_rate = res["rows"] / max(res["seconds"] - res["setup"], 1e-9)
+                res["rate"] = total_rows / (res["setup"] + total_rows / loop_rate)
+                setup_cpu = res["cpu"] - res["loop_cpu"]
+                res["cpu_per_row"] = (setup_cpu + total_rows * res["loop_cpu"] / res["rows"]) / total_rows
+            else:
+                res["rate"] = res["rows"] / res["seconds"]
+                res["cpu_per_row"] = res["cpu"] / res["rows"]
+            print(
+                f"  round {r + 1} {name:14s} {res['rows']:>8d} rows {res['seconds']:7.2f}s wall "
+                f"{res['cpu']:7.2f}s cpu {res['rate']:>10,.0f} rows/s  peak {res['rss_mb']:6.0f} MB",
+                flush=True,
+            )
+            if name not in best or res["rate"] > best[name]["rate"]:
+                best[name] = res
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+    print()
+    labels = {
+        "limit_1": "limit, 1 core (read text+id)",
+        "limit_threads": "limit, pyarrow threads",
+        "limit_procs": f"limit, {cores()} processes",
+        "module_1": "module, 1 worker",
+        "module_all": f"module, all cores ({cores()})",
+        "naive": "naive (datasets streaming)",
+        "module_1_alt": f"module, 1 worker, zstd-{a.also_level}",
+        "module_all_alt": f"module, all cores, zstd-{a.also_level}",
+    }
+    head = f"best of {a.rounds}"
+    print(f"{head:34s} {'rows':>8s} {'wall s':>8s} {'cpu s':>8s} {'rows/s':>10s} {'us cpu/row':>10s} {'peak MB':>8s}")
+    for name in names:
+        res = best[name]
+        print(
+            f"{labels[name]:34s} {res['rows']:>8d} {res['seconds']:8.2f} {res['cpu']:8.2f} {res['rate']:>10,.0f} "
+            f"{res['cpu_per_row'] * 1e6:10.1f} {res['rss_mb']:8.0f}"
+        )
+    if "naive" in best:
+        n = best["naive"]
+        print(
+            f"  (naive ran over the first {n['rows']} rows: {n['setup']:.1f}s of load_dataset set-up, then "
+            f"{n['rows'] / (n['seconds'] - n['setup']):,.0f} rows/s; its rows/s above is extrapolated to all "
+            f"{total_rows} rows, and so is its CPU per row)"
+        )
+    rate = {n: best[n]["rate"] for n in best}
+    cpu = {n: best[n]["cpu_per_row"] for n in best}
+    print()
+    print(
+        "ratios of wall-clock rows/s [in brackets: the same ratio from CPU seconds per row, "
+        "less sensitive to a shared machine]"
+    )
+    if "naive" in rate:
+        for name in ("module_1", "module_all"):
+            if name in rate:
+                print(
+                    f"  {labels[name]} / naive: {rate[name] / rate['naive']:6.2f}x "
+                    f"[{cpu['naive'] / cpu[name]:5.2f}x]   goal >= 10x"
+                )
+    if "module_1" in rate and "limit_1" in rate:
+        print(
+            f"  module, 1 worker / limit, 1 core: {rate['module_1'] / rate['limit_1']:6.2f}x "
+            f"[{cpu['limit_1'] / cpu['module_1']:5.2f}x]   goal >= 0.7x"
+        )
+    limits = [n for n in ("limit_threads", "limit_procs") if n in rate]
+    if "module_all" in rate and limits:
+        top = max(limits, key=lambda n: rate[n])
+        print(
+            f"  module, all cores / {labels[top]}: {rate['module_all'] / rate[top]:6.2f}x "
+            f"[{cpu[top] / cpu['module_all']:5.2f}x]   goal >= 0.7x"
+        )
+    if "module_1_alt" in rate and "limit_1" in rate:
+        print(f"  with zstd-{a.also_level} instead of the default zstd-{a.compression_level}:")
+        print(
+            f"    {labels['module_1_alt']} / limit, 1 core: {rate['module_1_alt'] / rate['limit_1']:6.2f}x "
+            f"[{cpu['limit_1'] / cpu['module_1_alt']:5.2f}x]"
+        )
+        if "naive" in rate:
+            print(f"    {labels['module_all_alt']} / naive: {rate.get('module_all_alt', 0) / rate['naive']:6.2f}x")
+        if "module_all_alt" in rate and limits:
+            top = max(limits, key=lambda n: rate[n])
+            print(
+                f"    {labels['module_all_alt']} / {labels[top]}: {rate['module_all_alt'] / rate[top]:6.2f}x "
+                f"[{cpu[top] / cpu['module_all_alt']:5.2f}x]"
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1429 @@
+"""Random-subset sharding: keyed-hash sampling, a bounded-memory shuffle, shards in nanochat's format.
+
+The pipeline (:func:`prepare_random_subset`) turns one split of a dataset (see ``arms_source``) into a
+nanochat data dir: ``shard_00000.parquet``, ``shard_00001.parquet``, ... (+ ``shard_val.parquet``) and a
+``manifest.json``.
+
+Sampling rule (:data:`RULE`, recorded in the manifest): every row's id is hashed with BLAKE2b keyed by
+the seed; the first 8 bytes decide whether the row is kept (and whether it is a validation row), the
+last 8 bytes are its place in the shuffled output. The kept set therefore depends only on (seed, ratio,
+ids): not on file order, worker count or interruptions.
+
+Two passes, memory bounded whatever the dataset size:
+
+1. *Sample and spill* (parallel over "units" = runs of row groups of a source file, ~256 MB of text
+   each): read only the text, id (and extra) columns in record batches, hash the ids, keep the rows that
+   pass, and append them to the unit's Arrow IPC spill file grouped by bucket (the top ``bits`` of the
+   order key, 2**bits buckets sized so that one holds ~``BUCKET_TARGET_BYTES`` of kept text). A unit is
+   done when its ``.json`` marker exists (written last, atomically).
+2. *Sort and write* (parallel over runs of consecutive shards): the output order is "sort every kept row
+   by its order key" (ties by text); since buckets are ranges of that key, shard i is rows
+   [i*R, (i+1)*R) of the concatenation of the sorted buckets, so a worker only loads the one or two
+   buckets a shard spans, computes their sort order, gathers each row group's rows and streams them to
+   a temporary file that is fsynced, hashed and renamed.
+
+Peak memory per worker: pass 1 one record batch (``BATCH_ROWS`` rows of the read columns) plus the spill
+buffer (``SPILL_FLUSH_BYTES``); pass 2 one bucket (~``BUCKET_TARGET_BYTES`` of text) with its sort order
+and one row group, two buckets where a shard crosses a bucket boundary. Neither grows with the dataset.
+
+A killed run re-run with the same parameters reuses every finished unit and shard (the work dir keeps
+the spill until the data dir is complete) and writes byte-identical shards, because every byte of a
+shard is a pure function of the kept rows.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import hashlib
+import json
+import math
+import multiprocessing
+import os
+import shutil
+import signal
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.ipc as ipc
+import pyarrow.parquet as pq
+from ansible.module_utils.arms_common import (
+    ArmsError,
+    ProgressWriter,
+    atomic_write_json,
+    free_bytes,
+    fsync_dir,
+    human_bytes,
+)
+from ansible.module_utils.arms_manifest import (
+    MANIFEST_NAME,
+    VERIFY_CACHE_NAME,
+    build_manifest,
+    read_manifest,
+    remember_verified,
+    sha256_file,
+    shard_entry,
+    verify_data_dir,
+    write_manifest,
+)
+from ansible.module_utils.arms_source import (
+    Part,
+    PartFacts,
+    Source,
+    all_part_facts,
+    check_columns,
+    hf_token,
+    is_hub_id,
+    open_parquet,
+    resolve_source,
+    set_hub_token,
+)
+
+KIND = "random_subset"
+VAL_KIND = "random_subset_val"
+KEY_PREFIX = "nanochat-arms/random_subset:"
+MAX_ROWS_PER_GROUP = 1024  # nanochat's own row groups
+COMPRESSION = "zstd"
+DEFAULT_COMPRESSION_LEVEL = 3  # what nanochat's own shards use
+BATCH_ROWS = 4096
+SPILL_FLUSH_BYTES = 64 * 1024 * 1024
+BUCKET_TARGET_BYTES = 128 * 1024 * 1024
+UNIT_TARGET_BYTES = 256 * 1024 * 1024
+VAL_NAME = "shard_val.parquet"
+STATE_NAME = "state.json"
+STATE_FORMAT = "nanochat-arms-random-subset-work/1"
+# output bytes per kept text byte, upper bounds used only for the free-space estimate
+SPILL_PER_TEXT_BYTE = 1.05  # the spill is uncompressed Arrow (speed over space): text + 8-byte key
+OUTPUT_PER_TEXT_BYTE = 0.5  # zstd-3 shards of English web text are ~0.3x the raw text
+
+RULE = (
+    "h = BLAKE2b(digest_size=16, key=UTF-8 of 'nanochat-arms/random_subset:<seed>') of the UTF-8 bytes of the "
+    "row's id (a non-string id is first cast to its text, e.g. decimal); u = h[0:8] and o = h[8:16] read as "
+    "big-endian unsigned 64-bit integers; T = floor(ratio * 2^64), V = floor(val_fraction * T) (exact "
+    "arithmetic on the binary values). A row is kept when u < T and its text is not null; a kept row with "
+    "u < V is a validation row, the others are training rows. Each group is ordered by (o, text) and cut "
+    "in that order: training rows into shards of rows_per_shard rows (a last shard of fewer than world_size "
+    "rows is appended to the shard before it), validation rows into one shard_val.parquet."
+)
+
+
+def shard_name(index: int) -> str:
+    return f"shard_{index:05d}.parquet"
+
+
+# ------------------------------------------------------------------------------------ sampling rule
+
+
+def sample_key(seed: int) -> bytes:
+    return f"{KEY_PREFIX}{int(seed)}".encode()
+
+
+def thresholds(ratio: float, val_fraction: float = 0.0) -> tuple[int, int]:
+    """(T, V) of the rule, exact: T = floor(ratio * 2^64), V = floor(val_fraction * T)."""
+    t = math.floor(Fraction(ratio) * (1 << 64))
+    v = math.floor(Fraction(val_fraction) * t)
+    return t, v
+
+
+def hash_ids(ids: pa.Array | pa.ChunkedArray, key: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """(u, o): the two 64-bit halves of the keyed BLAKE2b digest of each id, as uint64 arrays."""
+    if isinstance(ids, pa.ChunkedArray):
+        ids = ids.combine_chunks()
+    if not (pa.types.is_string(ids.type) or pa.types.is_large_string(ids.type) or pa.types.is_binary(ids.type)):
+        ids = ids.cast(pa.string())
+    if pa.types.is_string(ids.type):
+        ids = ids.cast(pa.binary())
+    elif pa.types.is_large_string(ids.type):
+        ids = ids.cast(pa.large_binary())
+    values = ids.to_pylist()
+    if not values:
+        empty = np.zeros(0, dtype=np.uint64)
+        return empty, empty
+    # the keyed state is set up once and copied per id (a keyed call per id costs ~30% more)
+    copy = hashlib.blake2b(key=key, digest_size=16).copy
+    digests: list[bytes] = []
+    append = digests.append
+    for value in values:
+        h = copy()
+        h.update(value)
+        append(h.digest())
+    joined = b"".join(digests)
+    halves = np.frombuffer(joined, dtype=">u8").reshape(-1, 2).astype(np.uint64)
+    return halves[:, 0], halves[:, 1]
+
+
+def sample_masks(u: np.ndarray, t: int, v: int) -> tuple[np.ndarray, np.ndarray]:
+    """(kept, val) boolean masks for hash values ``u`` under thresholds (T, V)."""
+    kept = np.ones(u.shape, dtype=bool) if t >= 1 << 64 else u < np.uint64(t)
+    val = np.zeros(u.shape, dtype=bool) if v == 0 else (u < np.uint64(min(v, (1 << 64) - 1)))
+    return kept, val & kept
+
+
+def _arrow(values: np.ndarray, type_: pa.DataType) -> pa.Array:
+    """A numpy array as an Arrow array without ``pa.array`` (which imports pandas: 0.3 s per process)."""
+    values = np.ascontiguousarray(values)
+    return pa.Array.from_buffers(type_, len(values), [None, pa.py_buffer(values)])
+
+
+def bucket_of(o: np.ndarray, bits: int) -> np.ndarray:
+    if bits <= 0:
+        return np.zeros(o.shape, dtype=np.int64)
+    return (o >> np.uint64(64 - bits)).astype(np.int64)
+
+
+# ------------------------------------------------------------------------------- shard sizing rules
+
+
+def row_group_sizes(rows: int, world_size: int) -> list[int]:
+    """Row-group sizes of a shard: the smallest multiple of ``world_size`` groups with <= 1024 rows each.
+
+    Groups differ by at most one row (the first ones are larger). Needs ``rows >= world_size`` so that
+    every group, hence every rank, gets at least one row.
+    """
+    if world_size < 1:
+        raise ValueError("world_size must be >= 1")
+    if rows < world_size:
+        raise ArmsError(f"a shard of {rows} rows cannot give each of {world_size} ranks a row group.")
+    groups = world_size * math.ceil(rows / (MAX_ROWS_PER_GROUP * world_size))
+    base, extra = divmod(rows, groups)
+    return [base + 1] * extra + [base] * (groups - extra)
+
+
+def plan_shards(rows: int, rows_per_shard: int, world_size: int) -> list[tuple[int, int]]:
+    """[start, end) row ranges of the training shards; a tail shorter than ``world_size`` joins the shard before."""
+    if rows < world_size:
+        raise ArmsError(
+            f"only {rows} training rows were kept, fewer than world_size {world_size}: every rank needs a row "
+            "group; raise ratio or use a larger dataset."
+        )
+    bounds = [(start, min(start + rows_per_shard, rows)) for start in range(0, rows, rows_per_shard)]
+    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < world_size:
+        tail = bounds.pop()
+        bounds[-1] = (bounds[-1][0], tail[1])
+    return bounds
+
+
+# ------------------------------------------------------------------------------------------ options
+
+
+@dataclass
+class Options:
+    dataset: str
+    data_dir: str
+    config: str | None = None
+    split: str = "train"
+    ratio: float = 0.165
+    seed: int = 42
+    rows_per_shard: int = 14000
+    world_size: int = 8
+    val_fraction: float = 0.0
+    val_dir: str | None = None
+    text_column: str = "text"
+    id_column: str = "id"
+    extra_columns: list[str] = field(default_factory=list)
+    workers: int = 0
+    force: bool = False
+    hf_token: str | None = field(default=None, repr=False)
+    progress_file: str | None = None
+    work_dir: str | None = None
+    min_free_bytes_factor: float = 1.2
+    compression_level: int = DEFAULT_COMPRESSION_LEVEL
+
+    def params(self) -> dict[str, Any]:
+        """What produced the shards: compared with the manifest to refuse mixing."""
+        return {
+            "ratio": float(self.ratio),
+            "seed": int(self.seed),
+            "rows_per_shard": int(self.rows_per_shard),
+            "world_size": int(self.world_size),
+            "val_fraction": float(self.val_fraction),
+            "text_column": self.text_column,
+            "id_column": self.id_column,
+            "extra_columns": list(self.extra_columns),
+            "compression": f"{COMPRESSION}-{int(self.compression_level)}",
+            "rule": RULE,
+        }
+
+    def paths(self) -> tuple[str, str, str]:
+        data_dir = os.path.abspath(os.path.expanduser(self.data_dir))
+        parent, base = os.path.split(data_dir.rstrip(os.sep))
+        val_dir = (
+            os.path.abspath(os.path.expanduser(self.val_dir)) if self.val_dir else os.path.join(parent, "arms_val")
+        )
+        # the work area is always a folder of its own (it is removed whole on success)
+        work_root = os.path.abspath(os.path.expanduser(self.work_dir)) if self.work_dir else parent
+        return data_dir, val_dir, os.path.join(work_root, f".arms-work-{base}")
+
+
+def validate_options(opts: Options) -> None:
+    """ArmsError for any argument that is wrong on its face (before anything is read or written)."""
+    if not isinstance(opts.ratio, (int, float)) or not 0 < opts.ratio <= 1:
+        raise ArmsError(f"ratio must be in (0, 1] (a fraction of the rows to keep), got {opts.ratio}.")
+    if not isinstance(opts.rows_per_shard, int) or opts.rows_per_shard < 1:
+        raise ArmsError(f"rows_per_shard must be an integer >= 1, got {opts.rows_per_shard}.")
+    if not isinstance(opts.world_size, int) or opts.world_size < 1:
+        raise ArmsError(f"world_size must be an integer >= 1 (GPUs x nodes of the arm), got {opts.world_size}.")
+    if opts.rows_per_shard < opts.world_size:
+        raise ArmsError(
+            f"rows_per_shard ({opts.rows_per_shard}) must be at least world_size ({opts.world_size}) so that "
+            "every rank gets a row group of every shard."
+        )
+    if not isinstance(opts.val_fraction, (int, float)) or not 0 <= opts.val_fraction < 1:
+        raise ArmsError(f"val_fraction must be in [0, 1) (0 = no validation shard), got {opts.val_fraction}.")
+    if opts.workers < 0:
+        raise ArmsError(f"workers must be >= 0 (0 = all cores), got {opts.workers}.")
+    if not isinstance(opts.compression_level, int) or not 1 <= opts.compression_level <= 22:
+        raise ArmsError(f"compression_level must be a zstd level from 1 to 22, got {opts.compression_level}.")
+    if opts.min_free_bytes_factor < 0:
+        raise ArmsError(f"min_free_bytes_factor must be >= 0, got {opts.min_free_bytes_factor}.")
+    if not opts.data_dir:
+        raise ArmsError("data_dir is empty; expected the folder nanochat reads (e.g. ~/.cache/nanochat/base_data).")
+    if not opts.text_column or not opts.id_column:
+        raise ArmsError("text_column and id_column must name columns of the dataset.")
+    for col in opts.extra_columns:
+        if col in ("text", "_o"):
+            raise ArmsError(f"extra_columns cannot contain {col!r}: the output already has a text column.")
+    if len(set(opts.extra_columns)) != len(opts.extra_columns):
+        raise ArmsError("extra_columns lists a column twice.")
+
+
+def _source_description(opts: Options) -> dict[str, Any]:
+    """The manifest's ``source`` for these options, without listing the source (cheap, offline)."""
+    if is_hub_id(opts.dataset):
+        return {"kind": "hub", "dataset": opts.dataset, "config": opts.config, "split": opts.split}
+    return {
+        "kind": "local",
+        "dataset": os.path.abspath(os.path.expanduser(opts.dataset)),
+        "config": opts.config,
+        "split": opts.split,
+    }
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any]) -> str:
+    keys = sorted(set(old) | set(new))
+    diffs = [f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k) and k != "rule"]
+    if old.get("rule") != new.get("rule"):
+        diffs.append("the sampling rule (made by another tool version)")
+    return ", ".join(diffs[:6])
+
+
+# ------------------------------------------------------------------------------------- worker plumbing
+
+_PROGRESS_Q: Any = None
+_PROGRESS_CB: Callable[[int, int, int], None] | None = None
+
+
+def _init_worker(queue: Any) -> None:
+    global _PROGRESS_Q
+    _PROGRESS_Q = queue
+    try:  # die with the parent: a killed run must not leave workers writing behind its back
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    pa.set_cpu_count(1)
+
+
+def _report(rows: int, nbytes: int, kept: int) -> None:
+    if _PROGRESS_Q is not None:
+        try:
+            _PROGRESS_Q.put_nowait((rows, nbytes, kept))
+        except Exception:
+            pass
+    elif _PROGRESS_CB is not None:
+        _PROGRESS_CB(rows, nbytes, kept)
+
+
+# ------------------------------------------------------------------------------- pass 1: sample + spill
+
+
+@dataclass(frozen=True)
+class UnitJob:
+    index: int
+    part: Part
+    row_groups: tuple[int, ...]
+    spill_dir: str
+    text_column: str
+    id_column: str
+    extra_columns: tuple[str, ...]
+    key: bytes
+    t: int
+    v: int
+    bits: int
+
+
+def _unit_paths(spill_dir: str, index: int) -> tuple[str, str]:
+    stem = os.path.join(spill_dir, f"u{index:06d}")
+    return stem + ".arrow", stem + ".json"
+
+
+def _spill_schema(part_schema: pa.Schema, extras: tuple[str, ...]) -> pa.Schema:
+    # text is always ``string`` (a record batch of BATCH_ROWS documents stays far below 2 GB)
+    fields = [pa.field("text", pa.string()), pa.field("_o", pa.uint64())]
+    fields += [part_schema.field(name) for name in extras]
+    return pa.schema(fields)
+
+
+def spill_unit(job: UnitJob) -> dict[str, Any]:
+    """Pass 1 for one unit: sample its rows and spill the kept ones grouped by bucket. Returns its stats."""
+    arrow_path, json_path = _unit_paths(job.spill_dir, job.index)
+    tmp_path = arrow_path + ".tmp"
+    n_buckets = 1 << job.bits
+    pf = open_parquet(job.part)
+    schema = pf.schema_arrow
+    text_type = schema.field(job.text_column).type
+    if not (pa.types.is_string(text_type) or pa.types.is_large_string(text_type)):
+        raise ArmsError(
+            f"{job.part.path}: column {job.text_column!r} holds {text_type}, expected strings (text_column)."
+        )
+    read_cols = list(dict.fromkeys([job.text_column, job.id_column, *job.extra_columns]))
+    spill_schema = _spill_schema(schema, job.extra_columns)
+    stats = {
+        "rows_read": 0,
+        "rows_null_text": 0,
+        "train_rows": 0,
+        "val_rows": 0,
+        "text_bytes_read": 0,
+        "kept_bytes": 0,
+    }
+    index: list[list[int]] = []  # [group, batch number, rows]
+    counts: dict[int, int] = {}
+    buffer: list[tuple[pa.Table, np.ndarray]] = []
+    buffered = 0
+    batches_written = 0
+
+    writer = ipc.new_file(tmp_path, spill_schema)
+
+    def flush() -> None:
+        # every buffered table is already sorted by group: a group's rows are one contiguous slice of
+        # each, so coalescing a group is a plain copy of a few slices (no gather)
+        nonlocal buffer, buffered, batches_written
+        if not buffer:
+            return
+        present = np.unique(np.concatenate([b[1] for b in buffer]))
+        for g in present.tolist():
+            pieces = []
+            for sub, groups in buffer:
+                a = int(np.searchsorted(groups, g, side="left"))
+                b = int(np.searchsorted(groups, g, side="right"))
+                if b > a:
+                    pieces.append(sub.slice(a, b - a))
+            table = pa.concat_tables(pieces)
+            if table.nbytes < len(pieces) * 256 * 1024:  # many small pieces (many buckets): coalesce them
+                table = table.combine_chunks()
+            for rb in table.to_batches():
+                if rb.num_rows:
+                    writer.write_batch(rb)
+                    index.append([g, batches_written, rb.num_rows])
+                    batches_written += 1
+            counts[g] = counts.get(g, 0) + table.num_rows
+        buffer, buffered = [], 0
+
+    try:
+        for batch in pf.iter_batches(
+            batch_size=BATCH_ROWS, row_groups=list(job.row_groups), columns=read_cols, use_threads=False
+        ):
+            n = batch.num_rows
+            ids = batch.column(job.id_column)
+            if ids.null_count:
+                raise ArmsError(
+                    f"{job.part.path} has {ids.null_count} rows without an id in column {job.id_column!r}; "
+                    "the sampling rule needs an id on every row: set id_column to a column that always has one."
+                )
+            text = batch.column(job.text_column)
+            u, o = hash_ids(ids, job.key)
+            kept, val = sample_masks(u, job.t, job.v)
+            if text.null_count:
+                valid = text.is_valid().to_numpy(zero_copy_only=False)
+                stats["rows_null_text"] += int(n - valid.sum())
+                kept &= valid
+                val &= valid
+            text_bytes = int(text.nbytes)
+            stats["rows_read"] += n
+            stats["text_bytes_read"] += text_bytes
+            idx = np.flatnonzero(kept)
+            if len(idx):
+                groups = bucket_of(o[idx], job.bits) + np.where(val[idx], n_buckets, 0)
+                order = np.argsort(groups, kind="stable")
+                idx, groups = idx[order], groups[order]
+                take = _arrow(idx.astype(np.int64), pa.int64())
+                kept_text = text.take(take)
+                if not pa.types.is_string(kept_text.type):
+                    kept_text = kept_text.cast(pa.string())
+                cols = [kept_text, _arrow(o[idx], pa.uint64())]
+                cols += [batch.column(name).take(take) for name in job.extra_columns]
+                sub = pa.Table.from_arrays(cols, schema=spill_schema)
+                n_val = int(val[idx].sum())
+                stats["val_rows"] += n_val
+                stats["train_rows"] += len(idx) - n_val
+                stats["kept_bytes"] += int(sub.column(0).nbytes)
+                buffer.append((sub, groups))
+                buffered += sub.nbytes
+            _report(n, text_bytes, len(idx))
+            if buffered >= SPILL_FLUSH_BYTES:
+                flush()
+        flush()
+        writer.close()
+    except BaseException:
+        try:
+            writer.close()
+        except Exception:
+            pass
+        if os.path.exists(tmp_path):
+            os.unlink(tmp_path)
+        raise
+    fd = os.open(tmp_path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp_path, arrow_path)
+    result = {
+        "unit": job.index,
+        "stats": stats,
+        "counts": {str(k): v for k, v in sorted(counts.items())},
+        "index": index,
+    }
+    atomic_write_json(json_path, result)
+    return result
+
+
+# ----------------------------------------------------------------------------- pass 2: sort + write
+
+
+@dataclass(frozen=True)
+class BucketRef:
+    group: int
+    offset: int  # first row of this bucket in its stream's order
+    rows: int
+    sources: tuple[tuple[str, tuple[int, ...]], ...]  # (spill file, batch numbers)
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    name: str
+    start: int
+    end: int
+    buckets: tuple[BucketRef, ...]  # the buckets overlapping [start, end), in order
+    role: str
+    data_dir: str
+    world_size: int
+    extra_columns: tuple[str, ...]
+    compression_level: int = DEFAULT_COMPRESSION_LEVEL
+
+
+_BUCKET_CACHE: dict[BucketRef, tuple[pa.Table, pa.Array]] = {}
+
+
+def _sort_keys(table: pa.Table) -> list[tuple[str, str]]:
+    keys = [("_o", "ascending"), ("text", "ascending")]
+    for f in table.schema:
+        if f.name in ("_o", "text"):
+            continue
+        t = f.type
+        if (
+            pa.types.is_integer(t)
+            or pa.types.is_floating(t)
+            or pa.types.is_string(t)
+            or pa.types.is_large_string(t)
+            or pa.types.is_boolean(t)
+        ):
+            keys.append((f.name, "ascending"))
+    return keys
+
+
+def load_bucket(ref: BucketRef) -> tuple[pa.Table, pa.Array]:
+    """One bucket's rows from every unit's spill (one contiguous table) and the permutation that sorts
+    them by (o, text, sortable extras). Cached, one bucket at a time.
+
+    The rows themselves are gathered later, only those a shard needs: a bucket shared by two shards
+    written by two workers is sorted twice (cheap) but copied once.
+    """
+    cached = _BUCKET_CACHE.get(ref)
+    if cached is not None:
+        return cached
+    _BUCKET_CACHE.clear()
+    batches: list[pa.RecordBatch] = []
+    schema = None
+    for path, numbers in ref.sources:
+        with pa.memory_map(path) as source:
+            reader = ipc.open_file(source)
+            schema = reader.schema
+            batches += [reader.get_batch(i) for i in numbers]
+    if schema is None:
+        raise ArmsError(
+            f"bucket {ref.group} has no spill data although {ref.rows} rows were counted; re-run with force."
+        )
+    table = pa.Table.from_batches(batches, schema=schema).combine_chunks()
+    if table.num_rows != ref.rows:
+        raise ArmsError(
+            f"the work dir's spill for bucket {ref.group} holds {table.num_rows} rows, expected {ref.rows}; "
+            "it was changed behind this run's back: re-run with force."
+        )
+    order = pc.sort_indices(table, sort_keys=_sort_keys(table))
+    _BUCKET_CACHE[ref] = (table, order)
+    return table, order
+
+
+def _rows(job: ShardJob, start: int, end: int) -> pa.Table:
+    """Rows [start, end) of the job's stream (in output order), from the buckets that hold them."""
+    pieces = []
+    for ref in job.buckets:
+        lo, hi = max(start, ref.offset), min(end, ref.offset + ref.rows)
+        if lo >= hi:
+            continue
+        table, order = load_bucket(ref)
+        pieces.append(table.take(order.slice(lo - ref.offset, hi - lo)))
+    table = pa.concat_tables(pieces) if len(pieces) > 1 else pieces[0]
+    cols = [table.column("text")] + [table.column(c) for c in job.extra_columns]
+    return pa.Table.from_arrays(cols, names=["text", *job.extra_columns])
+
+
+def write_shard(job: ShardJob) -> dict[str, Any]:
+    """Write one shard: row groups per :func:`row_group_sizes`, temp name, fsync, sha256, rename."""
+    final = os.path.join(job.data_dir, job.name)
+    tmp = os.path.join(job.data_dir, f".{job.name}.tmp")
+    sizes = row_group_sizes(job.end - job.start, job.world_size)
+    writer = None
+    try:
+        pos = job.start
+        for size in sizes:
+            table = _rows(job, pos, pos + size)
+            if writer is None:
+                writer = pq.ParquetWriter(
+                    tmp,
+                    table.schema,
+                    compression=COMPRESSION,
+                    compression_level=job.compression_level,
+                    use_dictionary=False,
+                    write_statistics=False,
+                )
+            writer.write_table(table, row_group_size=size)
+            pos += size
+        assert writer is not None
+        writer.close()
+        writer = None
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        digest = sha256_file(tmp)
+        os.replace(tmp, final)
+    except BaseException:
+        if writer is not None:
+            try:
+                writer.close()
+            except Exception:
+                pass
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return {
+        "name": job.name,
+        "rows": job.end - job.start,
+        "row_groups": len(sizes),
+        "sha256": digest,
+        "role": job.role,
+    }
+
+
+def write_shards(jobs: list[ShardJob]) -> list[dict[str, Any]]:
+    """Write a run of consecutive shards (they share buckets, loaded and sorted once)."""
+    _BUCKET_CACHE.clear()
+    try:
+        return [write_shard(job) for job in jobs]
+    finally:
+        _BUCKET_CACHE.clear()
+
+
+# --------------------------------------------------------------------------------------- the run
+
+
+@dataclass
+class _Plan:
+    parts: list[Part]
+    facts: list[PartFacts]
+    units: list[tuple[int, tuple[int, ...]]]  # (part index, row groups)
+    bits: int
+    total_rows: int
+    text_bytes: int
+    file_bytes: int
+
+
+def _plan_units(facts: list[PartFacts], text_column: str) -> list[tuple[int, tuple[int, ...]]]:
+    units = []
+    for pi, fact in enumerate(facts):
+        run: list[int] = []
+        run_bytes = 0
+        for rg, nbytes in enumerate(fact.row_group_bytes(text_column)):
+            run.append(rg)
+            run_bytes += nbytes
+            if run_bytes >= UNIT_TARGET_BYTES:
+                units.append((pi, tuple(run)))
+                run, run_bytes = [], 0
+        if run or not units or units[-1][0] != pi:
+            units.append((pi, tuple(run)))
+    return units
+
+
+def _choose_bits(kept_bytes: float) -> int:
+    if kept_bytes <= BUCKET_TARGET_BYTES:
+        return 0
+    return min(16, math.ceil(math.log2(kept_bytes / BUCKET_TARGET_BYTES)))
+
+
+def _lock(data_dir: str) -> int:
+    fd = os.open(data_dir, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise ArmsError(f"another run is preparing {data_dir} right now; wait for it to finish.") from None
+        raise
+    return fd
+
+
+def _nearest_existing(path: str) -> str:
+    probe = path
+    while not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    return probe
+
+
+def _check_writable(path: str, what: str) -> None:
+    existing = _nearest_existing(path)
+    if not os.path.isdir(existing):
+        raise ArmsError(f"{what} {path} cannot be created: {existing} is a file, not a folder; pick another path.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ArmsError(f"{what} {path} is not writable by this user ({existing} denies it); pick a writable path.")
+
+
+def _make_dir(path: str, what: str) -> None:
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = os.path.join(path, f".arms-write-probe-{os.getpid()}")
+        with open(probe, "wb") as fh:
+            fh.write(b"ok")
+        os.unlink(probe)
+    except OSError as exc:
+        raise ArmsError(f"{what} {path} is not writable ({exc.strerror or exc}); pick a writable path.") from None
+
+
+def _our_files(data_dir: str) -> list[str]:
+    """Files in ``data_dir`` that a random-subset run owns (removed by force)."""
+    if not os.path.isdir(data_dir):
+        return []
+    out = []
+    for name in os.listdir(data_dir):
+        if (
+            name.endswith(".parquet")
+            or name in (MANIFEST_NAME, VERIFY_CACHE_NAME)
+            or (name.startswith(".shard_") and name.endswith(".tmp"))
+        ):
+            out.append(os.path.join(data_dir, name))
+    return out
+
+
+def _remove_tmp(data_dir: str) -> None:
+    for name in os.listdir(data_dir):
+        if name.startswith(".shard_") and name.endswith(".tmp"):
+            os.unlink(os.path.join(data_dir, name))
+
+
+def _wipe(data_dir: str, work_dir: str, val_dir: str) -> None:
+    for path in _our_files(data_dir):
+        os.unlink(path)
+    shutil.rmtree(work_dir, ignore_errors=True)
+    for name in (VAL_NAME, MANIFEST_NAME, VERIFY_CACHE_NAME):
+        path = os.path.join(val_dir, name)
+        if os.path.exists(path):
+            os.unlink(path)
+
+
+def _read_state(work_dir: str) -> dict[str, Any] | None:
+    try:
+        with open(os.path.join(work_dir, STATE_NAME), encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("format") == STATE_FORMAT else None
+
+
+def _val_artifact_ok(val_dir: str, manifest: dict[str, Any]) -> bool:
+    val = [s for s in manifest["shards"] if s.get("role") == "val"]
+    if not val:
+        return True
+    try:
+        vm = read_manifest(val_dir)
+    except ArmsError:
+        return False
+    if not vm or [s.get("sha256") for s in vm["shards"]] != [val[0]["sha256"]]:
+        return False
+    return verify_data_dir(val_dir, vm).passed
+
+
+def _write_val_artifact(
+    data_dir: str, val_dir: str, entry: dict[str, Any], source: dict[str, Any], params: dict[str, Any]
+) -> str:
+    os.makedirs(val_dir, exist_ok=True)
+    target = os.path.join(val_dir, VAL_NAME)
+    tmp = os.path.join(val_dir, f".{VAL_NAME}.tmp")
+    shutil.copyfile(os.path.join(data_dir, VAL_NAME), tmp)
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, target)
+    fsync_dir(val_dir)
+    remember_verified(val_dir, VAL_NAME, entry["sha256"])
+    write_manifest(val_dir, build_manifest(VAL_KIND, source, params, [dict(entry)], {"from": data_dir}))
+    return target
+
+
+def _result(
+    changed: bool,
+    data_dir: str,
+    manifest: dict[str, Any],
+    val_dir: str,
+    resumed: bool,
+    msg: str,
+    **extra: Any,
+) -> dict[str, Any]:
+    stats = manifest.get("stats", {})
+    has_val = any(s.get("role") == "val" for s in manifest["shards"])
+    return {
+        "changed": changed,
+        "data_dir": data_dir,
+        "manifest": os.path.join(data_dir, MANIFEST_NAME),
+        "shards": len(manifest["shards"]),
+        "train_rows": manifest["totals"]["train_rows"],
+        "val_rows": manifest["totals"]["val_rows"],
+        "rows_read": stats.get("rows_read", 0),
+        "realised_fraction": stats.get("realised_fraction", 0.0),
+        "val_shard": os.path.join(data_dir, VAL_NAME) if has_val else None,
+        "val_artifact": os.path.join(val_dir, VAL_NAME) if has_val else None,
+        "resumed": resumed,
+        "msg": msg,
+        **extra,
+    }
+
+
+def _workers(n: int) -> int:
+    if n > 0:
+        return n
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def prepare_random_subset(
+    opts: Options, *, check_mode: bool = False, echo: Callable[[str], None] | None = None
+) -> dict[str, Any]:
+    """Make (or check, or resume) the data dir described by ``opts``. Returns the module's result dict.
+
+    Raises ArmsError with a sentence for anything the user has to fix.
+    """
+    validate_options(opts)
+    started = time.time()
+    data_dir, val_dir, work_dir = opts.paths()
+    source_desc = _source_description(opts)
+    params = opts.params()
+
+    # 1. what is there already
+    manifest = read_manifest(data_dir) if not opts.force else _try_read_manifest(data_dir)
+    repair: list[str] = []
+    wipe = False
+    resume_state: dict[str, Any] | None = None
+    if manifest is not None:
+        same = (
+            manifest.get("kind") == KIND and manifest.get("source") == source_desc and manifest.get("params") == params
+        )
+        if same:
+            if check_mode:
+                bad = _stat_check(data_dir, manifest)
+                extra = _extra_parquet(data_dir, manifest)
+                if extra and not opts.force:
+                    raise _foreign_error(data_dir, extra)
+                if not bad and not extra and _val_artifact_ok(val_dir, manifest):
+                    return _result(False, data_dir, manifest, val_dir, False, f"{data_dir} is complete; nothing to do.")
+                if bad:
+                    return _check_result(data_dir, manifest, val_dir, bad)
+                fixes = [f"remove {n}" for n in extra] or [f"restore the validation artifact in {val_dir}"]
+                return _result(True, data_dir, manifest, val_dir, False, f"would {', '.join(fixes)}")
+            check = verify_data_dir(data_dir, manifest)
+            if check.extra and not opts.force:
+                raise _foreign_error(data_dir, check.extra)
+            if check.passed:
+                # the shards are right: at most foreign files (force) and the val artifact to fix
+                changes = []
+                for name in check.extra:
+                    os.unlink(os.path.join(data_dir, name))
+                    changes.append(f"removed {name}")
+                if not _val_artifact_ok(val_dir, manifest):
+                    val = next(e for e in manifest["shards"] if e.get("role") == "val")
+                    _write_val_artifact(data_dir, val_dir, val, source_desc, params)
+                    changes.append(f"restored the validation artifact in {val_dir}")
+                shutil.rmtree(work_dir, ignore_errors=True)
+                summary = f"{data_dir} is complete and verified ({check.summary()})"
+                return _result(
+                    bool(changes), data_dir, manifest, val_dir, False, summary + "".join(f"; {c}" for c in changes)
+                )
+            repair = check.bad
+        elif not opts.force:
+            what = _differences(manifest.get("params", {}), params) or _differences(
+                manifest.get("source", {}), source_desc
+            )
+            if manifest.get("source") != source_desc:
+                what = _differences(manifest.get("source", {}), source_desc) + (f"; {what}" if what else "")
+            raise ArmsError(
+                f"{data_dir} holds shards made with other parameters ({what or 'kind ' + str(manifest.get('kind'))}); "
+                "pass force=true to replace it whole, or choose another data_dir."
+            )
+        else:
+            wipe = True
+    else:
+        state = _read_state(work_dir)
+        if state is not None and state.get("source") == source_desc and state.get("params") == params:
+            resume_state = state
+        elif state is not None and not opts.force:
+            raise ArmsError(
+                f"{data_dir} has an interrupted run with other parameters (its work dir {work_dir}: "
+                f"{_differences(state.get('params', {}), params) or 'another source'}); pass force=true to "
+                "replace it, or re-run with the same parameters to finish it."
+            )
+        elif state is not None:
+            wipe = True
+        foreign = [n for n in sorted(os.listdir(data_dir)) if n.endswith(".parquet")] if os.path.isdir(data_dir) else []
+        if foreign and resume_state is None:
+            if not opts.force:
+                raise _foreign_error(data_dir, foreign)
+            wipe = True
+
+    # 2. the source: parts, footers, columns
+    set_hub_token(hf_token(opts.hf_token))
+    source = resolve_source(opts.dataset, opts.config, opts.split, token=opts.hf_token)
+    facts = all_part_facts(source.parts)
+    needed = {opts.text_column: "text_column", opts.id_column: "id_column"}
+    for col in opts.extra_columns:
+        needed.setdefault(col, "extra_columns")
+    check_columns(source.parts, facts, needed)
+    for part, fact in zip(source.parts, facts, strict=True):
+        if fact.columns[opts.text_column] not in ("string", "large_string"):
+            raise ArmsError(
+                f"{part.path}: column {opts.text_column!r} holds {fact.columns[opts.text_column]}, not text; "
+                "set text_column to the column with the documents."
+            )
+    plan = _make_plan(source, facts, opts)
+    parts_sig = [[p.path, p.size] for p in source.parts]
+    if resume_state is not None and resume_state.get("parts") != parts_sig:
+        if not opts.force:
+            raise ArmsError(
+                f"the source's files changed since the interrupted run in {work_dir} started; pass force=true "
+                "to start over from the current files."
+            )
+        wipe, resume_state = True, None
+    est_kept = plan.total_rows * opts.ratio
+    est_text = plan.text_bytes * opts.ratio
+
+    # 3. free space (only for what is still to write)
+    done_units = _done_units(work_dir) if resume_state else set()
+    if resume_state:
+        bits = int(resume_state["bits"])
+        units = [(int(u[0]), tuple(u[1])) for u in resume_state["units"]]
+    else:
+        bits, units = plan.bits, plan.units
+    _check_space(opts, plan, facts, units, done_units, data_dir, work_dir, val_dir, wipe)
+    _check_writable(data_dir, "data_dir")
+    _check_writable(work_dir, "work_dir")
+    if opts.val_fraction > 0:
+        _check_writable(val_dir, "val_dir")
+
+    if check_mode:
+        n_shards = max(1, round(est_kept * (1 - opts.val_fraction) / opts.rows_per_shard))
+        what = "replace" if wipe else ("repair" if repair else ("resume" if resume_state else "write"))
+        return {
+            "changed": True,
+            "data_dir": data_dir,
+            "manifest": os.path.join(data_dir, MANIFEST_NAME),
+            "shards": n_shards + (1 if opts.val_fraction > 0 else 0),
+            "train_rows": int(est_kept * (1 - opts.val_fraction)),
+            "val_rows": int(est_kept * opts.val_fraction),
+            "rows_read": 0,
+            "realised_fraction": 0.0,
+            "val_shard": os.path.join(data_dir, VAL_NAME) if opts.val_fraction > 0 else None,
+            "val_artifact": os.path.join(val_dir, VAL_NAME) if opts.val_fraction > 0 else None,
+            "resumed": bool(resume_state),
+            "msg": (
+                f"would {what} {data_dir}: about {n_shards} shards, ~{int(est_kept)} of {plan.total_rows} rows "
+                f"(~{human_bytes(est_text)} of text) from {len(source.parts)} parquet files"
+            ),
+        }
+
+    # 4. run (locked)
+    created_data_dir = not os.path.exists(data_dir)
+    _make_dir(data_dir, "data_dir")
+    lock_fd = _lock(data_dir)
+    try:
+        if wipe:
+            _wipe(data_dir, work_dir, val_dir)
+            resume_state, done_units = None, set()
+            bits, units = plan.bits, plan.units
+        _remove_tmp(data_dir)
+        for name in repair:
+            path = os.path.join(data_dir, name)
+            if os.path.exists(path):
+                os.unlink(path)
+        _make_dir(work_dir, "work_dir")
+        spill_dir = os.path.join(work_dir, "spill")
+        os.makedirs(spill_dir, exist_ok=True)
+        for name in os.listdir(spill_dir):
+            if name.endswith(".tmp"):
+                os.unlink(os.path.join(spill_dir, name))
+        fresh = resume_state is None
+        if fresh:
+            atomic_write_json(
+                os.path.join(work_dir, STATE_NAME),
+                {
+                    "format": STATE_FORMAT,
+                    "source": source_desc,
+                    "params": params,
+                    "parts": parts_sig,
+                    "units": [[u[0], list(u[1])] for u in units],
+                    "bits": bits,
+                },
+            )
+        try:
+            outcome = _run(opts, source, units, bits, done_units, data_dir, work_dir, spill_dir, echo, plan)
+        except ArmsError:
+            # bad input found while reading: leave nothing half-written behind
+            shutil.rmtree(work_dir, ignore_errors=True)
+            if not os.listdir(data_dir) and created_data_dir:
+                os.rmdir(data_dir)
+            elif not repair and manifest is None:
+                for path in _our_files(data_dir):
+                    os.unlink(path)
+            raise
+        entries, stats = outcome
+        entries.sort(key=lambda e: e["name"])
+        stats["seconds"] = round(time.time() - started, 3)
+        stats["rows_per_second"] = round(stats["rows_read"] / max(stats["seconds"], 1e-9), 1)
+        stats["source_files"] = len(source.parts)
+        stats["source_bytes"] = plan.file_bytes
+        new_manifest = build_manifest(KIND, source_desc, params, entries, stats)
+        write_manifest(data_dir, new_manifest)
+        val_entries = [e for e in entries if e["role"] == "val"]
+        if val_entries:
+            _write_val_artifact(data_dir, val_dir, val_entries[0], source_desc, params)
+        shutil.rmtree(work_dir, ignore_errors=True)
+    finally:
+        os.close(lock_fd)
+    reused = stats.get("shards_reused", 0)
+    resumed = bool(not fresh or repair or reused)
+    n_val = len(val_entries)
+    totals = new_manifest["totals"]
+    msg = (
+        f"{len(entries) - n_val} training shards{' + shard_val.parquet' if n_val else ''} in {data_dir} "
+        f"({len(entries) - reused} written{f', {reused} kept from an earlier run' if reused else ''}"
+        f"{', resumed' if not fresh else ''}): {totals['train_rows']} training"
+        f"{' + ' + str(totals['val_rows']) + ' validation' if n_val else ''} rows kept of {stats['rows_read']} "
+        f"read (realised fraction {stats['realised_fraction']:.4f}) in {stats['seconds']:.1f}s"
+    )
+    return _result(True, data_dir, new_manifest, val_dir, resumed, msg)
+
+
+def _try_read_manifest(data_dir: str) -> dict[str, Any] | None:
+    try:
+        return read_manifest(data_dir)
+    except ArmsError:
+        return {"kind": None, "source": None, "params": None, "shards": []}
+
+
+def _stat_check(data_dir: str, manifest: dict[str, Any]) -> list[str]:
+    bad = []
+    for shard in manifest["shards"]:
+        path = os.path.join(data_dir, shard["name"])
+        if not os.path.isfile(path) or os.path.getsize(path) != shard["bytes"]:
+            bad.append(shard["name"])
+    return bad
+
+
+def _extra_parquet(data_dir: str, manifest: dict[str, Any]) -> list[str]:
+    names = {s["name"] for s in manifest["shards"]}
+    return [n for n in sorted(os.listdir(data_dir)) if n.endswith(".parquet") and n not in names]
+
+
+def _foreign_error(data_dir: str, names: list[str]) -> ArmsError:
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    return ArmsError(
+        f"{data_dir} holds parquet files this run did not make ({shown}); nanochat would train on them too: "
+        "pass force=true to replace the data dir whole, or choose another data_dir."
+    )
+
+
+def _check_result(data_dir: str, manifest: dict[str, Any], val_dir: str, bad: list[str]) -> dict[str, Any]:
+    shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+    return _result(True, data_dir, manifest, val_dir, True, f"would repair {data_dir}: rewrite {shown}")
+
+
+def _make_plan(source: Source, facts: list[PartFacts], opts: Options) -> _Plan:
+    total_rows = sum(f.rows for f in facts)
+    text_bytes = sum(f.column_bytes.get(opts.text_column, 0) for f in facts)
+    file_bytes = sum(p.size or 0 for p in source.parts)
+    if total_rows == 0:
+        raise ArmsError(f"{source.dataset} (split {source.split!r}) has no rows; expected a non-empty dataset.")
+    return _Plan(
+        parts=source.parts,
+        facts=facts,
+        units=_plan_units(facts, opts.text_column),
+        bits=_choose_bits(text_bytes * opts.ratio),
+        total_rows=total_rows,
+        text_bytes=text_bytes,
+        file_bytes=file_bytes,
+    )
+
+
+def _done_units(work_dir: str) -> set[int]:
+    spill_dir = os.path.join(work_dir, "spill")
+    if not os.path.isdir(spill_dir):
+        return set()
+    done = set()
+    for name in os.listdir(spill_dir):
+        if name.startswith("u") and name.endswith(".json"):
+            idx = int(name[1:-5])
+            if os.path.exists(_unit_paths(spill_dir, idx)[0]):
+                done.add(idx)
+    return done
+
+
+def _check_space(
+    opts: Options,
+    plan: _Plan,
+    facts: list[PartFacts],
+    units: list[tuple[int, tuple[int, ...]]],
+    done_units: set[int],
+    data_dir: str,
+    work_dir: str,
+    val_dir: str,
+    wipe: bool,
+) -> None:
+    todo_text = 0
+    for i, (pi, rgs) in enumerate(units):
+        if i in done_units:
+            continue
+        per_rg = facts[pi].row_group_bytes(opts.text_column)
+        todo_text += sum(per_rg[r] for r in rgs)
+    spill_need = todo_text * opts.ratio * SPILL_PER_TEXT_BYTE
+    out_need = plan.text_bytes * opts.ratio * OUTPUT_PER_TEXT_BYTE
+    if not wipe and os.path.isdir(data_dir):
+        have = sum(os.path.getsize(os.path.join(data_dir, n)) for n in os.listdir(data_dir) if n.endswith(".parquet"))
+        out_need = max(0.0, out_need - have)
+    out_need += plan.text_bytes * opts.ratio * opts.val_fraction * OUTPUT_PER_TEXT_BYTE  # the val artifact copy
+    factor = opts.min_free_bytes_factor
+    by_device: dict[int, list[Any]] = {}
+    for path, need in ((data_dir, out_need), (work_dir, spill_need)):
+        dev = os.stat(_nearest_existing(path)).st_dev
+        by_device.setdefault(dev, [path, 0.0])[1] += need
+    for path, need in by_device.values():
+        free = free_bytes(path)
+        if free < need * factor:
+            raise ArmsError(
+                f"not enough free disk for {path}: about {human_bytes(need * factor)} needed "
+                f"({human_bytes(need)} estimated from the source's {human_bytes(plan.text_bytes)} of text x ratio "
+                f"{opts.ratio}, x margin {factor}), {human_bytes(free)} free; free space or point "
+                "data_dir/work_dir at a larger disk."
+            )
+
+
+def _buckets_for(
+    counts: dict[int, int], sources: dict[int, list[tuple[str, list[int]]]], first: int, n_buckets: int
+) -> list[BucketRef]:
+    refs = []
+    offset = 0
+    for g in range(first, first + n_buckets):
+        rows = counts.get(g, 0)
+        if rows:
+            refs.append(BucketRef(g, offset, rows, tuple((p, tuple(b)) for p, b in sources.get(g, []))))
+        offset += rows
+    return refs
+
+
+def _run(
+    opts: Options,
+    source: Source,
+    units: list[tuple[int, tuple[int, ...]]],
+    bits: int,
+    done_units: set[int],
+    data_dir: str,
+    work_dir: str,
+    spill_dir: str,
+    echo: Callable[[str], None] | None,
+    plan: _Plan,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    global _PROGRESS_CB
+    t, v = thresholds(opts.ratio, opts.val_fraction)
+    key = sample_key(opts.seed)
+    n_workers = _workers(opts.workers)
+    progress = ProgressWriter(opts.progress_file, phase="sampling", unit="rows", total=plan.total_rows, echo=echo)
+    kept_seen = 0
+
+    def on_progress(rows: int, nbytes: int, kept: int) -> None:
+        nonlocal kept_seen
+        kept_seen += kept
+        progress.advance(rows, nbytes, extra={"kept": kept_seen, "shards written": 0})
+
+    results: dict[int, dict[str, Any]] = {}
+    pass1_started = time.time()
+    for i in sorted(done_units):
+        with open(_unit_paths(spill_dir, i)[1], encoding="utf-8") as fh:
+            results[i] = json.load(fh)
+        st = results[i]["stats"]
+        on_progress(st["rows_read"], st["text_bytes_read"], st["train_rows"] + st["val_rows"])
+    progress.update(force=True)
+    jobs = [
+        UnitJob(
+            i,
+            source.parts[pi],
+            rgs,
+            spill_dir,
+            opts.text_column,
+            opts.id_column,
+            tuple(opts.extra_columns),
+            key,
+            t,
+            v,
+            bits,
+        )
+        for i, (pi, rgs) in enumerate(units)
+        if i not in done_units
+    ]
+    pool: ProcessPoolExecutor | None = None
+    queue: Any = None
+    try:
+        if n_workers > 1:
+            ctx = multiprocessing.get_context("fork")
+            queue = ctx.Queue()
+            pool = ProcessPoolExecutor(
+                max_workers=n_workers, mp_context=ctx, initializer=_init_worker, initargs=(queue,)
+            )
+            for res in _run_pool(pool, spill_unit, jobs, queue, on_progress):
+                results[res["unit"]] = res
+        else:
+            _PROGRESS_CB = on_progress
+            try:
+                for job in jobs:
+                    res = spill_unit(job)
+                    results[res["unit"]] = res
+            finally:
+                _PROGRESS_CB = None
+
+        # totals and the shard plan
+        stats = {
+            k: 0
+            for k in (
+                "rows_read",
+                "rows_null_text",
+                "train_rows",
+                "val_rows",
+                "text_bytes_read",
+                "kept_bytes",
+            )
+        }
+        counts: dict[int, int] = {}
+        sources: dict[int, list[tuple[str, list[int]]]] = {}
+        for i in range(len(units)):
+            res = results[i]
+            for k in stats:
+                stats[k] += res["stats"][k]
+            by_group: dict[int, list[int]] = {}
+            for g, batch_no, _rows in res["index"]:
+                by_group.setdefault(g, []).append(batch_no)
+            arrow_path = _unit_paths(spill_dir, i)[0]
+            for g, numbers in by_group.items():
+                sources.setdefault(g, []).append((arrow_path, numbers))
+            for g, c in res["counts"].items():
+                counts[int(g)] = counts.get(int(g), 0) + c
+        n_buckets = 1 << bits
+        n_train, n_val = stats["train_rows"], stats["val_rows"]
+        bounds = plan_shards(n_train, opts.rows_per_shard, opts.world_size)
+        if opts.val_fraction > 0 and n_val < opts.world_size:
+            raise ArmsError(
+                f"val_fraction {opts.val_fraction} kept only {n_val} validation rows, fewer than world_size "
+                f"{opts.world_size}: every rank needs a row group of the validation shard; raise val_fraction."
+            )
+        if opts.val_fraction == 0 and len(bounds) < 2:
+            raise ArmsError(
+                f"the {n_train} kept rows make a single shard, and nanochat reads the last file as validation, "
+                "leaving no training data; lower rows_per_shard or set val_fraction."
+            )
+        stats["pass1_seconds"] = round(time.time() - pass1_started, 3)
+        stats["rows_kept"] = n_train + n_val
+        stats["realised_fraction"] = round(stats["rows_kept"] / stats["rows_read"], 6) if stats["rows_read"] else 0.0
+        stats["buckets"] = n_buckets
+        stats["workers"] = n_workers
+        train_refs = _buckets_for(counts, sources, 0, n_buckets)
+        val_refs = _buckets_for(counts, sources, n_buckets, n_buckets)
+        common = {
+            "data_dir": data_dir,
+            "world_size": opts.world_size,
+            "extra_columns": tuple(opts.extra_columns),
+            "compression_level": opts.compression_level,
+        }
+        shard_jobs: list[ShardJob] = []
+        for i, (lo, hi) in enumerate(bounds):
+            refs = tuple(r for r in train_refs if r.offset < hi and r.offset + r.rows > lo)
+            shard_jobs.append(ShardJob(shard_name(i), lo, hi, refs, role="train", **common))
+        if n_val:
+            shard_jobs.append(ShardJob(VAL_NAME, 0, n_val, tuple(val_refs), role="val", **common))
+
+        # which shards are already there (written by the interrupted run, or intact in a repaired dir)
+        entries: list[dict[str, Any]] = []
+        todo: list[ShardJob] = []
+        for job in shard_jobs:
+            existing = _existing_entry(data_dir, job)
+            if existing is not None:
+                entries.append(existing)
+            else:
+                todo.append(job)
+        stats["shards_reused"] = len(entries)
+        progress.update(
+            force=True,
+            phase="writing shards",
+            unit="shards",
+            done=len(entries),
+            total=len(shard_jobs),
+            bytes_done=0,
+            started=time.time(),
+            extra={"kept": stats["rows_kept"], "shards written": len(entries)},
+        )
+        batches = _group_jobs(todo, n_train, n_buckets, opts.rows_per_shard, n_workers)
+
+        def on_shard(res: list[dict[str, Any]]) -> None:
+            for entry in res:
+                path = os.path.join(data_dir, entry["name"])
+                full = {**entry, "bytes": os.path.getsize(path)}
+                remember_verified(data_dir, entry["name"], entry["sha256"])
+                entries.append(full)
+                progress.advance(1, full["bytes"], extra={"shards written": len(entries)})
+
+        if pool is not None and len(batches) > 1:
+            for res in _run_pool(pool, write_shards, batches, None, None):
+                on_shard(res)
+        else:
+            for batch in batches:
+                on_shard(write_shards(batch))
+        fsync_dir(data_dir)
+        stats["pass2_seconds"] = round(time.time() - pass1_started - stats["pass1_seconds"], 3)
+        progress.finish(phase="done")
+        return entries, stats
+    except BaseException:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+            pool = None
+        raise
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True)
+        if queue is not None:
+            queue.close()
+
+
+def _existing_entry(data_dir: str, job: ShardJob) -> dict[str, Any] | None:
+    """The manifest entry of a shard an earlier (interrupted) run of the same plan finished, else None.
+
+    Shards are renamed into place only when complete, so one that exists is trusted once its rows and
+    row groups match the plan (a mismatch, which only a hand edit can cause, is removed and rewritten).
+    """
+    path = os.path.join(data_dir, job.name)
+    if not os.path.isfile(path):
+        return None
+    sha = None
+    try:
+        with open(os.path.join(data_dir, VERIFY_CACHE_NAME), encoding="utf-8") as fh:
+            cached = json.load(fh).get(job.name)
+        st = os.stat(path)
+        if cached and cached[0] == st.st_size and cached[1] == st.st_mtime_ns:
+            sha = cached[2]
+    except (OSError, ValueError, AttributeError):
+        sha = None
+    try:
+        entry = shard_entry(path, role=job.role, sha256=sha)
+    except Exception:
+        entry = None
+    rows = job.end - job.start
+    if entry is None or entry["rows"] != rows or entry["row_groups"] != len(row_group_sizes(rows, job.world_size)):
+        os.unlink(path)
+        return None
+    if sha is None:
+        remember_verified(data_dir, job.name, entry["sha256"])
+    return entry
+
+
+def _group_jobs(
+    todo: list[ShardJob], n_train: int, n_buckets: int, rows_per_shard: int, workers: int
+) -> list[list[ShardJob]]:
+    """Runs of consecutive shards, about one bucket each (a bucket is then loaded and sorted once)."""
+    if not todo:
+        return []
+    rows_per_bucket = max(1, n_train // max(1, n_buckets))
+    per_task = max(1, round(rows_per_bucket / rows_per_shard))
+    per_task = max(1, min(per_task, math.ceil(len(todo) / (2 * workers))))
+    groups: list[list[ShardJob]] = []
+    val = [j for j in todo if j.role == "val"]
+    train = [j for j in todo if j.role == "train"]
+    groups += [[j] for j in val]  # the val shard first: it may be the biggest
+    for i in range(0, len(train), per_task):
+        groups.append(train[i : i + per_task])
+    return groups
+
+
+def _run_pool(
+    pool: ProcessPoolExecutor,
+    fn: Callable[[Any], Any],
+    jobs: list[Any],
+    queue: Any,
+    on_progress: Callable[[int, int, int], None] | None,
+) -> Iterator[Any]:
+    """Submit ``jobs``, yield results as they finish, forwarding worker progress; first error cancels the rest."""
+    futures: list[Future[Any]] = [pool.submit(fn, job) for job in jobs]
+    pending = set(futures)
+    try:
+        while pending:
+            done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+            _drain(queue, on_progress)
+            for fut in done:
+                yield fut.result()
+        _drain(queue, on_progress)
+    finally:
+        for fut in pending:
+            fut.cancel()
+
+
+def _drain(queue: Any, on_progress: Callable[[int, int, int], None] | None) -> None:
+    if queue is None or on_progress is None:
+        return
+    while True:
+        try:
+            rows, nbytes, kept = queue.get_nowait()
+        except Exception:
+            return
+        on_progress(rows, nbytes, kept)
+
+
+def options_from_dict(args: dict[str, Any]) -> Options:
+    """Options from module/CLI arguments (unknown keys and None values ignored: the defaults apply)."""
+    names = set(Options.__dataclass_fields__)
+    return Options(**{k: v for k, v in args.items() if k in names and v is not None})
