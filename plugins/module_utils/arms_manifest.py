@@ -260,7 +260,6 @@ def place_val_shard(data_dir: str, val_file: str, name: str = "shard_val.parquet
         if s["name"] != name and s.get("role") == "val":
             s["role"] = "train"
     updated = build_manifest(manifest["kind"], manifest["source"], manifest["params"], shards, manifest.get("stats"))
-    updated["val_source"] = {"file": os.path.basename(val_file), "sha256": digest}
     write_manifest(data_dir, updated)
     remember_verified(data_dir, name, digest)
     return True

@@ -1,0 +1,462 @@
+"""Results side by side: one row per arm from its rank-0 log (and data manifest), a table and a plot.
+
+The collect playbook fetches each arm's rank-0 training log (and its data manifest) to the
+controller; this turns them into what a person compares:
+
+- :func:`build_rows`: per arm, tokens seen (steps done x total batch size), epochs (tokens seen /
+  training tokens the arm holds, :func:`arms_launch.held_tokens` on its manifest), final and
+  minimum validation bpb, the last CORE metric, wall time and tok/sec (the median of the step
+  lines: the first, compiling steps do not drag it down). The log is read by
+  :func:`arms_logs.parse_log` only; it works on partial logs (mid-training, no end lines yet) and
+  on an arm without a step line (the row says so).
+- :func:`markdown_table`: the rows as a markdown table.
+- :func:`plot`: a PNG with two panels, training loss and validation bpb against step, every arm on
+  the same axes (matplotlib, Agg, imported only here: only the controller draws).
+- :func:`write_results`: ``results.md`` (the table, the plot, a line per arm with its log and
+  whether it finished) and ``loss.png`` in one folder, each written atomically.
+
+Steps done is the last step line's step + 1: nanochat prints ``step i/N`` after optimizer step i
+(0-based), so a finished run's last line is ``step N-1/N``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import io
+import os
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+from ansible.module_utils.arms_common import ArmsError, atomic_write_bytes, human_bytes, human_seconds
+from ansible.module_utils.arms_launch import held_tokens
+from ansible.module_utils.arms_logs import parse_log
+
+RESULTS_MD = "results.md"
+PLOT_PNG = "loss.png"
+MISSING = "—"
+COLUMNS = (
+    "arm",
+    "data",
+    "tokens seen",
+    "epochs",
+    "final val bpb",
+    "min val bpb",
+    "CORE",
+    "wall time",
+    "tok/sec",
+    "status",
+)
+
+
+@dataclass
+class ArmInput:
+    """What is known about one arm on the controller.
+
+    ``log_text`` is the rank-0 training log (None: there is no log, e.g. the arm was not launched).
+    ``data`` is a short description of the arm's data (derived from ``manifest`` when empty).
+    ``facts`` (all optional): ``total_batch_size``, ``tokens_planned``, ``started`` and ``ended``
+    (ISO 8601 or seconds since the epoch; both give the wall time), ``host``. A run's pid file
+    record (``started``, ``host``) works as facts.
+    """
+
+    arm: str
+    log_text: str | None = None
+    data: str = ""
+    host: str = ""
+    manifest: Mapping[str, Any] | None = None
+    facts: Mapping[str, Any] | None = None
+    log_path: str = ""
+
+
+def as_arm_input(arm: ArmInput | Mapping[str, Any]) -> ArmInput:
+    """An :class:`ArmInput` from itself or from a mapping with the same keys (``log`` = ``log_text``)."""
+    if isinstance(arm, ArmInput):
+        return arm
+    if not isinstance(arm, Mapping):
+        raise ArmsError(f"an arm must be a mapping with at least 'arm' and 'log_text', not {arm!r}.")
+    data = dict(arm)
+    if "log" in data and "log_text" not in data:
+        data["log_text"] = data.pop("log")
+    known = {f.name for f in fields(ArmInput)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ArmsError(f"unknown arm keys {', '.join(unknown)}; expected some of {', '.join(sorted(known))}.")
+    if not data.get("arm"):
+        raise ArmsError("every arm needs a name ('arm').")
+    return ArmInput(**data)
+
+
+# ---------------------------------------------------------------------------------------------
+# rows
+# ---------------------------------------------------------------------------------------------
+
+
+def describe_data(manifest: Mapping[str, Any] | None) -> str:
+    """A short description of an arm's data from its manifest (source, shards, size)."""
+    if not manifest:
+        return ""
+    kind = str(manifest.get("kind") or "data")
+    source = manifest.get("source") or {}
+    params = manifest.get("params") or {}
+    if kind == "azure_blob":
+        where = str(source.get("container") or "?")
+        if source.get("prefix"):
+            where += "/" + str(source["prefix"]).strip("/")
+        text = f"Azure {where}"
+    elif kind == "random_subset":
+        text = str(source.get("dataset") or "?")
+        if params.get("ratio") is not None:
+            text += f" random {float(params['ratio']):.1%}"
+        if params.get("seed") is not None:
+            text += f" seed {params['seed']}"
+    else:
+        text = kind
+    totals = manifest.get("totals") or {}
+    shards = totals.get("shards", len(manifest.get("shards") or []))
+    size = totals.get("bytes")
+    text += f", {shards} shards"
+    if size:
+        text += f" {human_bytes(float(size))}"
+    return text
+
+
+def _timestamp(value: Any) -> float | None:
+    """Seconds since the epoch from an ISO 8601 string or a number; None when absent or unreadable."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    try:
+        stamp = _dt.datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=_dt.UTC)
+    return stamp.timestamp()
+
+
+def _positive_int(value: Any) -> int | None:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        return None
+    return number if number > 0 else None
+
+
+def _held(arm: ArmInput) -> dict[str, Any] | None:
+    if not arm.manifest:
+        return None
+    try:
+        return held_tokens(arm.manifest)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ArmsError(
+            f"the data manifest of arm {arm.arm} is not a nanochat-arms manifest ({type(exc).__name__}: {exc}); "
+            "fetch the arm's manifest.json again or leave it out."
+        ) from None
+
+
+def build_row(
+    arm: ArmInput | Mapping[str, Any],
+    total_batch_size: int | None = None,
+    parsed: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The comparison row of one arm (see :func:`build_rows` for the keys).
+
+    ``parsed`` is :func:`arms_logs.parse_log` of the arm's log when the caller has it already.
+    """
+    arm = as_arm_input(arm)
+    facts = dict(arm.facts or {})
+    tbs = _positive_int(facts.get("total_batch_size")) or _positive_int(total_batch_size)
+    if arm.log_text is None:
+        parsed = None
+    elif parsed is None:
+        parsed = parse_log(arm.log_text)
+    steps = parsed["steps"] if parsed else []
+    last = parsed["last_step"] if parsed else None
+
+    steps_done = last["step"] + 1 if last else (0 if parsed else None)
+    num_iterations = parsed["num_iterations"] if parsed else None
+    tokens_seen = steps_done * tbs if (steps_done is not None and tbs) else None
+    tokens_planned = _positive_int(facts.get("tokens_planned"))
+    if tokens_planned is None and num_iterations and tbs:
+        tokens_planned = num_iterations * tbs
+
+    held = _held(arm)
+    tokens_held = held["tokens"] if held and held.get("tokens") else None
+    epochs = tokens_seen / tokens_held if (tokens_seen is not None and tokens_held) else None
+
+    rates = [s["tok_per_sec"] for s in steps if s.get("tok_per_sec") is not None]
+    core = parsed["core"] if parsed else []
+
+    started, ended = _timestamp(facts.get("started")), _timestamp(facts.get("ended"))
+    if started is not None and ended is not None and ended >= started:
+        wall_s: float | None = ended - started
+        wall_source = "run facts (ended - started)"
+    elif parsed and parsed["total_time_min"] is not None:
+        wall_s = parsed["total_time_min"] * 60.0
+        wall_source = "log (nanochat's total training time)"
+    else:
+        wall_s, wall_source = None, None
+
+    finished = bool(parsed and parsed["finished"])
+    if parsed is None:
+        state, status = "no_log", "no log"
+    elif finished:
+        state, status = "finished", "finished"
+    elif last is None:
+        state, status = "not_started", "no step line yet"
+    else:
+        state = "partial"
+        status = f"at step {last['step']}/{last['total']} ({last['pct']:.2f}%), not finished"
+
+    return {
+        "arm": arm.arm,
+        "data": arm.data or describe_data(arm.manifest),
+        "host": arm.host or str(facts.get("host") or ""),
+        "log_path": arm.log_path,
+        "state": state,
+        "status": status,
+        "finished": finished,
+        "steps_done": steps_done,
+        "num_iterations": num_iterations,
+        "total_batch_size": tbs,
+        "tokens_seen": tokens_seen,
+        "tokens_planned": tokens_planned,
+        "tokens_held": tokens_held,
+        "tokens_held_rule": held.get("rule") if held else None,
+        "epochs": epochs,
+        "loader_epoch": last.get("epoch") if last else None,
+        "final_val_bpb": parsed["last_val_bpb"] if parsed else None,
+        "final_val_step": parsed["val"][-1][0] if parsed and parsed["val"] else None,
+        "min_val_bpb": parsed["min_val_bpb"] if parsed else None,
+        "core": core[-1][1] if core else None,
+        "core_step": core[-1][0] if core else None,
+        "wall_time_s": wall_s,
+        "wall_time_source": wall_source,
+        "tok_per_sec": statistics.median(rates) if rates else None,
+        "last_loss": last.get("loss") if last else None,
+        "step_lines": parsed["step_lines"] if parsed else 0,
+    }
+
+
+def build_rows(
+    arms: Sequence[ArmInput | Mapping[str, Any]],
+    total_batch_size: int | None = None,
+    parsed: Mapping[str, Mapping[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
+    """One row per arm, in the order given.
+
+    Keys: arm, data, host, log_path, state (finished | partial | not_started | no_log), status (a
+    short sentence for the table), finished, steps_done, num_iterations, total_batch_size,
+    tokens_seen (steps done x total batch size; None without a batch size), tokens_planned,
+    tokens_held and tokens_held_rule (from the manifest; None without one), epochs (tokens seen /
+    tokens held), loader_epoch (the loader's epoch on the last step line), final_val_bpb and
+    final_val_step (the last validation line), min_val_bpb, core and core_step (the last CORE line),
+    wall_time_s and wall_time_source (run facts' ended - started, else nanochat's total training
+    time), tok_per_sec (median over the step lines), last_loss, step_lines. Unknown values are None.
+
+    ``total_batch_size`` (tokens per optimizer step, the experiment's) applies to every arm whose
+    facts do not name their own. ``parsed``: {arm: parse_log result} for logs already parsed.
+    """
+    inputs = [as_arm_input(a) for a in arms]
+    if not inputs:
+        raise ArmsError("no arms to compare: give at least one arm with its log.")
+    names = [a.arm for a in inputs]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ArmsError(f"arm {dupes[0]} is given twice; give each arm once.")
+    parsed = parsed or {}
+    return [build_row(a, total_batch_size, parsed.get(a.arm)) for a in inputs]
+
+
+# ---------------------------------------------------------------------------------------------
+# table
+# ---------------------------------------------------------------------------------------------
+
+
+def format_count(n: float | None) -> str:
+    """1234567 -> 1.23M (three significant digits, K/M/B/T)."""
+    if n is None:
+        return MISSING
+    for div, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if abs(n) >= div:
+            value = n / div
+            return f"{value:.3g}{unit}" if value < 1000 else f"{value:,.0f}{unit}"
+    return f"{n:.0f}"
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return MISSING if value is None else format(value, spec)
+
+
+def _cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ").strip() or MISSING
+
+
+def table_cells(row: Mapping[str, Any]) -> list[str]:
+    """The table's cells of one row, in :data:`COLUMNS` order."""
+    seen = format_count(row.get("tokens_seen"))
+    if row.get("tokens_seen") is not None and row.get("tokens_planned") and not row.get("finished"):
+        seen += f" of {format_count(row['tokens_planned'])}"
+    core = _fmt(row.get("core"), ".4f")
+    if row.get("core") is not None and row.get("core_step") is not None:
+        core += f" (step {row['core_step']})"
+    return [
+        _cell(row.get("arm", "")),
+        _cell(row.get("data", "")),
+        seen,
+        _fmt(row.get("epochs"), ".2f"),
+        _fmt(row.get("final_val_bpb"), ".4f"),
+        _fmt(row.get("min_val_bpb"), ".4f"),
+        core,
+        MISSING if row.get("wall_time_s") is None else human_seconds(row["wall_time_s"]),
+        _fmt(row.get("tok_per_sec"), ",.0f"),
+        _cell(row.get("status", "")),
+    ]
+
+
+def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The rows as a markdown table (header, alignment line, one line per arm), ending in a newline."""
+    right = {"tokens seen", "epochs", "final val bpb", "min val bpb", "CORE", "wall time", "tok/sec"}
+    lines = [
+        "| " + " | ".join(COLUMNS) + " |",
+        "| " + " | ".join("---:" if c in right else "---" for c in COLUMNS) + " |",
+    ]
+    lines += ["| " + " | ".join(table_cells(row)) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# plot
+# ---------------------------------------------------------------------------------------------
+
+
+def series(log: str | Mapping[str, Any] | None) -> dict[str, list[tuple[int, float]]]:
+    """{"loss": [(step, training loss)], "val": [(step, validation bpb)]} of a log's text or parse_log result."""
+    if not log:
+        return {"loss": [], "val": []}
+    parsed = parse_log(log) if isinstance(log, str) else log
+    loss = [(s["step"], s["loss"]) for s in parsed["steps"] if s.get("loss") is not None]
+    return {"loss": loss, "val": [(int(s), float(b)) for s, b in parsed["val"]]}
+
+
+def render_plot(arms_series: Mapping[str, Mapping[str, Sequence[tuple[int, float]]]], title: str) -> bytes:
+    """The PNG bytes of the two-panel plot (see :func:`plot`)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(12, 4.8), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax_loss, ax_val = fig.subplots(1, 2)
+    colors = [f"C{i % 10}" for i in range(len(arms_series))]
+    for color, (name, data) in zip(colors, arms_series.items(), strict=True):
+        loss = list(data.get("loss") or [])
+        val = list(data.get("val") or [])
+        label = name if (loss or val) else f"{name} (no step line yet)"
+        ax_loss.plot([s for s, _ in loss], [v for _, v in loss], color=color, linewidth=1.0, label=label)
+        ax_val.plot([s for s, _ in val], [v for _, v in val], color=color, marker="o", markersize=3, label=label)
+    ax_loss.set_title("training loss")
+    ax_loss.set_xlabel("step")
+    ax_loss.set_ylabel("loss")
+    ax_val.set_title("validation bpb")
+    ax_val.set_xlabel("step")
+    ax_val.set_ylabel("bits per byte")
+    for ax in (ax_loss, ax_val):
+        ax.grid(True, alpha=0.3)
+        if arms_series:
+            ax.legend()
+    fig.suptitle(title)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", metadata={"Software": None})
+    return buffer.getvalue()
+
+
+def plot(arms_series: Mapping[str, Mapping[str, Sequence[tuple[int, float]]]], path: str, title: str = "") -> str:
+    """Write a PNG to ``path``: training loss (left) and validation bpb (right) against step.
+
+    ``arms_series``: {arm: {"loss": [(step, loss)], "val": [(step, bpb)]}} (see :func:`series`);
+    every arm on the same axes with the same color in both panels, a legend, ``title`` above.
+    An arm without points is still in the legend ("no step line yet"). Written atomically.
+    """
+    data = render_plot(arms_series, title)
+    atomic_write_bytes(path, data)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# the results folder
+# ---------------------------------------------------------------------------------------------
+
+
+def arm_line(row: Mapping[str, Any]) -> str:
+    """One markdown bullet per arm: its log, whether it finished, its data budget."""
+    where = f" on {row['host']}" if row.get("host") else ""
+    log = f"log `{row['log_path']}`" if row.get("log_path") else "log"
+    if row["state"] == "no_log":
+        text = f"no log yet (the arm was not launched, or its log was not fetched){where}"
+    elif row["state"] == "finished":
+        text = f"{log}{where}: finished after {row['steps_done']} steps"
+    elif row["state"] == "not_started":
+        text = f"{log}{where}: no step line yet (starting, or it stopped before its first step)"
+    else:
+        text = f"{log}{where}: not finished, {row['status'].split(', not finished')[0]}"
+    if row.get("tokens_held"):
+        text += f"; holds about {format_count(row['tokens_held'])} training tokens ({row['tokens_held_rule']})"
+    if row.get("loader_epoch"):
+        text += f"; the loader was in epoch {row['loader_epoch']} at the last step line"
+    return f"- **{row['arm']}**: {text}."
+
+
+def results_markdown(experiment: str, rows: Sequence[Mapping[str, Any]], plot_name: str = PLOT_PNG) -> str:
+    """The content of results.md."""
+    now = _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
+    batch = {r["total_batch_size"] for r in rows if r.get("total_batch_size")}
+    batch_text = ", ".join(f"{b:,}" for b in sorted(batch)) if batch else "unknown"
+    parts = [
+        f"# Results: {experiment}",
+        "",
+        f"Collected {now}. Tokens seen = steps done x total batch size ({batch_text} tokens a step); "
+        "epochs = tokens seen / training tokens the arm holds (estimated from its data manifest); "
+        "tok/sec is the median over the step lines; final val bpb is the last validation line so far.",
+        "",
+        markdown_table(rows).rstrip("\n"),
+        "",
+        f"![training loss and validation bpb against step, all arms]({plot_name})",
+        "",
+        "## Arms",
+        "",
+        *[arm_line(r) for r in rows],
+        "",
+    ]
+    return "\n".join(parts)
+
+
+def write_results(
+    folder: str,
+    experiment: str,
+    arms: Sequence[ArmInput | Mapping[str, Any]],
+    total_batch_size: int | None = None,
+) -> dict[str, Any]:
+    """Write ``results.md`` and ``loss.png`` into ``folder``; {"markdown": path, "plot": path, "rows": rows}.
+
+    Everything is computed before anything is written, and each file is written atomically, so
+    bad input leaves the folder as it was.
+    """
+    if not experiment:
+        raise ArmsError("the experiment needs a name (it titles the table and the plot).")
+    inputs = [as_arm_input(a) for a in arms]
+    parsed = {a.arm: parse_log(a.log_text) for a in inputs if a.log_text is not None}
+    rows = build_rows(inputs, total_batch_size, parsed)
+    png = render_plot({a.arm: series(parsed.get(a.arm)) for a in inputs}, experiment)
+    md = results_markdown(experiment, rows)
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        raise ArmsError(f"cannot create the results folder {folder} ({exc.strerror}); give a writable --out.") from exc
+    md_path = os.path.join(folder, RESULTS_MD)
+    png_path = os.path.join(folder, PLOT_PNG)
+    atomic_write_bytes(png_path, png)
+    atomic_write_bytes(md_path, md.encode("utf-8"))
+    return {"markdown": md_path, "plot": png_path, "rows": rows}
