@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import sys
 import tempfile
@@ -98,17 +99,19 @@ def secrets_from_env(env: dict[str, str]) -> tuple[dict[str, str], dict[str, str
 
 @contextmanager
 def secrets_vars_file(extra: dict[str, str]) -> Iterator[str | None]:
+    """A 0600 vars file in a 0700 folder, removed when the run ends."""
     if not extra:
         yield None
         return
-    fd, path = tempfile.mkstemp(prefix="arms-secrets-", suffix=".json")
+    folder = tempfile.mkdtemp(prefix="arms-secrets-")
+    path = os.path.join(folder, "secrets.json")
     try:
-        os.fchmod(fd, stat.S_IRUSR | stat.S_IWUSR)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IRUSR | stat.S_IWUSR)
         with os.fdopen(fd, "w") as fh:
             json.dump(extra, fh)
         yield path
     finally:
-        os.unlink(path)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @contextmanager
@@ -173,9 +176,16 @@ def _event_handler(summary: Summary, echo: Callable[[str], None] | None) -> Call
                     "duration_s": round(float(duration or 0.0), 3),
                 }
             )
+            msg = ""
             if status in ("failed", "unreachable"):
-                msg = res.get("msg") or res.get("stderr") or ""
-                summary.failures.append({"host": host, "task": task, "msg": str(msg)[:2000]})
+                msg = str(res.get("msg") or res.get("stderr") or "")
+                summary.failures.append({"host": host, "task": task, "msg": msg[:2000]})
+            if echo and status != "skipped":
+                # ansible-runner drops `changed` from a no_log result: ok or changed is unknown there
+                shown = "done (no_log)" if status == "ok" and "censored" in res else status
+                line = f"  {shown}: [{host}] ({float(duration or 0.0):.1f}s)"
+                first = msg.strip().splitlines()[0] if msg.strip() else ""
+                echo(line + (f" {first[:300]}" if first else ""))
             if (
                 isinstance(res, dict)
                 and res.get("run_name")
@@ -185,7 +195,7 @@ def _event_handler(summary: Summary, echo: Callable[[str], None] | None) -> Call
                 summary.runs.append(
                     {
                         "host": host,
-                        "arm": res.get("arm"),
+                        "arm": res.get("arm") or ((res.get("invocation") or {}).get("module_args") or {}).get("arm"),
                         "run_name": res.get("run_name"),
                         "pid": res.get("pid"),
                         "log": res.get("log"),
@@ -199,10 +209,10 @@ def _event_handler(summary: Summary, echo: Callable[[str], None] | None) -> Call
                 summary.progress.append(f"[{host}] {line}")
                 if echo:
                     echo(f"  [{host}] {line}")
+        elif kind == "playbook_on_play_start" and echo:
+            echo(f"PLAY {data.get('play', '')}")
         elif kind == "playbook_on_task_start" and echo:
             echo(f"TASK {data.get('task', '')}")
-        elif kind == "runner_on_failed" and echo:
-            echo(f"  FAILED on {host}")
         return True
 
     return handle
@@ -291,6 +301,8 @@ def run_playbook(
     except (OSError, ValueError):
         summary.stdout = ""
     scrub(pdd, list(secret_values.values()))
+    if private_data_dir is None:
+        shutil.rmtree(pdd, ignore_errors=True)  # nobody asked to keep the artifacts
     return summary
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import shlex
 import subprocess
 from typing import Any
 
 import pytest
+import yaml
 from ansible.module_utils.arms_runner import Summary, run_playbook
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -49,9 +51,7 @@ def play(
     env_extra: dict[str, str] | None = None,
     **kw: Any,
 ) -> Summary:
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "HF_", "HUGGINGFACE_", "AZURE_"))
-    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "HF_", "HUGGINGFACE_", "AZURE_"))}
     env.update(secrets or {})
     env.update(env_extra or {})
     return run_playbook(playbook, inventory, project_dir=ROOT, env=env, **kw)
@@ -83,7 +83,15 @@ def on_host(host: str, command: str, check: bool = True) -> subprocess.Completed
 
 
 def failure_text(summary: Summary) -> str:
-    return (
-        "\n".join(f"{f['host']} | {f['task']} | {f['msg']}" for f in summary.failures)
-        or summary.stdout[-4000:]
-    )
+    return "\n".join(f"{f['host']} | {f['task']} | {f['msg']}" for f in summary.failures) or summary.stdout[-4000:]
+
+
+def lab_overrides() -> dict[str, Any]:
+    """The lab's experiment_overrides, to change one thing and pass back as an extra var."""
+    with open(os.path.join(ROOT, "inventory", "lab", "group_vars", "all", "lab.yml")) as fh:
+        return copy.deepcopy(yaml.safe_load(fh)["experiment_overrides"])
+
+
+def problems_of(summary: Summary) -> str:
+    """The preflight's sentences (or any failure text) of a run."""
+    return failure_text(summary)

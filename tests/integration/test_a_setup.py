@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import copy
 import os
 import subprocess
 
 import pytest
-import yaml
-from conftest import LAB, ROOT, failure_text, on_host, play
+from conftest import LAB, failure_text, lab_overrides, on_host, play
 
 pytestmark = pytest.mark.lab
 ARM_HOSTS = ["cpu", "top", "random"]
-
-
-def lab_overrides() -> dict:
-    with open(os.path.join(ROOT, "inventory", "lab", "group_vars", "all", "lab.yml")) as fh:
-        return copy.deepcopy(yaml.safe_load(fh)["experiment_overrides"])
 
 
 def pin_sha() -> str:
@@ -60,9 +53,7 @@ def test_checkout_is_at_the_pin_with_lf_scripts_and_the_tf32_patch(converged, ho
 
 @pytest.mark.parametrize("host", ARM_HOSTS)
 def test_venv_imports_rustbpe_psutil_and_new_wandb(converged, host: str) -> None:
-    out = on_host(
-        host, "~/nanochat/.venv/bin/python -c 'import rustbpe, psutil, wandb; print(wandb.__version__)'"
-    )
+    out = on_host(host, "~/nanochat/.venv/bin/python -c 'import rustbpe, psutil, wandb; print(wandb.__version__)'")
     major, minor, patch = (int(x) for x in out.stdout.strip().split(".")[:3])
     assert (major, minor, patch) >= (0, 22, 3)
 
@@ -70,9 +61,7 @@ def test_venv_imports_rustbpe_psutil_and_new_wandb(converged, host: str) -> None
 @pytest.mark.parametrize("host", ARM_HOSTS)
 def test_credential_files_are_private_and_written_once(converged, host: str) -> None:
     secrets, _, _ = converged
-    modes = on_host(
-        host, "stat -c '%a %n' ~/.netrc ~/.config/nanochat-arms/secrets.env ~/.cache/huggingface/token"
-    )
+    modes = on_host(host, "stat -c '%a %n' ~/.netrc ~/.config/nanochat-arms/secrets.env ~/.cache/huggingface/token")
     for line in modes.stdout.splitlines():
         assert line.split()[0] == "600", line
     netrc = on_host(host, "cat ~/.netrc").stdout

@@ -1,0 +1,165 @@
+#!/usr/bin/env python3
+"""Compare the arms side by side: results.md (a table) and loss.png (loss and val bpb vs step).
+
+Reads each arm's rank-0 training log (and, optionally, its data manifest) on this machine; the
+collect playbook (playbooks/collect.yml) fetches them from the hosts and runs this script. Works on
+partial logs too (mid-training check) and on an arm without a log yet (the row says so).
+
+  python scripts/collect_results.py --experiment qurating-top-vs-random-d26 \\
+      --out results/qurating-top-vs-random-d26 --total-batch-size 524288 \\
+      --arm top16.5=results/x/top16.5/train.log:results/x/top16.5/manifest.json \\
+      --arm random16.5=results/x/random16.5/train.log:results/x/random16.5/manifest.json
+
+Logic: plugins/module_utils/arms_results.py. Prints the table to stdout, warnings to stderr.
+Exit status: 0 written, 1 a sentence explained what is wrong, 2 bad flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+import _arms_path  # noqa: F401
+from ansible.module_utils.arms_common import ArmsError
+from ansible.module_utils.arms_manifest import FORMAT
+from ansible.module_utils.arms_results import ArmInput, markdown_table, write_results
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--experiment", required=True, help="the experiment's name (titles the table and the plot)")
+    ap.add_argument("--out", required=True, help="the results folder (results.md and loss.png are written there)")
+    ap.add_argument(
+        "--arm",
+        action="append",
+        required=True,
+        metavar="NAME=LOGFILE[:MANIFESTFILE]",
+        help="an arm, its rank-0 training log and optionally its data manifest.json (repeat per arm)",
+    )
+    ap.add_argument(
+        "--total-batch-size",
+        type=int,
+        default=None,
+        help="tokens per optimizer step (the experiment's total batch size); without it tokens seen is unknown",
+    )
+    ap.add_argument(
+        "--data",
+        action="append",
+        default=[],
+        metavar="NAME=TEXT",
+        help="a short description of an arm's data (default: derived from its manifest)",
+    )
+    ap.add_argument(
+        "--facts",
+        action="append",
+        default=[],
+        metavar="NAME=JSONFILE",
+        help="an arm's run facts (JSON: started, ended, host, tokens_planned; the run's pid file works)",
+    )
+    return ap.parse_args(argv)
+
+
+def _pairs(items: list[str], flag: str, what: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or not name or not value:
+            raise ArmsError(f"{flag} {item!r} is not NAME={what}; e.g. {flag} top16.5={what.lower()}.")
+        if name in out:
+            raise ArmsError(f"{flag} names arm {name} twice; give each arm once.")
+        out[name] = value
+    return out
+
+
+def split_arm(value: str) -> tuple[str, str | None]:
+    """LOGFILE[:MANIFESTFILE] -> (log, manifest or None); the last colon separates them."""
+    log, sep, manifest = value.rpartition(":")
+    if not sep:
+        return value, None
+    return log, manifest or None
+
+
+def _read_json(path: str, what: str) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except ValueError as exc:
+        raise ArmsError(f"{what} {path} is not valid JSON ({exc}); fetch it again or leave it out.") from None
+    if not isinstance(data, dict):
+        raise ArmsError(f"{what} {path} is not a JSON object; fetch it again or leave it out.")
+    return data
+
+
+def load_arms(args: argparse.Namespace, warn: Any) -> list[ArmInput]:
+    """ArmInputs from the flags; a missing log or manifest is a warning, an unreadable one an error."""
+    arms = _pairs(args.arm, "--arm", "LOGFILE[:MANIFESTFILE]")
+    data = _pairs(args.data, "--data", "TEXT")
+    facts_files = _pairs(args.facts, "--facts", "JSONFILE")
+    for flag, names in (("--data", data), ("--facts", facts_files)):
+        unknown = sorted(set(names) - set(arms))
+        if unknown:
+            raise ArmsError(f"{flag} names arm {unknown[0]}, which no --arm gives; arms: {', '.join(arms)}.")
+    out = []
+    for name, spec in arms.items():
+        log_path, manifest_path = split_arm(spec)
+        log_text: str | None = None
+        if os.path.isfile(log_path):
+            with open(log_path, encoding="utf-8", errors="replace") as fh:
+                log_text = fh.read()
+        else:
+            warn(f"warning: arm {name} has no log at {log_path}: its row says 'no log'.")
+        manifest = None
+        if manifest_path:
+            if os.path.isfile(manifest_path):
+                manifest = _read_json(manifest_path, f"the manifest of arm {name}")
+                if manifest.get("format") != FORMAT or not isinstance(manifest.get("shards"), list):
+                    raise ArmsError(
+                        f"{manifest_path} is not a nanochat-arms manifest (expected format {FORMAT!r}); give the "
+                        "arm's manifest.json from its data dir, or leave it out."
+                    )
+            else:
+                warn(f"warning: arm {name} has no manifest at {manifest_path}: its epochs are unknown.")
+        facts = None
+        if name in facts_files:
+            facts = _read_json(facts_files[name], f"the run facts of arm {name}")
+        out.append(
+            ArmInput(
+                arm=name,
+                log_text=log_text,
+                data=data.get(name, ""),
+                manifest=manifest,
+                facts=facts,
+                log_path=log_path,
+            )
+        )
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+
+    def warn(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    try:
+        if args.total_batch_size is not None and args.total_batch_size <= 0:
+            raise ArmsError(
+                f"--total-batch-size {args.total_batch_size} is not a token count; give the experiment's total "
+                "batch size (e.g. 524288), or leave it out."
+            )
+        arms = load_arms(args, warn)
+        written = write_results(args.out, args.experiment, arms, total_batch_size=args.total_batch_size)
+    except ArmsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(markdown_table(written["rows"]), end="")
+    print(f"written: {written['markdown']} and {written['plot']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
