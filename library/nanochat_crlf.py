@@ -64,9 +64,7 @@ def main() -> None:
         r = crlf_apply(module.params["path"], module.params["patterns"], check_mode=module.check_mode)
     except ArmsError as exc:
         module.fail_json(msg=str(exc))
-    module.exit_json(
-        changed=r.changed, converted=r.converted, made_executable=r.made_executable, scripts=r.scripts
-    )
+    module.exit_json(changed=r.changed, converted=r.converted, made_executable=r.made_executable, scripts=r.scripts)
 
 
 if __name__ == "__main__":

@@ -104,9 +104,7 @@ def main() -> None:
         module.fail_json(msg=str(exc), bad=[], manifest=False)
     if manifest is None:
         if p["allow_missing_manifest"]:
-            module.exit_json(
-                changed=False, manifest=False, bad=[], verified=0, msg=f"{data_dir} has no manifest yet"
-            )
+            module.exit_json(changed=False, manifest=False, bad=[], verified=0, msg=f"{data_dir} has no manifest yet")
         module.fail_json(
             msg=f"{data_dir} has no manifest.json: the shards there were not made or fetched by nanochat-arms "
             "(run the prepare or download step), so they cannot be verified.",

@@ -55,7 +55,7 @@ result:
   returned: when finished
 """
 
-from ansible.module_utils.arms_jobs import job_status
+from ansible.module_utils.arms_jobs import job_status, log_tail
 from ansible.module_utils.basic import AnsibleModule
 
 
@@ -77,6 +77,10 @@ def main() -> None:
     changed = bool(result.get("changed"))
     if result.get("failed"):
         msg = result.get("msg") or "the step failed"
+        if p["progress_log"]:
+            lines = log_tail(p["progress_log"], 4)
+            if lines:
+                msg = f"{msg} (exit code {result.get('rc', '?')}); the log ends with: " + " | ".join(lines)
         module.fail_json(msg=msg, finished=True, result=result, progress_line=status["progress_line"])
     module.exit_json(
         changed=changed,

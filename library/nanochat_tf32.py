@@ -48,9 +48,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec={"path": {"type": "path", "required": True}}, supports_check_mode=True
-    )
+    module = AnsibleModule(argument_spec={"path": {"type": "path", "required": True}}, supports_check_mode=True)
     try:
         r = tf32_apply(module.params["path"], check_mode=module.check_mode)
     except ArmsError as exc:

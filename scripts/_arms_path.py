@@ -11,9 +11,7 @@ import os
 import sys
 import types
 
-MODULE_UTILS = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "plugins", "module_utils"
-)
+MODULE_UTILS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "plugins", "module_utils")
 
 
 def setup() -> None:

@@ -14,9 +14,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def load_module(name: str) -> Any:
-    spec = importlib.util.spec_from_file_location(
-        f"arms_lib_{name}", os.path.join(ROOT, "library", f"{name}.py")
-    )
+    spec = importlib.util.spec_from_file_location(f"arms_lib_{name}", os.path.join(ROOT, "library", f"{name}.py"))
     assert spec and spec.loader
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)

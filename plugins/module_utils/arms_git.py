@@ -75,15 +75,11 @@ def ensure_checkout(repo: str, dest: str, version: str, check_mode: bool = False
     """Make ``dest`` a clone of ``repo`` with HEAD at ``version`` (sha, tag or branch)."""
     is_repo = os.path.isdir(os.path.join(dest, ".git"))
     if not is_repo and os.path.exists(dest) and os.listdir(dest):
-        raise ArmsError(
-            f"{dest} exists and is not a git checkout; move it away or choose another nanochat_dir."
-        )
+        raise ArmsError(f"{dest} exists and is not a git checkout; move it away or choose another nanochat_dir.")
     if not is_repo:
         check_reachable(repo)
         if check_mode:
-            return CheckoutResult(
-                True, True, True, None, None, None, f"would clone {repo} into {dest} at {version}"
-            )
+            return CheckoutResult(True, True, True, None, None, None, f"would clone {repo} into {dest} at {version}")
         parent = os.path.dirname(os.path.abspath(dest))
         os.makedirs(parent, exist_ok=True)
         git(["clone", "--quiet", "--no-checkout", repo, dest])
@@ -112,9 +108,7 @@ def ensure_checkout(repo: str, dest: str, version: str, check_mode: bool = False
     if before == sha and populated:
         return CheckoutResult(False, False, False, before, sha, date, f"nanochat is at {sha[:12]} ({date})")
     if check_mode:
-        return CheckoutResult(
-            True, not is_repo, True, before, sha, date, f"would move nanochat to {sha[:12]} ({date})"
-        )
+        return CheckoutResult(True, not is_repo, True, before, sha, date, f"would move nanochat to {sha[:12]} ({date})")
     # the pin moved (or a fresh clone): discard the project's own edits and move
     git(["checkout", "--quiet", "--force", "--detach", sha], cwd=dest)
     return CheckoutResult(

@@ -39,6 +39,19 @@ def read_log_line(progress_log: str | None, max_bytes: int = 4096) -> str | None
     return " ".join(lines[-1].split()) if lines else None
 
 
+def log_tail(progress_log: str, n: int = 4, max_bytes: int = 16384) -> list[str]:
+    """The last ``n`` non-empty lines of a text log (what failed, for the error message)."""
+    try:
+        with open(os.path.expanduser(progress_log), "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - max_bytes))
+            text = fh.read().decode("utf-8", "replace")
+    except OSError:
+        return []
+    lines = [" ".join(ln.split()) for ln in text.replace("\r", "\n").splitlines() if ln.strip()]
+    return lines[-n:]
+
+
 def job_status(
     jid: str, async_dir: str, progress_file: str | None = None, progress_log: str | None = None
 ) -> dict[str, Any]:

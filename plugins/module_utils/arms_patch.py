@@ -90,13 +90,10 @@ def tf32_plan(text: str, path: str = "nanochat/common.py") -> Tf32Result:
             text,
             after,
             lines,
-            f"{path}: TF32 set through the new API on line(s) "
-            f"{', '.join(map(str, lines))}; rewritten to {TF32_FIXED}",
+            f"{path}: TF32 set through the new API on line(s) {', '.join(map(str, lines))}; rewritten to {TF32_FIXED}",
         )
     if _FIXED.search(code):
-        return Tf32Result(
-            False, "already_fixed", text, text, [], f"{path} already uses {TF32_FIXED}: nothing to patch"
-        )
+        return Tf32Result(False, "already_fixed", text, text, [], f"{path} already uses {TF32_FIXED}: nothing to patch")
     return Tf32Result(False, "no_tf32", text, text, [], f"{path} does not set TF32: nothing to patch")
 
 

@@ -21,9 +21,7 @@ def sh(*args: str, cwd: str) -> str:
         "GIT_AUTHOR_DATE": "2026-01-20T00:00:00Z",
         "GIT_COMMITTER_DATE": "2026-01-20T00:00:00Z",
     }
-    return subprocess.run(
-        ["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True
-    ).stdout.strip()
+    return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout.strip()
 
 
 @pytest.fixture

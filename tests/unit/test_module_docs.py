@@ -12,9 +12,7 @@ import pytest
 import yaml
 from modtest import ROOT, load_module
 
-MODULES = sorted(
-    os.path.splitext(os.path.basename(p))[0] for p in glob.glob(os.path.join(ROOT, "library", "*.py"))
-)
+MODULES = sorted(os.path.splitext(os.path.basename(p))[0] for p in glob.glob(os.path.join(ROOT, "library", "*.py")))
 
 
 class _Captured(Exception):

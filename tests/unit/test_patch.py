@@ -11,8 +11,7 @@ from ansible.module_utils.arms_patch import TF32_FIXED, crlf_apply, tf32_apply, 
 from modtest import run_module
 
 COMMON_CUDA = (
-    "import torch\n\ndef init():\n"
-    '    torch.backends.cuda.matmul.fp32_precision = "tf32"  # use tf32\n    return 1\n'
+    'import torch\n\ndef init():\n    torch.backends.cuda.matmul.fp32_precision = "tf32"  # use tf32\n    return 1\n'
 )
 COMMON_BACKENDS = 'import torch\nif True:\n    torch.backends.fp32_precision = "tf32"\n'
 COMMON_FIXED = 'import torch\ntorch.set_float32_matmul_precision("high")\n'
@@ -32,9 +31,7 @@ def test_new_api_line_is_rewritten_once_keeping_indent(text: str) -> None:
 
 
 def test_both_new_api_lines_in_a_row_become_one_call() -> None:
-    text = (
-        'torch.backends.fp32_precision = "tf32"\ntorch.backends.cuda.matmul.fp32_precision = "tf32"\nx = 1\n'
-    )
+    text = 'torch.backends.fp32_precision = "tf32"\ntorch.backends.cuda.matmul.fp32_precision = "tf32"\nx = 1\n'
     plan = tf32_plan(text)
     assert plan.after == f"{TF32_FIXED}\nx = 1\n"
 
