@@ -876,8 +876,24 @@ def signal_group(
     return {"signals": sent, "remaining": members, "stopped": not members}
 
 
+def run_workers(record: Mapping[str, Any]) -> list[int]:
+    """Process groups of this run's workers outside its own group.
+
+    torchrun starts every worker in a session of its own, so signalling the launcher's group does
+    not reach a worker whose agent is already gone (SIGKILLed, OOM-killed): such orphans keep the
+    GPUs. They are found as ``scripts.base_train`` processes running in the run's checkout with
+    the run's NANOCHAT_BASE_DIR.
+    """
+    cwd = record.get("cwd")
+    if not cwd:
+        return []
+    base = (record.get("env") or {}).get("NANOCHAT_BASE_DIR")
+    own = int(record.get("pgid", record.get("pid", 0)) or 0)
+    return [t["pgid"] for t in find_trainings(None, cwd, base) if t["pgid"] != own]
+
+
 def stop(pidfile: str, timeout: float = 60.0, kill_timeout: float = 10.0) -> dict[str, Any]:
-    """Stop a run's whole process group: SIGTERM, then SIGKILL after ``timeout`` s; say what happened.
+    """Stop a run's whole process group and its workers: SIGTERM, then SIGKILL after ``timeout`` s.
 
     Returns {pid, pgid, run_name, was_alive, signals (names sent), stopped (nothing of it is left),
     remaining (pids still alive), msg}. The pid file is kept and gets ``stopped`` (time) and
@@ -901,6 +917,7 @@ def stop(pidfile: str, timeout: float = 60.0, kill_timeout: float = 10.0) -> dic
     since = record.get("start_ticks")
     alive = record_alive(record)
     members = group_members(pgid, since) if same_boot else []
+    workers = run_workers(record) if same_boot else []
     out: dict[str, Any] = {
         "pid": pid,
         "pgid": pgid,
@@ -910,19 +927,29 @@ def stop(pidfile: str, timeout: float = 60.0, kill_timeout: float = 10.0) -> dic
         "stopped": True,
         "remaining": [],
     }
-    if not alive and not members:
+    if not alive and not members and not workers:
         out["msg"] = f"run {name} (pid {pid}) is not running: nothing to stop."
         return out
-    out.update(signal_group(pgid, since_ticks=since, leader=pid, timeout=timeout, kill_timeout=kill_timeout))
+    if alive or members:
+        out.update(signal_group(pgid, since_ticks=since, leader=pid, timeout=timeout, kill_timeout=kill_timeout))
+    # workers the launcher's signal did not reach, or that outlived it
+    orphans = [g for g in run_workers(record) if g != pgid] if same_boot else []
+    for group in orphans:
+        extra = signal_group(group, timeout=min(timeout, 30.0), kill_timeout=kill_timeout)
+        out["signals"] = list(dict.fromkeys(out["signals"] + extra["signals"]))
+        out["remaining"] = out["remaining"] + extra["remaining"]
+    out["stopped"] = not out["remaining"]
+    out["workers_stopped"] = orphans
     record["stopped"] = _now()
     record["stop_signals"] = out["signals"]
     atomic_write_json(pidfile, record)
     sent = " then ".join(out["signals"]) or "no signal (already gone)"
+    also = f" and to {len(orphans)} worker group(s) outside it" if orphans else ""
     if out["stopped"]:
-        out["msg"] = f"stopped run {name}: sent {sent} to process group {pgid}; all its processes exited."
+        out["msg"] = f"stopped run {name}: sent {sent} to process group {pgid}{also}; all its processes exited."
     else:
         out["msg"] = (
-            f"run {name}: sent {sent} to process group {pgid} but pids "
+            f"run {name}: sent {sent} to process group {pgid}{also} but pids "
             f"{', '.join(map(str, out['remaining']))} are still alive (stuck in the kernel, e.g. a hung GPU "
             "driver)."
         )
