@@ -101,7 +101,11 @@ def main() -> None:
     p = module.params
     missing = [h for hosts in p["hosts_of"].values() for h in hosts if h not in p["facts"]]
     if missing:
-        module.fail_json(msg=f"no preflight facts for {', '.join(missing)}: they must be reachable.", problems=[])
+        module.fail_json(
+            msg=f"no preflight facts for {', '.join(missing)}: the preflight compares every arm, "
+            "so their hosts must be reachable and not left out by --limit.",
+            problems=[],
+        )
     result = compare(
         p["facts"],
         arms=p["arms"],

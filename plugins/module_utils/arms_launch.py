@@ -933,11 +933,17 @@ def stop(pidfile: str, timeout: float = 60.0, kill_timeout: float = 10.0) -> dic
     if alive or members:
         out.update(signal_group(pgid, since_ticks=since, leader=pid, timeout=timeout, kill_timeout=kill_timeout))
     # workers the launcher's signal did not reach, or that outlived it
-    orphans = [g for g in run_workers(record) if g != pgid] if same_boot else []
-    for group in orphans:
-        extra = signal_group(group, timeout=min(timeout, 30.0), kill_timeout=kill_timeout)
-        out["signals"] = list(dict.fromkeys(out["signals"] + extra["signals"]))
-        out["remaining"] = out["remaining"] + extra["remaining"]
+    orphans: list[int] = []
+    for _ in range(3):  # a worker may still be on its way out when the launcher's group is gone
+        found = [g for g in run_workers(record) if g != pgid and g not in orphans] if same_boot else []
+        if not found:
+            break
+        for group in found:
+            extra = signal_group(group, timeout=min(timeout, 30.0), kill_timeout=kill_timeout)
+            out["signals"] = list(dict.fromkeys(out["signals"] + extra["signals"]))
+            out["remaining"] = out["remaining"] + extra["remaining"]
+        orphans += found
+        time.sleep(0.5)
     out["stopped"] = not out["remaining"]
     out["workers_stopped"] = orphans
     record["stopped"] = _now()

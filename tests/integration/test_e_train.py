@@ -74,8 +74,10 @@ def test_an_arm_spanning_two_hosts_trains_multi_node(lab) -> None:
         assert trained.ok, failure_text(trained)
         runs = {r["host"]: r for r in trained.runs}
         assert set(runs) == {"random", "random2"}
-        argv = {h: " ".join(json.loads(on_host(h, f"cat {r['log'].replace('.log', '.pid.json')}").stdout)["argv"])
-                for h, r in runs.items()}
+        argv = {
+            h: " ".join(json.loads(on_host(h, f"cat {r['log'].replace('.log', '.pid.json')}").stdout)["argv"])
+            for h, r in runs.items()
+        }
         assert "--nnodes=2" in argv["random"] and "--node_rank=0" in argv["random"]
         assert "--nnodes=2" in argv["random2"] and "--node_rank=1" in argv["random2"]
         log = on_host("random", f"cat {runs['random']['log']}").stdout
