@@ -41,6 +41,7 @@ lab-status:
 # pytest's exit code 5 (no tests collected) must not pass
 test: lab-up
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ansible-lint --offline --profile production -q
 	@set +e; $(VENV)/bin/pytest $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 

@@ -380,7 +380,12 @@ def _read(path: str | None) -> str:
 
 
 def _report(
-    record: dict[str, Any] | None, log_path: str, exit_file: str, host: str | None, device_batch_size: int
+    record: dict[str, Any] | None,
+    log_path: str,
+    exit_file: str,
+    host: str | None,
+    device_batch_size: int,
+    arm: str | None = None,
 ) -> dict[str, Any]:
     """alive / finished / progress / diagnosis of a run, from its pid record, log and exit file."""
     alive = record_alive(record)
@@ -390,7 +395,7 @@ def _report(
     finished = bool(record) and not alive and (code == 0 or parsed["finished"])
     stopped = bool(record and record.get("stopped"))  # stopped on purpose: its signals are no failure
     gone = bool(record) and not alive and not finished and not stopped
-    findings = diagnose(text, host, device_batch_size=device_batch_size, process_gone=gone, exit_code=code)
+    findings = diagnose(text, host, device_batch_size=device_batch_size, arm=arm, process_gone=gone, exit_code=code)
     if stopped:
         findings = [f for f in findings if f["id"] != "killed"]
     return {
@@ -439,7 +444,7 @@ def main() -> None:
 
     def report() -> dict[str, Any]:
         current = read_pidfile(paths["pidfile"])
-        return _report(current, paths["log"], paths["exit_file"], host, p["device_batch_size"])
+        return _report(current, paths["log"], paths["exit_file"], host, p["device_batch_size"], p["arm"])
 
     # ---- status ----------------------------------------------------------------------------
     if p["state"] == "status":
@@ -564,7 +569,7 @@ def main() -> None:
             **result,
         )
 
-    current = _report(record, paths["log"], paths["exit_file"], host, p["device_batch_size"])
+    current = _report(record, paths["log"], paths["exit_file"], host, p["device_batch_size"], p["arm"])
     if current["finished"] and not p["force"]:
         result.update(current)
         result["msg"] = (
@@ -637,7 +642,9 @@ def _wait(module: AnsibleModule, result: dict[str, Any], paths: dict[str, str], 
     timeout = float(p["start_timeout"]) if rank0 else min(float(p["start_timeout"]), NONZERO_RANK_GRACE)
     deadline = time.monotonic() + timeout
     while True:
-        state = _report(read_pidfile(paths["pidfile"]), paths["log"], paths["exit_file"], host, p["device_batch_size"])
+        state = _report(
+            read_pidfile(paths["pidfile"]), paths["log"], paths["exit_file"], host, p["device_batch_size"], p["arm"]
+        )
         result.update(state)
         if rank0 and state["progress"]["started"]:
             result["msg"] += f" Training started: {state['progress_line']}."

@@ -231,6 +231,20 @@ def _limit(host: str | None) -> str:
     return host or "<host>"
 
 
+def _only(arm: str | None) -> str:
+    return '-e \'{"arms_only": ["' + (arm or "<arm>") + "\"]}'"
+
+
+def train_command(arm: str | None = None) -> str:
+    """Launch one arm again: by arms_only, not --limit (the preflight needs every arm's hosts)."""
+    return f"ansible-playbook playbooks/train.yml -i inventory/ {_only(arm)}"
+
+
+def restart_command(arm: str | None = None) -> str:
+    """Stop one arm (all of its hosts) and launch it again."""
+    return f"ansible-playbook playbooks/stop.yml -i inventory/ {_only(arm)} && {train_command(arm)}"
+
+
 _MISSING_MODULE = re.compile(r"(?:ModuleNotFoundError|ImportError): No module named '?([\w.]+)'?")
 _WANDB_KEY_LEN = re.compile(r"API key must be 40 characters long(?:, yours was (\d+))?")
 _WANDB_NO_KEY = re.compile(r"No API key configured")
@@ -280,15 +294,17 @@ def diagnose(
     host: str | None = None,
     *,
     device_batch_size: int | None = None,
+    arm: str | None = None,
     process_gone: bool = False,
     exit_code: int | None = None,
 ) -> list[dict[str, str]]:
     """Findings for every known failure signature in ``text`` (a training log).
 
     Each finding is ``{id, title, evidence, repair, severity}``: ``evidence`` is the (last) matching
-    log line, ``repair`` the exact command that fixes it (``host`` fills ``-l``; ``<host>`` when
-    unknown). Ids: ``missing_module`` (one per module), ``not_in_checkout``, ``wandb_key_length``,
-    ``wandb_no_key``, ``tf32_mixed_api``, ``cuda_oom``, ``nccl_timeout``, ``nccl_error``,
+    log line, ``repair`` the exact command that fixes it (``host`` fills ``-l``, ``arm`` fills
+    ``arms_only``; ``<host>``/``<arm>`` when unknown). Ids: ``missing_module`` (one per module),
+    ``not_in_checkout``, ``wandb_key_length``, ``wandb_no_key``, ``tf32_mixed_api``, ``cuda_oom``,
+    ``nccl_timeout``, ``nccl_error``,
     ``rendezvous``, ``crlf``, ``hf_unauthenticated`` (a warning), ``killed`` (only when no other
     error explains it: torchrun itself signals the other ranks when one fails) and, when
     ``process_gone`` and nothing else explains the end of an unfinished log, ``died`` (last
@@ -354,8 +370,8 @@ def diagnose(
                 "",
                 _finding(
                     "wandb_no_key",
-                    "W&B has no API key on this host: the credentials role writes it (or use run name "
-                    "'dummy' / WANDB_MODE=offline to train without W&B).",
+                    "W&B has no API key on this host: the credentials role writes it (or use the run name "
+                    "'dummy' to train without W&B).",
                     line,
                     repair_command("wandb", host),
                 ),
@@ -384,8 +400,9 @@ def diagnose(
                     f"{half}; the total batch size stays, nanochat accumulates more gradient steps, and "
                     "every arm must get the same value.",
                     line,
-                    f"set experiment_device_batch_size in {EXPERIMENT_FILE} to a smaller power of two"
-                    f"{half}, then: ansible-playbook playbooks/train.yml -i inventory/",
+                    f"set experiment.model.device_batch_size in {EXPERIMENT_FILE} to a smaller power of two"
+                    f"{half} (every arm), then: ansible-playbook playbooks/stop.yml -i inventory/ && "
+                    "ansible-playbook playbooks/train.yml -i inventory/",
                 ),
             )
         if _NCCL_TIMEOUT.search(line):
@@ -398,8 +415,7 @@ def diagnose(
                     "network between nodes stalled; check the other ranks' hosts, nvidia-smi and the "
                     "interconnect, then restart (resume from the last checkpoint if one exists).",
                     line,
-                    f"ansible-playbook playbooks/stop.yml -i inventory/ -l {limit} && "
-                    f"ansible-playbook playbooks/train.yml -i inventory/ -l {limit}",
+                    restart_command(arm),
                 ),
             )
         elif _NCCL.search(line):
@@ -411,8 +427,7 @@ def diagnose(
                     "NCCL reported an error (GPU communication): check nvidia-smi and the driver on the host "
                     "(and the network between nodes for a multi-node arm), then restart.",
                     line,
-                    f"ansible-playbook playbooks/stop.yml -i inventory/ -l {limit} && "
-                    f"ansible-playbook playbooks/train.yml -i inventory/ -l {limit}",
+                    restart_command(arm),
                 ),
             )
         if _RDZV.search(line):
@@ -425,8 +440,7 @@ def diagnose(
                     "arm's first host is unreachable on it from the other nodes (firewall, wrong address); "
                     "all nodes of an arm must be launched together.",
                     line,
-                    f"ansible-playbook playbooks/stop.yml -i inventory/ -l {limit} && "
-                    f"ansible-playbook playbooks/train.yml -i inventory/ -l {limit}",
+                    restart_command(arm),
                 ),
             )
         if _CRLF.search(line):
@@ -467,7 +481,7 @@ def diagnose(
                         "out-of-memory killer (check `dmesg | grep -i killed` on the host) or by the "
                         "machine going down.",
                         line,
-                        f"ansible-playbook playbooks/train.yml -i inventory/ -l {limit}",
+                        train_command(arm),
                     ),
                 )
     if raw := _CRLF_RAW.search(text):
@@ -512,7 +526,7 @@ def diagnose(
                     "The training process is gone and its log ends without an error or the end lines: it "
                     "was killed from outside (kill -9, the out-of-memory killer, a reboot).",
                     lines[-1] if lines else "(empty log)",
-                    f"ansible-playbook playbooks/train.yml -i inventory/ -l {limit}",
+                    train_command(arm),
                 )
             )
     return errors + warnings

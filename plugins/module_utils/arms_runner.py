@@ -180,7 +180,12 @@ def _event_handler(summary: Summary, echo: Callable[[str], None] | None) -> Call
             if status in ("failed", "unreachable"):
                 msg = str(res.get("msg") or res.get("stderr") or "")
                 summary.failures.append({"host": host, "task": task, "msg": msg[:2000]})
-            if echo and status != "skipped":
+            if echo and status == "ok" and data.get("task_action", "").endswith("debug") and "msg" in res:
+                # what a playbook says on purpose (the status table, training started, results)
+                msg_lines = res["msg"] if isinstance(res["msg"], list) else str(res["msg"]).splitlines()
+                for text in msg_lines:
+                    echo(f"    {text}")
+            elif echo and status != "skipped":
                 # ansible-runner drops `changed` from a no_log result: ok or changed is unknown there
                 shown = "done (no_log)" if status == "ok" and "censored" in res else status
                 line = f"  {shown}: [{host}] ({float(duration or 0.0):.1f}s)"
@@ -192,6 +197,8 @@ def _event_handler(summary: Summary, echo: Callable[[str], None] | None) -> Call
                 and res.get("pid")
                 and data.get("task_action", "").endswith("nanochat_train")
             ):
+                # status and stop report the same run again: one entry per (host, run), the latest wins
+                summary.runs[:] = [r for r in summary.runs if (r["host"], r["run_name"]) != (host, res.get("run_name"))]
                 summary.runs.append(
                     {
                         "host": host,

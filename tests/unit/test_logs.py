@@ -268,7 +268,7 @@ def test_cuda_oom_names_the_device_batch_size_variable() -> None:
     )
     (finding,) = diagnose(log, "gpu-a", device_batch_size=32)
     assert finding["id"] == "cuda_oom"
-    assert "experiment_device_batch_size" in finding["repair"]
+    assert "experiment.model.device_batch_size" in finding["repair"]
     assert "inventory/group_vars/all/experiment.yml" in finding["repair"]
     assert "16" in finding["repair"]  # half of 32
     assert finding["evidence"].startswith("[rank3]: torch.OutOfMemoryError")
@@ -286,9 +286,13 @@ def test_cuda_oom_names_the_device_batch_size_variable() -> None:
     ],
 )
 def test_nccl_errors(line: str) -> None:
-    (finding,) = diagnose(line + "\n", "gpu-a")
+    (finding,) = diagnose(line + "\n", "gpu-a", arm="top16.5")
     assert finding["id"] == "nccl_error"
-    assert "playbooks/stop.yml" in finding["repair"] and "-l gpu-a" in finding["repair"]
+    # a restart names the arm, not the host: the preflight refuses a --limit without every arm's hosts
+    assert finding["repair"] == (
+        'ansible-playbook playbooks/stop.yml -i inventory/ -e \'{"arms_only": ["top16.5"]}\' && '
+        'ansible-playbook playbooks/train.yml -i inventory/ -e \'{"arms_only": ["top16.5"]}\''
+    )
 
 
 def test_nccl_watchdog_timeout() -> None:

@@ -1,0 +1,137 @@
+"""The whole experiment from one command through the CI entry, a no-op re-run, check mode, arms_only, results."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import ROOT, failure_text, on_host, play
+
+pytestmark = pytest.mark.lab
+ENTRY = os.path.join(ROOT, "scripts", "nanochat_arms_run.py")
+ARMS = {"top": "top16.5", "random": "random16.5"}
+
+
+def experiment_name() -> str:
+    with open(os.path.join(ROOT, "inventory", "group_vars", "all", "experiment.yml")) as fh:
+        return yaml.safe_load(fh)["experiment"]["name"]
+
+
+def entry(lab: dict[str, str], tmp: Path, name: str, *args: str) -> tuple[subprocess.CompletedProcess[str], Any]:
+    """nanochat-arms-run as CI runs it: its own process, secrets only in its environment."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "HF_", "HUGGINGFACE_", "AZURE_"))}
+    env.update(lab)
+    out = tmp / f"{name}.json"
+    proc = subprocess.run(
+        [sys.executable, ENTRY, *args, "--summary", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
+    summary = json.loads(out.read_text()) if out.exists() else None
+    return proc, summary
+
+
+def train_procs(host: str) -> str:
+    user = {"top": "arms-top", "random": "arms-random"}[host]
+    return on_host(host, f"pgrep -u {user} -f 'scripts[.]base_train' || true").stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def site(lab, tmp_path_factory) -> dict[str, Any]:
+    """site.yml once through the CI entry from a state with no training running, then once more."""
+    play("playbooks/stop.yml", lab)
+    tmp = tmp_path_factory.mktemp("site")
+    first, first_summary = entry(lab, tmp, "first", "site.yml", "-i", "inventory/lab/")
+    t0 = time.monotonic()
+    second, second_summary = entry(lab, tmp, "second", "site.yml", "-i", "inventory/lab/")
+    wall = time.monotonic() - t0
+    print(f"\nsecond site.yml run (no-op): {wall:.1f} s wall")
+    return {"first": (first, first_summary), "second": (second, second_summary), "second_wall_s": wall}
+
+
+def test_site_runs_the_whole_experiment_and_the_ci_summary_says_so(site) -> None:
+    proc, summary = site["first"]
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert summary is not None and summary["ok"] is True
+    assert set(summary["hosts"]) >= {"cpu", "top", "random"}
+    for host, stats in summary["hosts"].items():
+        assert stats["failed"] == 0 and stats["unreachable"] == 0, (host, stats)
+    launched = {r["host"]: r for r in summary["runs"]}
+    assert {h: launched[h]["arm"] for h in ARMS} == ARMS
+    for run in launched.values():
+        assert run["log"].endswith(".log") and run["pid"] > 0
+    assert all(t["duration_s"] >= 0 and t["task"] for t in summary["tasks"])
+    assert max(t["duration_s"] for t in summary["tasks"]) > 1  # durations are measured, not zeros
+    # the run ends in the status table, and the arms really trained
+    assert "| top16.5 |" in proc.stdout and "| random16.5 |" in proc.stdout
+    for host in ARMS:
+        log = on_host(host, f"cat {launched[host]['log']}").stdout
+        assert "step 00000/" in log, f"{host} never logged a step"
+
+
+def test_a_second_site_run_changes_nothing_and_launches_nothing(site) -> None:
+    proc, summary = site["second"]
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert {h: s["changed"] for h, s in summary["hosts"].items()} == dict.fromkeys(summary["hosts"], 0)
+    first_runs = {r["host"]: (r["run_name"], r["pid"]) for r in site["first"][1]["runs"]}
+    again = {r["host"]: (r["run_name"], r["pid"]) for r in summary["runs"]}
+    assert again == first_runs, "a second run must report the same runs, not start new ones"
+    assert all(r["changed"] is False for r in summary["runs"])
+
+
+def test_check_mode_on_the_converged_lab_predicts_no_change_and_fails_nothing(site, lab) -> None:
+    checked = play("site.yml", lab, check=True, diff=True)
+    assert checked.ok, failure_text(checked)
+    changed = {h: s.changed for h, s in checked.hosts.items()}
+    assert changed == dict.fromkeys(checked.hosts, 0), [t for t in checked.tasks if t["status"] == "changed"]
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_collect_writes_the_table_and_the_plot_for_both_arms(site, lab) -> None:
+    collected = play("playbooks/collect.yml", lab)
+    assert collected.ok, failure_text(collected)
+    results = Path(ROOT) / "results" / experiment_name()
+    table = (results / "results.md").read_text()
+    lines = [[c.strip() for c in line.strip().strip("|").split("|")] for line in table.splitlines()]
+    lines = [cells for cells in lines if len(cells) > 5]
+    header, rows = lines[0], {cells[0]: dict(zip(lines[0], cells, strict=True)) for cells in lines[2:]}
+    assert header[0] == "arm" and {"top16.5", "random16.5"} <= set(rows), table
+    for arm in ("top16.5", "random16.5"):
+        row = rows[arm]
+        # numbers parsed from the arm's own log: validation ran, tokens were seen
+        assert float(row["min val bpb"]) > 0, row
+        assert row["tokens seen"] not in ("", "—"), row
+    width, height = png_size(results / "loss.png")
+    assert width >= 600 and height >= 300
+    for arm in ARMS.values():
+        assert (results / arm / "train.log").stat().st_size > 0
+
+
+def test_arms_only_launches_and_stops_only_the_named_arm(site, lab) -> None:
+    stopped = play("playbooks/stop.yml", lab)
+    assert stopped.ok, failure_text(stopped)
+    only = {"arms_only": ["top16.5"], "arms_force_restart": True}
+    trained = play("playbooks/train.yml", lab, extravars=only)
+    assert trained.ok, failure_text(trained)
+    assert [r["host"] for r in trained.runs] == ["top"]
+    bad = play("playbooks/train.yml", lab, extravars={"arms_only": ["top"]})
+    assert not bad.ok and "arms_only names top, not an arm of the experiment" in failure_text(bad)
+    done = play("playbooks/stop.yml", lab, extravars={"arms_only": ["top16.5"]})
+    assert done.ok, failure_text(done)
+    assert not train_procs("top")
