@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
-from conftest import failure_text, lab_overrides, on_host, play
+import yaml
+from conftest import ROOT, failure_text, lab_overrides, on_host, play
 
 pytestmark = pytest.mark.lab
 DATA = "~/.cache/nanochat/base_data"
@@ -93,3 +95,30 @@ def test_prepare_mode_skip_with_a_corrupt_shard_fails_with_a_sentence(data) -> N
     assert not any(t["task"].startswith("Files are sent") for t in summary.tasks if t["status"] != "skipped")
     repaired = play("playbooks/transfer_random.yml", data)
     assert repaired.ok, failure_text(repaired)
+
+
+def test_prepare_random_on_a_complete_data_dir_changes_nothing(data) -> None:
+    again = play("playbooks/prepare_random.yml", data)
+    assert again.ok, failure_text(again)
+    assert again.hosts["cpu"].changed == 0
+    ran = [t["task"] for t in again.tasks if t["host"] == "cpu" and t["status"] != "skipped"]
+    assert any(task.startswith("Shards are being written") for task in ran), ran
+
+
+def test_prepare_random_refuses_a_prep_host_that_is_also_a_gpu_host(data, tmp_path) -> None:
+    # the lab's inventory, but the CPU node is also put in the top arm's group: sharding there is refused
+    lab_inv = os.path.join(ROOT, "inventory", "lab")
+    inventory = tmp_path / "inventory"
+    (inventory / "group_vars" / "all").mkdir(parents=True)
+    for name in os.listdir(os.path.join(lab_inv, "group_vars", "all")):
+        os.symlink(
+            os.path.realpath(os.path.join(lab_inv, "group_vars", "all", name)), inventory / "group_vars" / "all" / name
+        )
+    hosts = yaml.safe_load(open(os.path.join(lab_inv, "hosts.yml")))
+    hosts["all"]["vars"]["ansible_ssh_private_key_file"] = os.path.join(ROOT, ".lab", "ssh", "id_ed25519")
+    hosts["all"]["children"]["arm_top"]["hosts"]["cpu"] = None
+    (inventory / "hosts.yml").write_text(yaml.safe_dump(hosts))
+    summary = play("playbooks/prepare_random.yml", data, inventory=str(inventory))
+    assert not summary.ok
+    text = failure_text(summary)
+    assert "never shards on a" in text and "arm_top" in text, text
