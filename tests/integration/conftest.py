@@ -23,8 +23,15 @@ HOSTS = {
 }
 
 
+class Secrets(dict):
+    """The lab's secrets; never shown in a test report (pytest prints fixture values in tracebacks)."""
+
+    def __repr__(self) -> str:
+        return f"Secrets({', '.join(sorted(self))}: values hidden)"
+
+
 def lab_secrets() -> dict[str, str]:
-    out: dict[str, str] = {}
+    out: dict[str, str] = Secrets()
     with open(os.path.join(LAB, "secrets.env")) as fh:
         for line in fh:
             line = line.strip()

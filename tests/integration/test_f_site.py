@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import ROOT, failure_text, on_host, play
+from conftest import ROOT, failure_text, lab_overrides, on_host, play
 
 pytestmark = pytest.mark.lab
 ENTRY = os.path.join(ROOT, "scripts", "nanochat_arms_run.py")
@@ -21,8 +21,10 @@ ARMS = {"top": "top16.5", "random": "random16.5"}
 
 
 def experiment_name() -> str:
+    """The lab's experiment name (its overrides may rename the experiment)."""
     with open(os.path.join(ROOT, "inventory", "group_vars", "all", "experiment.yml")) as fh:
-        return yaml.safe_load(fh)["experiment"]["name"]
+        name = yaml.safe_load(fh)["experiment"]["name"]
+    return lab_overrides().get("name", name)
 
 
 def entry(lab: dict[str, str], tmp: Path, name: str, *args: str) -> tuple[subprocess.CompletedProcess[str], Any]:
