@@ -18,6 +18,8 @@ AZURITE_PORT=${ARMS_LAB_AZURITE_PORT:-10000}
 # host name -> user and address; random2 exists for the two-host (multi-node) arm tests
 HOSTS=(prep:arms-prep:127.0.0.2 top:arms-top:127.0.0.3 random:arms-random:127.0.0.4 random2:arms-random2:127.0.0.5)
 SUDOERS=/etc/sudoers.d/nanochat-arms-lab
+# in each lab user's home: the checkout whose lab made the user
+OWNER_FILE=.nanochat-arms-lab-owner
 AZURITE_KEY="Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
 say() { printf '[lab] %s\n' "$*"; }
@@ -50,11 +52,24 @@ make_users() {
   chmod 700 "$LAB/ssh"
   [ -f "$LAB/ssh/id_ed25519" ] || ssh-keygen -q -t ed25519 -N '' -C nanochat-arms-lab -f "$LAB/ssh/id_ed25519"
   [ -f "$LAB/ssh/ssh_host_ed25519_key" ] || ssh-keygen -q -t ed25519 -N '' -f "$LAB/ssh/ssh_host_ed25519_key"
-  local sudo_lines=""
+  local sudo_lines="" owner
   for h in "${HOSTS[@]}"; do
     IFS=: read -r name user addr <<<"$h"
+    # The lab users are machine-wide; a lab left up by another checkout (its dataset path, its
+    # stand-in repo) would make this one's first run fail or pass on stale state: start them afresh.
+    if id "$user" >/dev/null 2>&1; then
+      owner=$(cat "/home/$user/$OWNER_FILE" 2>/dev/null || true)
+      if [ "$owner" != "$LAB" ]; then
+        say "host $name ($user) was set up by ${owner:-an unknown checkout}: removing it to start afresh"
+        pkill -KILL -u "$user" 2>/dev/null || true
+        sleep 0.2
+        userdel -r "$user" >/dev/null 2>&1 || userdel "$user"
+      fi
+    fi
     if ! id "$user" >/dev/null 2>&1; then
       useradd -m -s /bin/bash -c "nanochat-arms lab host $name" "$user"
+      printf '%s\n' "$LAB" >"/home/$user/$OWNER_FILE"
+      chmod 444 "/home/$user/$OWNER_FILE"
     fi
     usermod -p '*' "$user"  # unlock for key auth (useradd leaves '!')
     install -d -m 700 -o "$user" -g "$user" "/home/$user/.ssh"
@@ -67,6 +82,23 @@ make_users() {
   chmod 440 "$SUDOERS.tmp"
   visudo -cf "$SUDOERS.tmp" >/dev/null || die "generated sudoers file is invalid"
   mv "$SUDOERS.tmp" "$SUDOERS"
+}
+
+stop_foreign() {
+  # Another checkout's lab sshd or Azurite holds the lab's fixed ports: stop it (a lab's own
+  # process: an sshd whose config is a lab's, or Azurite on the lab's port) rather than fail to
+  # bind or, worse, let the tests talk to the other lab.
+  local pid args cfg
+  for pid in $(pgrep -f '/usr/sbin/sshd -f |azurite-blob .*--blobPort '"$AZURITE_PORT"' ' || true); do
+    args=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || continue
+    case "$args" in *"$LAB/"*) continue ;; esac
+    if [[ "$args" == *sshd* ]]; then
+      cfg=$(sed -n 's|.*/usr/sbin/sshd -f \([^ ]*\).*|\1|p' <<<"$args")
+      [[ "$cfg" == */.lab/ssh/sshd_config ]] || head -1 "$cfg" 2>/dev/null | grep -q '^# nanochat-arms lab sshd' || continue
+    fi
+    say "stopping another checkout's lab process $pid: ${args:0:120}"
+    kill "$pid" 2>/dev/null || true
+  done
 }
 
 start_sshd() {
@@ -161,6 +193,7 @@ cmd_up() {
   install_packages
   [ -x "$PY" ] || die "no project venv at $PY: run 'make venv' first"
   chmod a+rx "$ROOT" "$LAB" 2>/dev/null || true
+  stop_foreign
   make_users
   start_sshd
   start_azurite

@@ -178,7 +178,7 @@ def _event_handler(summary: Summary, echo: Callable[[str], None] | None) -> Call
             )
             msg = ""
             if status in ("failed", "unreachable"):
-                msg = str(res.get("msg") or res.get("stderr") or "")
+                msg = failure_message(res)
                 summary.failures.append({"host": host, "task": task, "msg": msg[:2000]})
             if echo and status == "ok" and data.get("task_action", "").endswith("debug") and "msg" in res:
                 # what a playbook says on purpose (the status table, training started, results)
@@ -223,6 +223,14 @@ def _event_handler(summary: Summary, echo: Callable[[str], None] | None) -> Call
         return True
 
     return handle
+
+
+def failure_message(res: dict[str, Any]) -> str:
+    """What a failed result says; for a loop, the failed items' own messages (not "One or more items failed")."""
+    items = [r for r in res.get("results") or [] if isinstance(r, dict) and r.get("failed")]
+    if items:
+        return "\n".join(str(r.get("msg") or r.get("stderr") or "failed") for r in items)
+    return str(res.get("msg") or res.get("stderr") or "")
 
 
 def run_playbook(

@@ -884,11 +884,14 @@ def prepare_random_subset(
                 )
             repair = check.bad
         elif not opts.force:
-            what = _differences(manifest.get("params", {}), params) or _differences(
-                manifest.get("source", {}), source_desc
+            what = "; ".join(
+                d
+                for d in (
+                    _differences(manifest.get("source", {}), source_desc),
+                    _differences(manifest.get("params", {}), params),
+                )
+                if d
             )
-            if manifest.get("source") != source_desc:
-                what = _differences(manifest.get("source", {}), source_desc) + (f"; {what}" if what else "")
             raise ArmsError(
                 f"{data_dir} holds shards made with other parameters ({what or 'kind ' + str(manifest.get('kind'))}); "
                 "pass force=true to replace it whole, or choose another data_dir."

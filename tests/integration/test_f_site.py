@@ -137,3 +137,20 @@ def test_arms_only_launches_and_stops_only_the_named_arm(site, lab) -> None:
     done = play("playbooks/stop.yml", lab, extravars={"arms_only": ["top16.5"]})
     assert done.ok, failure_text(done)
     assert not train_procs("top")
+
+
+def test_a_failed_data_step_stops_the_run_before_any_arm_is_launched(site, lab) -> None:
+    """The CPU node fails its sharding: the GPU hosts must not go on to train on what they had."""
+    assert play("playbooks/stop.yml", lab).ok
+    manifest = "~/.local/share/nanochat-arms/prepared/random16.5/base_data/manifest.json"
+    on_host("cpu", f"cp -p {manifest} {manifest}.keep")
+    on_host("cpu", f'sed -i \'s/"seed": 42/"seed": 43/\' {manifest} && grep -q \'"seed": 43\' {manifest}')
+    try:
+        failed = play("site.yml", lab)
+    finally:
+        on_host("cpu", f"mv {manifest}.keep {manifest}")
+    text = failure_text(failed)
+    assert not failed.ok
+    assert "made with other parameters (seed 43 -> 42)" in text, text
+    assert "cpu failed or became unreachable earlier in this run, so no arm is launched" in text, text
+    assert failed.runs == [] and not train_procs("top") and not train_procs("random")

@@ -118,12 +118,12 @@ def test_a_failed_task_or_an_unreachable_host_exits_non_zero(tmp_path: Path) -> 
     assert summary["hosts"]["ghost"]["unreachable"] == 1
     failures = {f["host"]: f for f in summary["failures"]}
     assert failures["localhost"]["task"] == "The GPU is visible"
-    assert failures["localhost"]["msg"] == "no GPU on localhost: this host cannot train an arm"
+    assert failures["localhost"]["msg"] == "no GPU 1 on localhost: this host cannot train an arm"
     assert failures["ghost"]["task"] == "The host is reachable" and "Connection refused" in failures["ghost"]["msg"]
     assert "Never reached" not in {t["task"] for t in summary["tasks"]}
     # failure: the artifacts are kept for the post-mortem, and the summary says where
     assert Path(summary["private_data_dir"], "artifacts").is_dir()
-    assert "FAILURES" in proc.stdout and "no GPU on localhost" in proc.stdout
+    assert "FAILURES" in proc.stdout and "no GPU 1 on localhost" in proc.stdout
     assert "FAILED: tests/fixtures/playbooks/fail.yml: failed or unreachable: ghost, localhost" in proc.stdout
     assert f"artifacts: {summary['private_data_dir']}" in proc.stdout
 

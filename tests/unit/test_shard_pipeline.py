@@ -161,6 +161,18 @@ def test_a_complete_data_dir_is_unchanged_without_reading_the_source(source: str
     assert not os.path.exists(os.path.join(str(tmp_path), ".arms-work-data"))
 
 
+def test_a_dataset_at_another_path_is_named_once_in_the_refusal(source: str, tmp_path: str) -> None:
+    run(source, str(tmp_path))
+    elsewhere = os.path.join(str(tmp_path), "copy-of-dataset")
+    shutil.copytree(source, elsewhere)
+    with pytest.raises(ArmsError) as err:
+        run(elsewhere, str(tmp_path))
+    msg = str(err.value)
+    assert f"dataset {source!r} -> {elsewhere!r}" in msg
+    assert msg.count(elsewhere) == 1, msg
+    assert "force=true" in msg
+
+
 def test_other_parameters_are_refused_and_force_replaces_the_data_dir_whole(source: str, tmp_path: str) -> None:
     first = run(source, str(tmp_path))
     n_first = first["shards"]
