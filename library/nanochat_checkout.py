@@ -88,7 +88,14 @@ def main() -> None:
         cloned=r.cloned,
         moved=r.moved,
         msg=r.msg,
-        diff={"before": f"HEAD {r.before}\n", "after": f"HEAD {r.after}\n"} if r.changed else {},
+        diff=(
+            {
+                "before": f"HEAD {r.before or '(no checkout)'}\n",
+                "after": f"HEAD {r.after or p['version'] + ' (once cloned)'}\n",
+            }
+            if r.changed
+            else {}
+        ),
     )
 
 

@@ -15,8 +15,10 @@ LAB=${ARMS_LAB_DIR:-$ROOT/.lab}
 PY=${ARMS_PYTHON:-$ROOT/.venv/bin/python}
 SSH_PORT=${ARMS_LAB_SSH_PORT:-2222}
 AZURITE_PORT=${ARMS_LAB_AZURITE_PORT:-10000}
-# host name -> user and address; random2 exists for the two-host (multi-node) arm tests
-HOSTS=(prep:arms-prep:127.0.0.2 top:arms-top:127.0.0.3 random:arms-random:127.0.0.4 random2:arms-random2:127.0.0.5)
+# host name -> user and address; random2 exists for the two-host (multi-node) arm tests; the
+# fresh-* hosts are never set up: check mode is tested against them (it must predict, not touch)
+HOSTS=(prep:arms-prep:127.0.0.2 top:arms-top:127.0.0.3 random:arms-random:127.0.0.4 random2:arms-random2:127.0.0.5
+  fresh-prep:arms-fresh-prep:127.0.0.6 fresh-top:arms-fresh-top:127.0.0.7 fresh-random:arms-fresh-random:127.0.0.8)
 SUDOERS=/etc/sudoers.d/nanochat-arms-lab
 # in each lab user's home: the checkout whose lab made the user
 OWNER_FILE=.nanochat-arms-lab-owner
@@ -102,10 +104,11 @@ stop_foreign() {
 }
 
 start_sshd() {
-  local cfg="$LAB/ssh/sshd_config" listen=""
+  local cfg="$LAB/ssh/sshd_config" listen="" users=""
   for h in "${HOSTS[@]}"; do
-    IFS=: read -r _ _ addr <<<"$h"
+    IFS=: read -r _ user addr <<<"$h"
     listen+="ListenAddress $addr:$SSH_PORT"$'\n'
+    users+=" $user"
   done
   cat >"$cfg" <<EOF
 # nanochat-arms lab sshd: loopback only, key auth only
@@ -117,7 +120,7 @@ KbdInteractiveAuthentication no
 PubkeyAuthentication yes
 PermitRootLogin no
 UsePAM no
-AllowUsers arms-prep arms-top arms-random arms-random2
+AllowUsers${users}
 MaxStartups 100:30:200
 MaxSessions 100
 Subsystem sftp internal-sftp
@@ -199,7 +202,7 @@ cmd_up() {
   start_azurite
   write_secrets
   seed_data
-  say "up: hosts prep top random random2 on 127.0.0.2-5:$SSH_PORT, Azurite on 127.0.0.1:$AZURITE_PORT"
+  say "up: hosts ${HOSTS[*]%%:*} on 127.0.0.2-$((${#HOSTS[@]} + 1)):$SSH_PORT, Azurite on 127.0.0.1:$AZURITE_PORT"
 }
 
 cmd_down() {

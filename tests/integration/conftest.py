@@ -6,6 +6,8 @@ import copy
 import os
 import shlex
 import subprocess
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +22,12 @@ HOSTS = {
     "top": ("arms-top", "127.0.0.3"),
     "random": ("arms-random", "127.0.0.4"),
     "random2": ("arms-random2", "127.0.0.5"),
+}
+# never set up by any test: check mode is run against them and must leave them as they are
+FRESH_HOSTS = {
+    "cpu": ("arms-fresh-prep", "127.0.0.6"),
+    "top": ("arms-fresh-top", "127.0.0.7"),
+    "random": ("arms-fresh-random", "127.0.0.8"),
 }
 
 
@@ -102,3 +110,20 @@ def lab_overrides() -> dict[str, Any]:
 def problems_of(summary: Summary) -> str:
     """The preflight's sentences (or any failure text) of a run."""
     return failure_text(summary)
+
+
+def inventory_variant(folder: Path, edit: Callable[[dict[str, Any]], None]) -> str:
+    """A copy of the lab's inventory in ``folder`` whose hosts.yml ``edit`` changed; the lab's settings kept."""
+    lab_inv = os.path.join(ROOT, "inventory", "lab")
+    group_vars = folder / "group_vars" / "all"
+    group_vars.mkdir(parents=True)
+    for name in os.listdir(os.path.join(lab_inv, "group_vars", "all")):
+        text = Path(lab_inv, "group_vars", "all", name).read_text()
+        # the lab's paths are found from inventory_dir: pin them to this checkout instead
+        group_vars.joinpath(name).write_text(text.replace("(inventory_dir ~ '/../..') | realpath", repr(ROOT)))
+    with open(os.path.join(lab_inv, "hosts.yml")) as fh:
+        hosts = yaml.safe_load(fh)
+    hosts["all"]["vars"]["ansible_ssh_private_key_file"] = os.path.join(LAB, "ssh", "id_ed25519")
+    edit(hosts)
+    (folder / "hosts.yml").write_text(yaml.safe_dump(hosts))
+    return str(folder)

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
-import yaml
-from conftest import ROOT, failure_text, lab_overrides, on_host, play
+from conftest import failure_text, inventory_variant, lab_overrides, on_host, play
 
 pytestmark = pytest.mark.lab
 DATA = "~/.cache/nanochat/base_data"
@@ -107,18 +105,11 @@ def test_prepare_random_on_a_complete_data_dir_changes_nothing(data) -> None:
 
 def test_prepare_random_refuses_a_prep_host_that_is_also_a_gpu_host(data, tmp_path) -> None:
     # the lab's inventory, but the CPU node is also put in the top arm's group: sharding there is refused
-    lab_inv = os.path.join(ROOT, "inventory", "lab")
-    inventory = tmp_path / "inventory"
-    (inventory / "group_vars" / "all").mkdir(parents=True)
-    for name in os.listdir(os.path.join(lab_inv, "group_vars", "all")):
-        os.symlink(
-            os.path.realpath(os.path.join(lab_inv, "group_vars", "all", name)), inventory / "group_vars" / "all" / name
-        )
-    hosts = yaml.safe_load(open(os.path.join(lab_inv, "hosts.yml")))
-    hosts["all"]["vars"]["ansible_ssh_private_key_file"] = os.path.join(ROOT, ".lab", "ssh", "id_ed25519")
-    hosts["all"]["children"]["arm_top"]["hosts"]["cpu"] = None
-    (inventory / "hosts.yml").write_text(yaml.safe_dump(hosts))
-    summary = play("playbooks/prepare_random.yml", data, inventory=str(inventory))
+    def cpu_in_arm_top(hosts: dict) -> None:
+        hosts["all"]["children"]["arm_top"]["hosts"]["cpu"] = None
+
+    inventory = inventory_variant(tmp_path / "inventory", cpu_in_arm_top)
+    summary = play("playbooks/prepare_random.yml", data, inventory=inventory)
     assert not summary.ok
     text = failure_text(summary)
     assert "never shards on a" in text and "arm_top" in text, text

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import ROOT, failure_text, lab_overrides, on_host, play
+from conftest import FRESH_HOSTS, ROOT, failure_text, inventory_variant, lab_overrides, on_host, play
 
 pytestmark = pytest.mark.lab
 ENTRY = os.path.join(ROOT, "scripts", "nanochat_arms_run.py")
@@ -154,3 +154,52 @@ def test_a_failed_data_step_stops_the_run_before_any_arm_is_launched(site, lab) 
     assert "made with other parameters (seed 43 -> 42)" in text, text
     assert "cpu failed or became unreachable earlier in this run, so no arm is launched" in text, text
     assert failed.runs == [] and not train_procs("top") and not train_procs("random")
+
+
+def home_state(user: str) -> dict[str, tuple[int, int, int]]:
+    """Every path in a lab user's home with its size, mode and mtime, but Ansible's own empty ~/.ansible/tmp."""
+    home = Path("/home", user)
+    state = {}
+    for path in [home, *home.rglob("*")]:
+        st = path.lstat()
+        state[str(path.relative_to(home))] = (st.st_size if path.is_file() else 0, st.st_mode, st.st_mtime_ns)
+    for own in (".ansible/tmp", ".ansible", "."):
+        state.pop(own, None)  # made by any Ansible run (the home's own mtime changes with it)
+    return state
+
+
+def test_check_mode_on_a_fresh_lab_predicts_every_step_and_touches_nothing(lab, tmp_path) -> None:
+    """site.yml --check --diff against hosts nothing ever set up: a prediction per step, the hosts untouched."""
+
+    def fresh(hosts: dict) -> None:
+        for group, name in (("prep", "cpu"), ("arm_top", "top"), ("arm_random", "random")):
+            user, addr = FRESH_HOSTS[name]
+            hosts["all"]["children"][group]["hosts"][name] = {"ansible_host": addr, "ansible_user": user}
+
+    inventory = inventory_variant(tmp_path / "inventory", fresh)
+    users = [user for user, _ in FRESH_HOSTS.values()]
+    before = {user: home_state(user) for user in users}
+    assert not any(".local" in path for state in before.values() for path in state), "a fresh host was set up"
+    checked = play("site.yml", lab, inventory=inventory, check=True, diff=True)
+    assert checked.ok, failure_text(checked)
+    assert {user: home_state(user) for user in users} == before
+    for user in users:
+        leftovers = list(Path("/home", user, ".ansible").rglob("*"))
+        assert all(p.is_dir() and p.name == "tmp" for p in leftovers), leftovers
+        procs = subprocess.run(["ps", "-u", user, "-o", "comm="], capture_output=True, text=True).stdout.split()
+        assert set(procs) <= {"sshd"}, procs
+    # a prediction for every host and every step, in the order a real run would take them
+    assert all(checked.hosts[host].changed > 0 for host in FRESH_HOSTS), checked.hosts
+    out = checked.stdout
+    assert "HEAD (no checkout)" in out  # the diff of the clone
+    for host, step in (
+        ("cpu", "would make or fetch its arm's data"),
+        ("top", "would make or fetch its arm's data"),
+        ("random", "would receive the random arm's shards from the CPU node"),
+        ("cpu", "would train the experiment's tokenizer"),
+        ("top", "would receive the tokenizer"),
+        ("top", "would launch its arm with torchrun"),
+        ("random", "would launch its arm with torchrun"),
+    ):
+        assert f"{host} is not set up yet: {step}" in out, (host, step)
+    assert out.index("would receive the tokenizer") < out.index("would launch its arm")
