@@ -66,6 +66,10 @@ def test_credential_files_are_private_and_written_once(converged, host: str) -> 
         assert line.split()[0] == "600", line
     netrc = on_host(host, "cat ~/.netrc").stdout
     assert netrc.count(secrets["WANDB_API_KEY"]) == 1
+    # read the way wandb reads it
+    login = on_host(host, "python3 -c \"import netrc; print(netrc.netrc().authenticators('api.wandb.ai')[2])\"")
+    assert login.stdout.strip() == secrets["WANDB_API_KEY"]
+    assert on_host(host, "cat ~/.cache/huggingface/token").stdout == secrets["HF_TOKEN"]
     env_file = on_host(host, "cat ~/.config/nanochat-arms/secrets.env").stdout
     assert f"WANDB_API_KEY='{secrets['WANDB_API_KEY']}'" in env_file
     has_azure = "AZURE_STORAGE_CONNECTION_STRING" in env_file
