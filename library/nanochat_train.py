@@ -132,6 +132,12 @@ options:
   state_dir:
     description: Where the pid, log and exit files go; default C(<base_dir>/arms_runs).
     type: path
+  niceness:
+    description:
+      - Start the run at this CPU niceness (0-19). 0 on GPU nodes; the local lab trains on the CPU that
+        Ansible also needs and uses 19, so its training stands in for GPU work that leaves the CPU free.
+    type: int
+    default: 0
   torchrun:
     description: The torchrun executable; default C(<venv>/bin/torchrun).
     type: path
@@ -356,6 +362,7 @@ ARGUMENT_SPEC: dict[str, Any] = {
     "env_file": {"type": "path"},
     "extra_env": {"type": "dict", "default": {}},
     "state_dir": {"type": "path"},
+    "niceness": {"type": "int", "default": 0},
     "torchrun": {"type": "path"},
     "force": {"type": "bool", "default": False},
     "state": {"type": "str", "default": "started", "choices": ["started", "stopped", "status"]},
@@ -615,6 +622,7 @@ def main() -> None:
             pidfile=paths["pidfile"],
             run_name=p["run_name"],
             exit_file=paths["exit_file"],
+            niceness=p["niceness"],
             extra={
                 "env": env,
                 "arm": p["arm"],

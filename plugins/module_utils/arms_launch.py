@@ -776,6 +776,7 @@ def start_detached(
     pidfile: str,
     run_name: str,
     exit_file: str | None = None,
+    niceness: int = 0,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Start ``argv`` in a new session, detached, and write its pid file; returns the run record.
@@ -786,7 +787,10 @@ def start_detached(
     to the caller's environment. The pid file (JSON, written atomically) holds pid, pgid, run_name,
     started, start_ticks and boot_id (to tell our process from a reused pid), argv (no secrets:
     they come from the env file the wrapper reads), log, exit_file, cwd, host and ``extra``.
+    ``niceness`` (0-19) lowers the run's CPU priority (the lab's CPU training, not GPU nodes).
     """
+    if not 0 <= niceness <= 19:
+        raise ArmsError(f"niceness must be between 0 and 19, not {niceness}.")
     folder = os.path.dirname(os.path.abspath(pidfile))
     os.makedirs(folder, exist_ok=True)
     os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
@@ -808,6 +812,7 @@ def start_detached(
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 close_fds=True,
+                preexec_fn=(lambda: os.nice(niceness)) if niceness else None,
             )
         except OSError as exc:
             raise ArmsError(f"could not start {argv[0]} in {cwd}: {exc.strerror or exc}.") from exc
@@ -824,6 +829,7 @@ def start_detached(
         "previous_log": rotated,
         "exit_file": exit_file,
         "cwd": cwd,
+        "niceness": niceness,
         "host": socket.gethostname(),
         **(extra or {}),
     }

@@ -196,6 +196,23 @@ def test_launch_double_launch_status_other_run_and_stop(lab, capsys) -> None:
     assert "was stopped at" in after["msg"] and after["diagnosis"] == []  # a stop is no failure
 
 
+def nice_of(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as fh:
+        return int(fh.read().rsplit(")", 1)[1].split()[16])
+
+
+def test_a_niced_run_runs_at_that_niceness_and_a_bad_one_is_refused(lab, capsys) -> None:
+    args = {**lab["args"], "extra_flags": {"max_seq_len": 128, "num_iterations": 100000}, "niceness": 19}
+    assert run(capsys, {**args, "niceness": 25})["msg"] == "niceness must be between 0 and 19, not 25."
+    first = run(capsys, args, wait_for_step=True, start_timeout=30)
+    try:
+        assert first["changed"] is True
+        members = group_members(first["pgid"])
+        assert members and {nice_of(pid) for pid in members} == {19}
+    finally:
+        assert run(capsys, args, state="stopped", stop_timeout=10)["alive"] is False
+
+
 def test_finished_run_is_reported_not_restarted_unless_forced(lab, capsys) -> None:
     args = {**lab["args"], "extra_flags": {"max_seq_len": 128, "num_iterations": 3}}
     first = run(capsys, args, wait_for_step=True, start_timeout=30)
