@@ -28,9 +28,11 @@ venv: $(VENV)/.installed
 lab-up: venv
 	bash scripts/lab.sh up
 
+# the whole experiment in the lab, then (once the short lab runs end) their results side by side
 lab: lab-up
 	set -a; . .lab/secrets.env; set +a; \
-	  time $(VENV)/bin/ansible-playbook site.yml -i inventory/lab/
+	  time $(VENV)/bin/ansible-playbook site.yml -i inventory/lab/ && \
+	  $(VENV)/bin/ansible-playbook playbooks/collect.yml -i inventory/lab/ -e arms_collect_wait=true
 
 lab-down:
 	bash scripts/lab.sh down

@@ -191,6 +191,19 @@ seed_data() {
   chmod -R a+rX "$LAB/nanochat.git"
 }
 
+quiet_training() {
+  # The lab trains on the CPU that Ansible needs too; its runs start at nice 19 (arms_train_niceness)
+  # to stand in for GPU work that leaves a node's CPU free. With autogroup scheduling every session
+  # (torchrun puts each worker in one) competes as a group whatever its nice value: turn it off
+  # while the lab is up (`down` puts the old value back).
+  local knob=/proc/sys/kernel/sched_autogroup_enabled
+  [ -w "$knob" ] || return 0
+  if [ "$(cat "$knob")" != 0 ]; then
+    cat "$knob" >"$LAB/autogroup.prev"
+    echo 0 >"$knob" && say "autogroup scheduling off while the lab is up (so the lab's nice 19 training yields)"
+  fi
+}
+
 cmd_up() {
   need_root
   install_packages
@@ -200,6 +213,7 @@ cmd_up() {
   make_users
   start_sshd
   start_azurite
+  quiet_training
   write_secrets
   seed_data
   say "up: hosts ${HOSTS[*]%%:*} on 127.0.0.2-$((${#HOSTS[@]} + 1)):$SSH_PORT, Azurite on 127.0.0.1:$AZURITE_PORT"
@@ -224,6 +238,10 @@ cmd_down() {
     if id "$user" >/dev/null 2>&1; then userdel -r "$user" >/dev/null 2>&1 || userdel "$user"; fi
   done
   rm -f "$SUDOERS"
+  if [ -f "$LAB/autogroup.prev" ]; then
+    cat "$LAB/autogroup.prev" >/proc/sys/kernel/sched_autogroup_enabled 2>/dev/null || true
+    rm -f "$LAB/autogroup.prev"
+  fi
   # keep downloads (.lab/npm, .lab/bench); drop state that belongs to one lab
   rm -rf "$LAB/ssh" "$LAB/azurite" "$LAB/azurite.log" "$LAB/secrets.env" "$LAB/runner"
   say "down: lab users removed, processes stopped"

@@ -767,6 +767,20 @@ def _rotate(path: str) -> str | None:
     return target
 
 
+def _lower_priority(niceness: int) -> None:
+    """In the new session's first process: its niceness, and its autogroup's where the kernel groups sessions.
+
+    With autogroup scheduling (most desktop and many server kernels) every session competes as one
+    group whatever its processes' nice values, so the group's own niceness is set too.
+    """
+    os.nice(niceness)
+    try:
+        with open("/proc/self/autogroup", "w") as fh:
+            fh.write(str(niceness))
+    except OSError:
+        pass  # no autogroup scheduling here: the process niceness is all there is
+
+
 def start_detached(
     argv: Sequence[str],
     env: Mapping[str, str],
@@ -812,7 +826,7 @@ def start_detached(
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 close_fds=True,
-                preexec_fn=(lambda: os.nice(niceness)) if niceness else None,
+                preexec_fn=(lambda: _lower_priority(niceness)) if niceness else None,
             )
         except OSError as exc:
             raise ArmsError(f"could not start {argv[0]} in {cwd}: {exc.strerror or exc}.") from exc

@@ -209,6 +209,9 @@ def test_a_niced_run_runs_at_that_niceness_and_a_bad_one_is_refused(lab, capsys)
         assert first["changed"] is True
         members = group_members(first["pgid"])
         assert members and {nice_of(pid) for pid in members} == {19}
+        if os.path.exists("/proc/self/autogroup"):  # the session's group is niced too, or nice means little
+            with open(f"/proc/{first['pid']}/autogroup") as fh:
+                assert fh.read().split()[-1] == "19"
     finally:
         assert run(capsys, args, state="stopped", stop_timeout=10)["alive"] is False
 
