@@ -36,6 +36,12 @@ options:
   commit_date:
     description: The pinned commit's date (YYYY-MM-DD), for nanochat's default data:param ratio.
     type: str
+  inventory_arg:
+    description:
+      - The C(-i ...) part of the ansible-playbook commands that repair messages name (the inventory the
+        caller was run with; the playbooks pass C(arms_inventory_arg)).
+    type: str
+    default: "-i inventory/"
   check_gpus:
     description: Require nvidia-smi to see at least gpus_per_node GPUs on every arm host.
     type: bool
@@ -79,6 +85,7 @@ budget:
   returned: always
 """
 
+from ansible.module_utils.arms_common import set_inventory_arg
 from ansible.module_utils.arms_preflight import compare
 from ansible.module_utils.basic import AnsibleModule
 
@@ -95,10 +102,12 @@ def main() -> None:
             "check_gpus": {"type": "bool", "default": True},
             "allow_unequal_repeats": {"type": "bool", "default": False},
             "repeat_tolerance": {"type": "float", "default": 0.1},
+            "inventory_arg": {"type": "str", "default": "-i inventory/"},
         },
         supports_check_mode=True,
     )
     p = module.params
+    set_inventory_arg(p["inventory_arg"])
     missing = [h for hosts in p["hosts_of"].values() for h in hosts if h not in p["facts"]]
     if missing:
         module.fail_json(

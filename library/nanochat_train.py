@@ -132,6 +132,12 @@ options:
   state_dir:
     description: Where the pid, log and exit files go; default C(<base_dir>/arms_runs).
     type: path
+  inventory_arg:
+    description:
+      - The C(-i ...) part of the ansible-playbook commands that repair messages name (the inventory the
+        caller was run with; the playbooks pass C(arms_inventory_arg)).
+    type: str
+    default: "-i inventory/"
   niceness:
     description:
       - Start the run at this CPU niceness (0-19). 0 on GPU nodes; the local lab trains on the CPU that
@@ -315,7 +321,7 @@ import os
 import time
 from typing import Any
 
-from ansible.module_utils.arms_common import ArmsError
+from ansible.module_utils.arms_common import ArmsError, inventory_arg, set_inventory_arg
 from ansible.module_utils.arms_launch import (
     DEFAULT_MAX_SEQ_LEN,
     build_command,
@@ -363,6 +369,7 @@ ARGUMENT_SPEC: dict[str, Any] = {
     "extra_env": {"type": "dict", "default": {}},
     "state_dir": {"type": "path"},
     "niceness": {"type": "int", "default": 0},
+    "inventory_arg": {"type": "str", "default": "-i inventory/"},
     "torchrun": {"type": "path"},
     "force": {"type": "bool", "default": False},
     "state": {"type": "str", "default": "started", "choices": ["started", "stopped", "status"]},
@@ -429,6 +436,7 @@ def _explain(findings: list[dict[str, str]]) -> str:
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     p = module.params
+    set_inventory_arg(p["inventory_arg"])
     host = p["host"] or os.uname().nodename
     state_dir = p["state_dir"] or os.path.join(p["base_dir"], "arms_runs")
     try:
@@ -500,7 +508,7 @@ def main() -> None:
         if not os.access(torchrun, os.X_OK):
             raise ArmsError(
                 f"{torchrun} is not an executable torchrun: the venv {p['venv']} lacks torch; run the "
-                f"deps role (ansible-playbook playbooks/repair.yml -i inventory/ --tags deps -l {host})."
+                f"deps role (ansible-playbook playbooks/repair.yml {inventory_arg()} --tags deps -l {host})."
             )
         if p["env_file"]:
             try:
@@ -570,7 +578,7 @@ def main() -> None:
             msg=(
                 f"another training runs on this host: run {other['run_name']} (pid {other['pid']}, process "
                 f"group {other['pgid']}{', log ' + other['log'] if other.get('log') else ''}); stop it first "
-                f"(ansible-playbook playbooks/stop.yml -i inventory/ -l {host}) or set force to replace it."
+                f"(ansible-playbook playbooks/stop.yml {inventory_arg()} -l {host}) or set force to replace it."
             ),
             other_trainings=others,
             **result,

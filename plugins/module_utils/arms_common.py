@@ -21,6 +21,18 @@ class ArmsError(Exception):
     """An error whose message is a sentence a user can act on (what, expected, what to run)."""
 
 
+_INVENTORY_ARG = ["-i inventory/"]
+
+
+def set_inventory_arg(arg: str | None) -> None:
+    """The ``-i ...`` part of the commands repair messages name (a module sets it from its caller's inventory)."""
+    _INVENTORY_ARG[0] = arg or "-i inventory/"
+
+
+def inventory_arg() -> str:
+    return _INVENTORY_ARG[0]
+
+
 def atomic_write_bytes(path: str, data: bytes, mode: int = 0o644) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder, fsync, rename."""
     folder = os.path.dirname(os.path.abspath(path))

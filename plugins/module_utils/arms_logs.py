@@ -25,6 +25,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from ansible.module_utils.arms_common import inventory_arg
+
 # ---------------------------------------------------------------------------------------------
 # progress
 # ---------------------------------------------------------------------------------------------
@@ -224,7 +226,7 @@ EXPERIMENT_FILE = "inventory/group_vars/all/experiment.yml"
 
 def repair_command(tag: str, host: str | None = None) -> str:
     """The exact repair command for a repair.yml tag (deps, tf32, crlf, wandb, hf)."""
-    return f"ansible-playbook playbooks/repair.yml -i inventory/ --tags {tag} -l {host or '<host>'}"
+    return f"ansible-playbook playbooks/repair.yml {inventory_arg()} --tags {tag} -l {host or '<host>'}"
 
 
 def _limit(host: str | None) -> str:
@@ -237,12 +239,12 @@ def _only(arm: str | None) -> str:
 
 def train_command(arm: str | None = None) -> str:
     """Launch one arm again: by arms_only, not --limit (the preflight needs every arm's hosts)."""
-    return f"ansible-playbook playbooks/train.yml -i inventory/ {_only(arm)}"
+    return f"ansible-playbook playbooks/train.yml {inventory_arg()} {_only(arm)}"
 
 
 def restart_command(arm: str | None = None) -> str:
     """Stop one arm (all of its hosts) and launch it again."""
-    return f"ansible-playbook playbooks/stop.yml -i inventory/ {_only(arm)} && {train_command(arm)}"
+    return f"ansible-playbook playbooks/stop.yml {inventory_arg()} {_only(arm)} && {train_command(arm)}"
 
 
 _MISSING_MODULE = re.compile(r"(?:ModuleNotFoundError|ImportError): No module named '?([\w.]+)'?")
@@ -336,7 +338,7 @@ def diagnose(
                         f"Python cannot import '{module}': training was not started from the nanochat "
                         "checkout (or the checkout is incomplete).",
                         line,
-                        "ansible-playbook playbooks/repair.yml -i inventory/ --tags checkout -l " + limit,
+                        f"ansible-playbook playbooks/repair.yml {inventory_arg()} --tags checkout -l " + limit,
                     ),
                 )
             else:
@@ -401,8 +403,8 @@ def diagnose(
                     "every arm must get the same value.",
                     line,
                     f"set experiment.model.device_batch_size in {EXPERIMENT_FILE} to a smaller power of two"
-                    f"{half} (every arm), then: ansible-playbook playbooks/stop.yml -i inventory/ && "
-                    "ansible-playbook playbooks/train.yml -i inventory/",
+                    f"{half} (every arm), then: ansible-playbook playbooks/stop.yml {inventory_arg()} && "
+                    f"ansible-playbook playbooks/train.yml {inventory_arg()}",
                 ),
             )
         if _NCCL_TIMEOUT.search(line):
@@ -516,7 +518,7 @@ def diagnose(
                     + ": read the log's last lines (the evidence is the last exception printed, or the last "
                     "line).",
                     last_exc or (lines[-1] if lines else "(empty log)"),
-                    f"ansible-playbook playbooks/status.yml -i inventory/ -l {limit}",
+                    f"ansible-playbook playbooks/status.yml {inventory_arg()} -l {limit}",
                 )
             )
         else:

@@ -16,7 +16,7 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ansible.module_utils.arms_common import ArmsError, human_bytes, load_env_file
+from ansible.module_utils.arms_common import ArmsError, human_bytes, inventory_arg, load_env_file
 from ansible.module_utils.arms_launch import (
     compare_budgets,
     held_tokens,
@@ -39,7 +39,7 @@ NANOCHAT_FILES_PROBE = (
 
 
 def repair(tag: str, host: str) -> str:
-    return f"ansible-playbook playbooks/repair.yml -i inventory/ --tags {tag} -l {host}"
+    return f"ansible-playbook playbooks/repair.yml {inventory_arg()} --tags {tag} -l {host}"
 
 
 def _git_head(checkout: str) -> str | None:
@@ -243,7 +243,7 @@ def compare(
         if not tok:
             problems.append(
                 f"{host}: no tokenizer in {facts[host].get('base_dir')}/tokenizer; train it once on the CPU "
-                "node and copy it with: ansible-playbook playbooks/tokenizer.yml -i inventory/"
+                f"node and copy it with: ansible-playbook playbooks/tokenizer.yml {inventory_arg()}"
             )
             continue
         if reference_tok is None:
@@ -252,7 +252,7 @@ def compare(
             problems.append(
                 f"{host}: its tokenizer files differ from {reference_tok[0]}'s (checksums of "
                 f"{', '.join(sorted(set(tok) | set(reference_tok[1])))}); copy the one tokenizer to every arm "
-                "host with: ansible-playbook playbooks/tokenizer.yml -i inventory/"
+                f"host with: ansible-playbook playbooks/tokenizer.yml {inventory_arg()}"
             )
 
     # every arm's data: matches its manifest, nanochat reads exactly it, the same val shard is last

@@ -36,7 +36,8 @@ def test_a_different_commit_is_refused(ready) -> None:
     try:
         text = refused(ready)
         assert "top: nanochat is at" in text or "different nanochat commits" in text
-        assert "--tags checkout" in text
+        # the repair names the inventory this run was given (the lab's), ready to paste
+        assert "ansible-playbook playbooks/repair.yml -i inventory/lab/ --tags checkout" in text
     finally:
         repair_top(ready)
 
