@@ -288,6 +288,9 @@ def run_playbook(
             cmdline=" ".join(cmdline) if cmdline else None,
             envvars={
                 "ANSIBLE_CONFIG": os.path.join(project_dir, "ansible.cfg"),
+                # the runner sets ANSIBLE_CALLBACK_PLUGINS to its own folder, which hides ansible.cfg's:
+                # name the project's too, or arms_progress "cannot be loaded" (a warning in every run)
+                "ANSIBLE_CALLBACK_PLUGINS": os.path.join(project_dir, "plugins", "callback"),
                 "ANSIBLE_FORCE_COLOR": "0",
                 "PYTHONUNBUFFERED": "1",
                 "PATH": os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", ""),

@@ -56,7 +56,8 @@ def test_parallel_launch_no_double_launch_killed_run_diagnosed_and_stop(converge
     assert "random | random16.5 | NOT RUNNING" in status.stdout
     assert "top | top16.5 | alive pid" in status.stdout
     assert "random: " in status.stdout and "->" in status.stdout  # a diagnosis line with its repair
-    assert "playbooks/stop.yml -i inventory/lab/ " in status.stdout  # naming the inventory in use
+    assert "playbooks/train.yml -i inventory/lab/ " in status.stdout  # naming the inventory in use
+    assert "[WARNING]" not in status.stdout, "a run through ansible-runner warns"  # e.g. a callback not loaded
     assert "random log | step 0" in status.stdout  # and the dead run's last log lines
 
     stop = play("playbooks/stop.yml", lab)
