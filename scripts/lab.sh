@@ -21,6 +21,9 @@ HOSTS=(prep:arms-prep:127.0.0.2 top:arms-top:127.0.0.3 random:arms-random:127.0.
   fresh-prep:arms-fresh-prep:127.0.0.6 fresh-top:arms-fresh-top:127.0.0.7 fresh-random:arms-fresh-random:127.0.0.8)
 SUDOERS=/etc/sudoers.d/nanochat-arms-lab
 # in each lab user's home: the checkout whose lab made the user
+# the machine's autogroup setting before a lab turned it off (machine-wide: a lab that takes over
+# from another checkout's keeps it, and the lab that goes down puts it back)
+AUTOGROUP_PREV=/run/nanochat-arms-lab.autogroup
 OWNER_FILE=.nanochat-arms-lab-owner
 AZURITE_KEY="Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
@@ -199,7 +202,7 @@ quiet_training() {
   local knob=/proc/sys/kernel/sched_autogroup_enabled
   [ -w "$knob" ] || return 0
   if [ "$(cat "$knob")" != 0 ]; then
-    cat "$knob" >"$LAB/autogroup.prev"
+    cat "$knob" >"$AUTOGROUP_PREV"
     echo 0 >"$knob" && say "autogroup scheduling off while the lab is up (so the lab's nice 19 training yields)"
   fi
 }
@@ -238,9 +241,9 @@ cmd_down() {
     if id "$user" >/dev/null 2>&1; then userdel -r "$user" >/dev/null 2>&1 || userdel "$user"; fi
   done
   rm -f "$SUDOERS"
-  if [ -f "$LAB/autogroup.prev" ]; then
-    cat "$LAB/autogroup.prev" >/proc/sys/kernel/sched_autogroup_enabled 2>/dev/null || true
-    rm -f "$LAB/autogroup.prev"
+  if [ -f "$AUTOGROUP_PREV" ]; then
+    cat "$AUTOGROUP_PREV" >/proc/sys/kernel/sched_autogroup_enabled 2>/dev/null || true
+    rm -f "$AUTOGROUP_PREV"
   fi
   # keep downloads (.lab/npm, .lab/bench); drop state that belongs to one lab
   rm -rf "$LAB/ssh" "$LAB/azurite" "$LAB/azurite.log" "$LAB/secrets.env" "$LAB/runner"
