@@ -22,23 +22,37 @@ def git(args: list[str], cwd: str | None = None, check: bool = True) -> subproce
     return proc
 
 
+def refuse_option_like(value: str, what: str) -> None:
+    """Refuse a value git would read as an option (``--upload-pack=...`` runs a command on a local origin)."""
+    if not isinstance(value, str) or not value.strip():
+        raise ArmsError(f"{what} is empty; give a git URL or path for the repo, a sha, tag or branch for the commit.")
+    if value.startswith("-"):
+        raise ArmsError(
+            f"{what} {value!r} begins with '-', which git would read as an option, not a name; give a git URL or "
+            "path for the repo and a sha, tag or branch for the commit."
+        )
+    if any(ch in value for ch in "\n\r\0"):
+        raise ArmsError(f"{what} {value!r} holds a line break or NUL; give it on one line.")
+
+
 def head(dest: str) -> str | None:
     proc = git(["rev-parse", "--verify", "--quiet", "HEAD^{commit}"], cwd=dest, check=False)
     return proc.stdout.strip() or None
 
 
 def resolve(dest: str, version: str) -> str | None:
-    proc = git(["rev-parse", "--verify", "--quiet", f"{version}^{{commit}}"], cwd=dest, check=False)
+    proc = git(["rev-parse", "--verify", "--quiet", "--end-of-options", f"{version}^{{commit}}"], cwd=dest, check=False)
     return proc.stdout.strip() or None
 
 
 def commit_date(dest: str, sha: str) -> str:
     """The commit's committer date as YYYY-MM-DD (what the launcher's flag style keys on)."""
-    return git(["show", "-s", "--format=%cs", sha], cwd=dest).stdout.strip()
+    return git(["show", "-s", "--format=%cs", "--end-of-options", sha], cwd=dest).stdout.strip()
 
 
 def check_reachable(repo: str) -> None:
-    proc = git(["ls-remote", "--quiet", repo, "HEAD"], check=False)
+    refuse_option_like(repo, "experiment.nanochat.repo")
+    proc = git(["ls-remote", "--quiet", "--", repo, "HEAD"], check=False)
     if proc.returncode != 0:
         lines = [ln.strip() for ln in proc.stderr.splitlines() if ln.strip()]
         why = next((ln for ln in lines if ln.startswith("fatal:")), lines[0] if lines else "no answer")
@@ -63,16 +77,19 @@ def _fetch_and_resolve(dest: str, version: str) -> str | None:
     sha = resolve(dest, version)
     if sha:
         return sha
-    git(["fetch", "--quiet", "--tags", "origin"], cwd=dest, check=False)
+    git(["fetch", "--quiet", "--tags", "--end-of-options", "origin"], cwd=dest, check=False)
     sha = resolve(dest, version) or resolve(dest, f"origin/{version}")
     if sha:
         return sha
-    git(["fetch", "--quiet", "origin", version], cwd=dest, check=False)  # a full sha not on any ref
+    # a full sha not on any ref; --end-of-options: a version is never read as an option of git fetch
+    git(["fetch", "--quiet", "--end-of-options", "origin", version], cwd=dest, check=False)
     return resolve(dest, version)
 
 
 def ensure_checkout(repo: str, dest: str, version: str, check_mode: bool = False) -> CheckoutResult:
     """Make ``dest`` a clone of ``repo`` with HEAD at ``version`` (sha, tag or branch)."""
+    refuse_option_like(repo, "experiment.nanochat.repo")
+    refuse_option_like(version, "experiment.nanochat.commit")
     is_repo = os.path.isdir(os.path.join(dest, ".git"))
     if not is_repo and os.path.exists(dest) and os.listdir(dest):
         raise ArmsError(f"{dest} exists and is not a git checkout; move it away or choose another nanochat_dir.")
@@ -82,7 +99,7 @@ def ensure_checkout(repo: str, dest: str, version: str, check_mode: bool = False
             return CheckoutResult(True, True, True, None, None, None, f"would clone {repo} into {dest} at {version}")
         parent = os.path.dirname(os.path.abspath(dest))
         os.makedirs(parent, exist_ok=True)
-        git(["clone", "--quiet", "--no-checkout", repo, dest])
+        git(["clone", "--quiet", "--no-checkout", "--", repo, dest])
     before = head(dest)
     origin = git(["remote", "get-url", "origin"], cwd=dest, check=False).stdout.strip()
     if is_repo and origin != repo:
@@ -90,8 +107,8 @@ def ensure_checkout(repo: str, dest: str, version: str, check_mode: bool = False
         if check_mode:
             return CheckoutResult(True, False, True, before, None, None, f"would switch origin {origin} -> {repo}")
         check_reachable(repo)
-        git(["remote", "set-url", "origin", repo], cwd=dest)
-        git(["fetch", "--quiet", "--tags", "--force", "origin"], cwd=dest, check=False)
+        git(["remote", "set-url", "--", "origin", repo], cwd=dest)
+        git(["fetch", "--quiet", "--tags", "--force", "--end-of-options", "origin"], cwd=dest, check=False)
     sha = _fetch_and_resolve(dest, version)
     if not sha:
         if not is_repo and not check_mode:
@@ -110,7 +127,7 @@ def ensure_checkout(repo: str, dest: str, version: str, check_mode: bool = False
     if check_mode:
         return CheckoutResult(True, not is_repo, True, before, sha, date, f"would move nanochat to {sha[:12]} ({date})")
     # the pin moved (or a fresh clone): discard the project's own edits and move
-    git(["checkout", "--quiet", "--force", "--detach", sha], cwd=dest)
+    git(["checkout", "--quiet", "--force", "--detach", sha], cwd=dest)  # sha: 40 hex digits from rev-parse
     return CheckoutResult(
         True,
         not is_repo,

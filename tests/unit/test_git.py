@@ -103,3 +103,37 @@ def test_a_new_repo_url_is_followed(upstream, tmp_path) -> None:
     r = ensure_checkout(fork, dest, fork_head)
     assert r.changed and r.after == fork_head
     assert sh("remote", "get-url", "origin", cwd=dest) == fork
+
+
+# --- option injection (issue 15): a value that begins with '-' never reaches git as an option ----------
+
+
+@pytest.mark.parametrize("field", ["version", "repo"])
+def test_an_option_in_the_commit_or_the_repo_is_refused_and_runs_nothing(upstream, tmp_path, field) -> None:
+    repo, first, _ = upstream
+    dest = str(tmp_path / "nanochat")
+    ensure_checkout(repo, dest, first)  # a checkout that exists: the fetch path is reached too
+    marker = tmp_path / "ran"
+    hostile = f"--upload-pack=touch {marker};git-upload-pack"
+    args = {"repo": repo, "dest": dest, "version": first, field: hostile}
+    with pytest.raises(ArmsError, match="begins with '-'"):
+        ensure_checkout(args["repo"], args["dest"], args["version"])
+    fresh = str(tmp_path / "fresh")
+    with pytest.raises(ArmsError, match="begins with '-'"):
+        ensure_checkout(args["repo"], fresh, args["version"])
+    assert not marker.exists()
+    assert not os.path.exists(fresh)
+
+
+def test_git_itself_is_told_where_options_end(upstream, tmp_path) -> None:
+    """Below the refusal: a value that reached git anyway would be a name, never an option."""
+    from ansible.module_utils import arms_git
+
+    repo, first, _ = upstream
+    dest = str(tmp_path / "nanochat")
+    ensure_checkout(repo, dest, first)
+    marker = tmp_path / "ran"
+    hostile = f"--upload-pack=touch {marker};git-upload-pack"
+    assert arms_git._fetch_and_resolve(dest, hostile) is None
+    assert arms_git.git(["ls-remote", "--quiet", "--", hostile, "HEAD"], cwd=dest, check=False).returncode != 0
+    assert not marker.exists()
