@@ -10,6 +10,8 @@ description:
   - "Scripts copied through Windows carry CRLF endings and fail with C(bash\\r: No such file or directory).
     Every file matching O(patterns) under O(path) gets LF endings and an execute bit wherever it is
     readable. Reports C(changed) only for files that really changed."
+  - "The default covers every era of nanochat: root C(*.sh) and C(dev/runcpu.sh) until 2026-01-18,
+    C(runs/*.sh) after."
 options:
   path:
     description: The nanochat checkout.
@@ -19,7 +21,7 @@ options:
     description: Globs relative to O(path).
     type: list
     elements: str
-    default: ["*.sh", "runs/*.sh"]
+    default: ["*.sh", "runs/*.sh", "dev/*.sh"]
 author: nanochat-arms
 """
 
@@ -48,7 +50,7 @@ scripts:
 """
 
 from ansible.module_utils.arms_common import ArmsError
-from ansible.module_utils.arms_patch import crlf_apply
+from ansible.module_utils.arms_patch import SCRIPT_PATTERNS, crlf_apply
 from ansible.module_utils.basic import AnsibleModule
 
 
@@ -56,7 +58,7 @@ def main() -> None:
     module = AnsibleModule(
         argument_spec={
             "path": {"type": "path", "required": True},
-            "patterns": {"type": "list", "elements": "str", "default": ["*.sh", "runs/*.sh"]},
+            "patterns": {"type": "list", "elements": "str", "default": list(SCRIPT_PATTERNS)},
         },
         supports_check_mode=True,
     )

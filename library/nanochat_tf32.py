@@ -11,11 +11,14 @@ description:
     C(torch.backends.cuda.matmul.fp32_precision = "tf32") or C(torch.backends.fp32_precision = "tf32").
     With torch.compile/Inductor this mixes the legacy and new TF32 APIs and training crashes at the
     first step. This module rewrites such a line to C(torch.set_float32_matmul_precision("high")),
-    exactly once.
+    exactly once, keeping the line's indent and its comment.
+  - Comments never count, whether a commented-out line or a trailing one such as the URL of the
+    C(set_float32_matmul_precision) docs that nanochat puts after the call from 2026-02-18 on.
   - A commit that already uses C(set_float32_matmul_precision("high")), or sets no TF32 at all, is left
     unchanged and the module says so.
-  - TF32 set any other way (legacy C(allow_tf32) flags, another precision) fails with a sentence
-    naming the line, instead of guessing.
+  - TF32 set any other way (legacy C(allow_tf32) flags, another precision, a statement over several
+    lines) fails with a sentence naming the line and what was expected, instead of guessing; so does
+    a C(nanochat/common.py) that is not valid Python.
 options:
   path:
     description: The nanochat checkout (the file changed is C(nanochat/common.py) inside it).
