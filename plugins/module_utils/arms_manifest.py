@@ -21,13 +21,15 @@ re-run does not re-hash files that have not been touched since they were last ve
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from ansible.module_utils.arms_common import TOOL_VERSION, ArmsError, atomic_write_json
+from ansible.module_utils.arms_common import TOOL_VERSION, ArmsError, atomic_write_json, fsync_dir
+from ansible.module_utils.arms_names import file_name_problem
 
 MANIFEST_NAME = "manifest.json"
 VERIFY_CACHE_NAME = ".manifest-verified.json"
@@ -111,7 +113,43 @@ def read_manifest(data_dir: str) -> dict[str, Any] | None:
         raise ArmsError(f"{path} is not a readable manifest ({exc}); remove it or re-run with force.") from exc
     if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("shards"), list):
         raise ArmsError(f"{path} is not a nanochat-arms manifest (expected format {FORMAT!r}).")
+    problems = shard_entry_problems(data["shards"])
+    if problems:
+        shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+        raise ArmsError(
+            f"{path} cannot be trusted: {shown}. Every shard of a manifest is a plain file name in its data dir "
+            "with its bytes and sha256; nothing was removed or changed. Replace the manifest (re-run the prepare, "
+            "download or transfer step)."
+        )
     return data
+
+
+def shard_entry_problems(shards: list[Any]) -> list[str]:
+    """What is wrong with the shard entries of a manifest, checked before any entry is acted on.
+
+    Manifests travel between hosts (the CPU node's reaches the GPU nodes), so a name like
+    ``../victim.txt`` must never become a path to remove or overwrite.
+    """
+    problems = []
+    seen: set[str] = set()
+    for i, shard in enumerate(shards):
+        if not isinstance(shard, dict):
+            problems.append(f"shard {i} is not a mapping")
+            continue
+        name = shard.get("name")
+        problem = file_name_problem(name)
+        if problem:
+            problems.append(f"shard {i}: {problem}")
+            continue
+        if name in seen:
+            problems.append(f"shard {name!r} is listed twice")
+        seen.add(name)
+        size = shard.get("bytes")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            problems.append(f"shard {name!r} has no byte count")
+        if not isinstance(shard.get("sha256"), str):
+            problems.append(f"shard {name!r} has no sha256")
+    return problems
 
 
 def write_manifest(data_dir: str, manifest: dict[str, Any]) -> None:
@@ -223,6 +261,28 @@ def verify_data_dir(data_dir: str, manifest: dict[str, Any], *, use_cache: bool 
     return result
 
 
+def copy_atomically(src: str, dest: str) -> None:
+    """Copy ``src`` to ``dest`` through a hidden temporary name in ``dest``'s folder, fsync, rename.
+
+    The temporary name ends in ``.part``, never ``.parquet`` (nanochat reads every ``*.parquet`` of its
+    data dir), and is removed when the copy fails (a full disk, Ctrl-C).
+    """
+    import shutil
+
+    folder = os.path.dirname(os.path.abspath(dest))
+    tmp = os.path.join(folder, f".tmp-{os.path.basename(dest)}.{os.getpid()}.part")
+    try:
+        shutil.copyfile(src, tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(folder)
+
+
 def place_val_shard(data_dir: str, val_file: str, name: str = "shard_val.parquet", check_mode: bool = False) -> bool:
     """Put the shared validation shard into an arm's data dir and record it in the manifest.
 
@@ -230,8 +290,6 @@ def place_val_shard(data_dir: str, val_file: str, name: str = "shard_val.parquet
     nanochat takes it as its validation split - and its manifest entry gets ``role: val``. Returns
     whether anything changed. The arm's manifest must exist (the arm's data step writes it).
     """
-    import shutil
-
     manifest = read_manifest(data_dir)
     if manifest is None:
         raise ArmsError(
@@ -248,11 +306,13 @@ def place_val_shard(data_dir: str, val_file: str, name: str = "shard_val.parquet
         return False
     if check_mode:
         return True
-    tmp = os.path.join(data_dir, f".tmp-{name}")
-    shutil.copyfile(val_file, tmp)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, dest)
+    try:
+        copy_atomically(val_file, dest)
+    except OSError as exc:
+        raise ArmsError(
+            f"the shared val shard could not be copied to {dest} ({exc.strerror or exc}); nothing half-written was "
+            "left there. Free space on that disk (or fix its permissions) and run again."
+        ) from None
     entry = shard_entry(dest, role="val", sha256=digest)
     shards = [s for s in manifest["shards"] if s["name"] != name] + [entry]
     # the arm's own shards are all training data now: only the shared shard is val

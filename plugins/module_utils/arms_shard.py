@@ -67,6 +67,7 @@ from ansible.module_utils.arms_manifest import (
     MANIFEST_NAME,
     VERIFY_CACHE_NAME,
     build_manifest,
+    copy_atomically,
     read_manifest,
     remember_verified,
     sha256_file,
@@ -779,15 +780,7 @@ def _write_val_artifact(
 ) -> str:
     os.makedirs(val_dir, exist_ok=True)
     target = os.path.join(val_dir, VAL_NAME)
-    tmp = os.path.join(val_dir, f".{VAL_NAME}.tmp")
-    shutil.copyfile(os.path.join(data_dir, VAL_NAME), tmp)
-    fd = os.open(tmp, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, target)
-    fsync_dir(val_dir)
+    copy_atomically(os.path.join(data_dir, VAL_NAME), target)  # its temporary name goes away on error
     remember_verified(val_dir, VAL_NAME, entry["sha256"])
     write_manifest(val_dir, build_manifest(VAL_KIND, source, params, [dict(entry)], {"from": data_dir}))
     return target
