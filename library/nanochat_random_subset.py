@@ -280,7 +280,10 @@ def main() -> None:
         supports_check_mode=True,
     )
     params = dict(module.params)
-    secrets = load_env_file(params.pop("env_file", None))
+    try:
+        secrets = load_env_file(params.pop("env_file", None))
+    except ArmsError as exc:
+        module.fail_json(msg=str(exc))
     if not params.get("hf_token"):
         params["hf_token"] = secrets.get("HF_TOKEN") or secrets.get("HUGGINGFACE_HUB_TOKEN")
     token = params.get("hf_token")

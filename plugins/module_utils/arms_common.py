@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import shutil
 import tempfile
 import time
@@ -194,25 +196,39 @@ class ProgressWriter:
             self.echo(self.state.line())
 
 
+# one word as ``shlex.quote`` writes it: 'single-quoted' runs, "'" for a quote, bare safe characters.
+# Bash and shlex read every such word alike (no expansion, no escapes); anything else is refused.
+_SHELL_WORD = re.compile(r"""(?:'[^']*'|"'"|[A-Za-z0-9_@%+=:,./-])*""")
+
+
 def load_env_file(path: str | None) -> dict[str, str]:
-    """KEY='value' lines of a secrets env file (the credentials role writes it, mode 0600).
+    """``KEY=value`` lines of a secrets env file (the credentials role writes it, mode 0600).
 
     Modules read secrets from this file on the host itself, so a secret never travels in a
     process's arguments or Ansible's environment keyword. A missing file gives {}.
+
+    The role writes each value shell-quoted (``| quote``: ``'hf_a'"'"'b'`` for ``hf_a'b``), and the
+    launcher ``source``s the file with bash: a value is read here by the shell's quoting rules, limited
+    to the forms ``shlex.quote`` writes, where bash and Python agree on every character. Any other
+    line is refused (ArmsError), never guessed at.
     """
     if not path:
         return {}
     out: dict[str, str] = {}
     try:
         with open(os.path.expanduser(path), encoding="utf-8") as fh:
-            for line in fh:
-                line = line.strip()
-                if not line or line.startswith("#") or "=" not in line:
-                    continue
-                key, value = line.split("=", 1)
-                if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-                    value = value[1:-1]
-                out[key.strip()] = value
+            lines = fh.read().split("\n")
     except FileNotFoundError:
         return {}
+    for number, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, value = line.split("=", 1)
+        if not _SHELL_WORD.fullmatch(value) or not key.strip().isidentifier():
+            raise ArmsError(
+                f"line {number} of {path} is not KEY='value' as the shell reads it; write the file again with "
+                f"ansible-playbook playbooks/repair.yml {inventory_arg()} --tags credentials"
+            )
+        out[key.strip()] = "".join(shlex.split(value)) if value else ""
     return out

@@ -56,6 +56,13 @@ def ensure_secret_files(files: list[dict[str, Any]], check_mode: bool = False) -
     plan: list[tuple[str, str]] = []
     for spec in files:  # every file is checked before any is written
         path = os.path.expanduser(spec["path"])
+        if os.path.islink(path):
+            # written through, the link would put the secret wherever it points; replaced, a setup the
+            # user made (a dotfiles link) would silently stop working: neither, a sentence instead
+            raise ArmsError(
+                f"{path} is a symbolic link (to {os.readlink(path)}); a secret is written only to a plain file. "
+                "Replace the link with the file it points to (or remove it) and run again."
+            )
         if os.path.isdir(path):
             raise ArmsError(f"{path} is a folder; expected a file for a secret. Move it away and run again.")
         wanted = _wanted(path, spec)
