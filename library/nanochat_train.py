@@ -19,6 +19,9 @@ description:
   - One node runs C(--standalone --nproc_per_node=<gpus_per_node>). An arm on several hosts runs
     C(--nnodes=<nnodes> --node_rank=<node_rank> --master_addr=<rdzv_host> --master_port=<rdzv_port>)
     (torchrun's static rendezvous, which keeps rank 0 and its log on node rank 0).
+  - Every launch records the run's identity (commit and edits, launcher, flags, tokenizer, data, val
+    shard) in its pid file. A finished or live run whose identity differs from the one a launch now
+    would have is refused with what changed (it is not this experiment's result), unless I(force).
   - Idempotent. The same run alive gives changed=false. Another training alive on the host (a run
     of another pid file in I(state_dir), or a C(scripts.base_train) process started by hand from
     I(chdir)) makes it fail naming its pid and run name, unless I(force) (then it is stopped first).
@@ -98,16 +101,26 @@ options:
     type: dict
     default: {}
   flag_style:
-    description: How flags are written for the pinned commit (see I(commit_date)).
-    type: str
-    default: dash
-    choices: [configurator, underscore, dash]
-  commit_date:
     description:
-      - The pinned nanochat commit's date (YYYY-MM-DD). When given, the flag style is derived from it
-        (before 2026-01-04 configurator, until 2026-01-12 underscore, from 2026-01-13 dash) and
-        I(flag_style) is ignored.
+      - How flags are written. C(auto) reads it from the checkout's own C(scripts/base_train.py)
+        (configurator, argparse with underscores, argparse with dashes), never from the commit date.
     type: str
+    default: auto
+    choices: [auto, configurator, underscore, dash]
+  launcher:
+    description:
+      - C(torchrun) starts C(torchrun ... -m scripts.base_train -- FLAGS); C(python) starts ONE plain
+        C(python -m scripts.base_train FLAGS) process, as nanochat's C(runs/runcpu.sh) (real nanochat
+        cannot train under torchrun on CPU). C(auto) picks C(python) for one process on one node
+        without a GPU (C(device-type=cpu) among the extra flags, or no GPU on the host), else C(torchrun).
+    type: str
+    default: auto
+    choices: [auto, torchrun, python]
+  data_dir:
+    description:
+      - The arm's data dir, whose manifest (training shards and val shard) is part of the run's
+        identity; default C(<base_dir>/base_data).
+    type: path
   resume_from_step:
     description: Resume from this checkpoint step (nanochat's C(--resume-from-step)); -1 = start fresh.
     type: int
@@ -197,7 +210,6 @@ EXAMPLES = r"""
     device_batch_size: 32
     total_batch_size: 524288
     gpus_per_node: 8
-    commit_date: "2026-02-01"
     env_file: /home/ubuntu/.config/nanochat-arms/secrets.env
     wait_for_step: true
     start_timeout: 1800
@@ -307,6 +319,27 @@ flag_style:
   description: The flag style used.
   returned: always
   type: str
+launcher:
+  description: How the run is (or would be) started, C(torchrun) or C(python).
+  returned: with state=started
+  type: str
+identity:
+  description:
+    - What a run started now is made from - commit, edits to the checkout, launcher, base_train flags,
+      tokenizer sha256, training data digest and val shard - recorded in the pid file at launch.
+  returned: always
+  type: dict
+identity_changes:
+  description:
+    - How the recorded run differs from what the experiment declares now (empty when it does not);
+      a started module refuses such a finished or live run unless I(force).
+  returned: always
+  type: list
+  elements: str
+stale:
+  description: The recorded run was made from something else than the experiment declares now.
+  returned: always
+  type: bool
 stop:
   description: What stopping did (signals sent, processes remaining), with state=stopped or force.
   returned: when something was stopped
@@ -322,24 +355,28 @@ import time
 from typing import Any
 
 from ansible.module_utils.arms_common import ArmsError, inventory_arg, set_inventory_arg
+from ansible.module_utils.arms_flags import flag_style_of_checkout
+from ansible.module_utils.arms_identity import current_identity, identity_changes
 from ansible.module_utils.arms_launch import (
     DEFAULT_MAX_SEQ_LEN,
+    LAUNCHERS,
     build_command,
+    check_env_file,
+    choose_launcher,
     find_trainings,
     int_flag,
     latest_checkpoint_step,
+    launched_program,
     normalize_flags,
     read_exit_code,
     read_pidfile,
     record_alive,
     run_paths,
+    script_flags,
     signal_group,
     start_detached,
     stop,
     validate_hyperparameters,
-)
-from ansible.module_utils.arms_launch import (
-    flag_style as style_for_date,
 )
 from ansible.module_utils.arms_logs import diagnose, parse_log, progress_line, tail
 from ansible.module_utils.basic import AnsibleModule
@@ -361,8 +398,9 @@ ARGUMENT_SPEC: dict[str, Any] = {
     "rdzv_port": {"type": "int", "default": 29500},
     "model_tag": {"type": "str"},
     "extra_flags": {"type": "dict", "default": {}},
-    "flag_style": {"type": "str", "default": "dash", "choices": ["configurator", "underscore", "dash"]},
-    "commit_date": {"type": "str"},
+    "flag_style": {"type": "str", "default": "auto", "choices": ["auto", "configurator", "underscore", "dash"]},
+    "launcher": {"type": "str", "default": "auto", "choices": list(LAUNCHERS)},
+    "data_dir": {"type": "path"},
     "resume_from_step": {"type": "int", "default": -1},
     "resume_latest": {"type": "bool", "default": False},
     "env_file": {"type": "path"},
@@ -441,11 +479,13 @@ def main() -> None:
     state_dir = p["state_dir"] or os.path.join(p["base_dir"], "arms_runs")
     try:
         paths = run_paths(state_dir, p["run_name"])
-        style = style_for_date(p["commit_date"]) if p["commit_date"] else p["flag_style"]
         record = read_pidfile(paths["pidfile"])
     except ArmsError as exc:
         module.fail_json(msg=str(exc))
     model_tag = p["model_tag"] or f"d{p['depth']}"
+    style = p["flag_style"]
+    identity: dict[str, Any] = {}
+    changes: list[str] = []
     result: dict[str, Any] = {
         "changed": False,
         "run_name": p["run_name"],
@@ -455,7 +495,61 @@ def main() -> None:
         "env": record.get("env", {}) if record else {},
         "resume_step": None,
         "flag_style": style,
+        "identity": identity,
+        "identity_changes": changes,
+        "stale": False,
     }
+
+    def launch_plan(resume_step: int) -> tuple[list[str], dict[str, str], str]:
+        """argv, env and launcher of a launch now; the identity it would have goes in ``identity``."""
+        nonlocal style
+        if style == "auto":
+            style = flag_style_of_checkout(p["chdir"])
+        extras = normalize_flags(p["extra_flags"])
+        launcher = choose_launcher(
+            p["launcher"],
+            nnodes=p["nnodes"],
+            gpus_per_node=p["gpus_per_node"],
+            device_type=str(extras.get("device_type", "")),
+        )
+        argv, env = build_command(
+            venv=p["venv"],
+            base_dir=p["base_dir"],
+            run_name=p["run_name"],
+            arm=p["arm"],
+            experiment=p["experiment"],
+            depth=p["depth"],
+            device_batch_size=p["device_batch_size"],
+            total_batch_size=p["total_batch_size"],
+            gpus_per_node=p["gpus_per_node"],
+            nnodes=p["nnodes"],
+            node_rank=p["node_rank"],
+            rdzv_host=p["rdzv_host"],
+            rdzv_port=p["rdzv_port"],
+            model_tag=model_tag,
+            extra_flags=extras,
+            flag_style=style,
+            launcher=launcher,
+            resume_from_step=resume_step,
+            env_file=p["env_file"],
+            exit_file=paths["exit_file"],
+            extra_env=p["extra_env"],
+            torchrun=p["torchrun"],
+        )
+        identity.clear()
+        identity.update(
+            current_identity(
+                chdir=p["chdir"],
+                base_dir=p["base_dir"],
+                data_dir=p["data_dir"] or os.path.join(p["base_dir"], "base_data"),
+                flags=script_flags(argv),
+                launcher=launcher,
+                processes=p["nnodes"] * p["gpus_per_node"],
+            )
+        )
+        changes[:] = identity_changes(record.get("identity"), identity) if record else []
+        result.update(flag_style=style, launcher=launcher, stale=bool(changes))
+        return argv, env, launcher
 
     def report() -> dict[str, Any]:
         current = read_pidfile(paths["pidfile"])
@@ -464,14 +558,21 @@ def main() -> None:
     # ---- status ----------------------------------------------------------------------------
     if p["state"] == "status":
         result.update(report())
+        if record is not None and os.path.isfile(os.path.join(p["chdir"], "scripts", "base_train.py")):
+            try:
+                launch_plan(p["resume_from_step"])
+            except ArmsError as exc:
+                changes[:] = [f"its identity cannot be compared ({exc})"]
+                result["stale"] = True
+        stale = f" It is stale: {'; '.join(changes)}." if changes else ""
         if record is None:
             result["msg"] = f"run {p['run_name']} was never started on this host (no {paths['pidfile']})."
         elif result["alive"]:
-            result["msg"] = f"run {p['run_name']} is running (pid {result['pid']}): {result['progress_line']}."
+            result["msg"] = f"run {p['run_name']} is running (pid {result['pid']}): {result['progress_line']}.{stale}"
         elif result["finished"]:
-            result["msg"] = f"run {p['run_name']} finished: {result['progress_line']}."
+            result["msg"] = f"run {p['run_name']} finished: {result['progress_line']}.{stale}"
         elif record.get("stopped"):
-            result["msg"] = f"run {p['run_name']} was stopped at {record['stopped']}: {result['progress_line']}."
+            result["msg"] = f"run {p['run_name']} was stopped at {record['stopped']}: {result['progress_line']}.{stale}"
         else:
             result["msg"] = f"run {p['run_name']} is not running and did not finish: {_explain(result['diagnosis'])}."
         module.exit_json(**result)
@@ -504,52 +605,20 @@ def main() -> None:
                 f"{p['chdir']} is not a nanochat checkout (no scripts/base_train.py): set chdir to the "
                 "checkout, or run the nanochat checkout role first."
             )
-        torchrun = p["torchrun"] or os.path.join(p["venv"], "bin", "torchrun")
-        if not os.access(torchrun, os.X_OK):
-            raise ArmsError(
-                f"{torchrun} is not an executable torchrun: the venv {p['venv']} lacks torch; run the "
-                f"deps role (ansible-playbook playbooks/repair.yml {inventory_arg()} --tags deps -l {host})."
-            )
         if p["env_file"]:
-            try:
-                mode = os.stat(p["env_file"]).st_mode & 0o777
-            except OSError as exc:
-                raise ArmsError(
-                    f"env_file {p['env_file']} cannot be read ({exc.strerror}): the credentials role writes it."
-                ) from exc
-            if mode & 0o077:
-                raise ArmsError(
-                    f"env_file {p['env_file']} holds secrets but has mode {mode:04o}: make it readable by "
-                    f"its owner only (chmod 600 {p['env_file']})."
-                )
-        extras = normalize_flags(p["extra_flags"])
+            check_env_file(p["env_file"])
         resume_step = p["resume_from_step"]
         if p["resume_latest"]:
             latest = latest_checkpoint_step(p["base_dir"], model_tag)
             resume_step = latest if latest is not None else -1
-        argv, env = build_command(
-            venv=p["venv"],
-            base_dir=p["base_dir"],
-            run_name=p["run_name"],
-            arm=p["arm"],
-            experiment=p["experiment"],
-            depth=p["depth"],
-            device_batch_size=p["device_batch_size"],
-            total_batch_size=p["total_batch_size"],
-            gpus_per_node=p["gpus_per_node"],
-            nnodes=p["nnodes"],
-            node_rank=p["node_rank"],
-            rdzv_host=p["rdzv_host"],
-            rdzv_port=p["rdzv_port"],
-            model_tag=model_tag,
-            extra_flags=extras,
-            flag_style=style,
-            resume_from_step=resume_step,
-            env_file=p["env_file"],
-            exit_file=paths["exit_file"],
-            extra_env=p["extra_env"],
-            torchrun=torchrun,
-        )
+        argv, env, launcher = launch_plan(resume_step)
+        program = launched_program(argv)
+        if not os.access(program, os.X_OK):
+            raise ArmsError(
+                f"{program} is not executable: the venv {p['venv']} lacks {os.path.basename(program)}; run "
+                f"the deps role (ansible-playbook playbooks/repair.yml {inventory_arg()} --tags deps -l {host})."
+            )
+        extras = normalize_flags(p["extra_flags"])
         validate_hyperparameters(
             gpus_per_node=p["gpus_per_node"],
             nnodes=p["nnodes"],
@@ -560,6 +629,22 @@ def main() -> None:
         )
     except ArmsError as exc:
         module.fail_json(msg=str(exc), **result)
+
+    if record and changes and not p["force"]:
+        current = _report(record, paths["log"], paths["exit_file"], host, p["device_batch_size"], p["arm"])
+        what = "is running" if current["alive"] else "finished" if current["finished"] else "died"
+        if current["alive"] or current["finished"] or resume_step >= 0:
+            result.update(current)
+            module.fail_json(
+                msg=(
+                    f"run {p['run_name']} {what} but was made from something else than the experiment declares "
+                    f"now: {'; '.join(changes)}. It is not this experiment's result"
+                    + (" and cannot be resumed" if resume_step >= 0 else "")
+                    + ": train it again with -e arms_force_restart=true (it replaces the run), or give arm "
+                    f"{p['arm']} a new run_name in the experiment file."
+                ),
+                **result,
+            )
 
     alive = record_alive(record)
     if alive and not p["force"]:
@@ -637,12 +722,15 @@ def main() -> None:
                 "experiment": p["experiment"],
                 "node_rank": p["node_rank"],
                 "nnodes": p["nnodes"],
+                "launcher": launcher,
+                "identity": identity,
             },
         )
     except ArmsError as exc:
         module.fail_json(msg=str(exc), **result)
     result.update(report())
-    result["changed"] = True
+    changes.clear()  # the run now on record is made from what the experiment declares
+    result.update(changed=True, stale=False)
     if stopped:
         result["stop"] = stopped
     what = f"resumed from step {resume_step}" if resume_step >= 0 else "started"

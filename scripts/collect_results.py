@@ -124,7 +124,7 @@ def load_arms(args: argparse.Namespace, warn: Any) -> list[ArmInput]:
             else:
                 warn(f"warning: arm {name} has no manifest at {manifest_path}: its epochs are unknown.")
         facts = None
-        if name in facts_files:
+        if name in facts_files and os.path.exists(facts_files[name]):
             facts = _read_json(facts_files[name], f"the run facts of arm {name}")
         out.append(
             ArmInput(

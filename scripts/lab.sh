@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The local lab: three (four) SSH hosts as Linux users on loopback addresses, Azurite, a fixture
-# dataset and a stand-in nanochat repo. Run as root on a throw-away machine.
+# dataset, the REAL nanochat (a bare clone of ../shared/nanochat/nanochat.bundle) and a stand-in
+# nanochat repo for what real nanochat cannot do on CPU (several processes, two nodes). Run as root
+# on a throw-away machine.
 #
 #   scripts/lab.sh up      install what is missing and bring everything up (idempotent)
 #   scripts/lab.sh down    stop what `up` started (by pid), remove the lab users, leave the machine clean
@@ -20,6 +22,8 @@ AZURITE_PORT=${ARMS_LAB_AZURITE_PORT:-10000}
 HOSTS=(prep:arms-prep:127.0.0.2 top:arms-top:127.0.0.3 random:arms-random:127.0.0.4 random2:arms-random2:127.0.0.5
   fresh-prep:arms-fresh-prep:127.0.0.6 fresh-top:arms-fresh-top:127.0.0.7 fresh-random:arms-fresh-random:127.0.0.8)
 SUDOERS=/etc/sudoers.d/nanochat-arms-lab
+# the real nanochat: a git bundle of its master branch, shipped beside this repo in shared/
+BUNDLE=${ARMS_NANOCHAT_BUNDLE:-$ROOT/../shared/nanochat/nanochat.bundle}
 # in each lab user's home: the checkout whose lab made the user
 # the machine's autogroup setting before a lab turned it off (machine-wide: a lab that takes over
 # from another checkout's keeps it, and the lab that goes down puts it back)
@@ -43,7 +47,11 @@ install_packages() {
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   fi
-  command -v node >/dev/null || die "node/npm are needed for Azurite: apt-get install nodejs npm"
+  if ! command -v npm >/dev/null; then
+    say "installing Node.js and npm (for Azurite)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+  fi
   if [ ! -x "$LAB/npm/node_modules/.bin/azurite-blob" ]; then
     say "installing Azurite (npm)"
     mkdir -p "$LAB/npm"
@@ -189,8 +197,27 @@ seed_data() {
   chmod -R a+rX "$LAB/data"
   "$PY" "$ROOT/tests/lab/seed_azurite.py" --dataset "$LAB/data/fortified" \
     --port "$AZURITE_PORT" --container quratingfiltered --prefix top16.5/
+  real_nanochat
   # idempotent: rebuilt only when the stand-in's template changed
-  "$PY" "$ROOT/tests/lab/build_standin.py" --force "$LAB/nanochat.git" >/dev/null
+  "$PY" "$ROOT/tests/lab/build_standin.py" --force "$LAB/nanochat-standin.git" >/dev/null
+  chmod -R a+rX "$LAB/nanochat-standin.git"
+}
+
+real_nanochat() {
+  # The lab's hosts clone the real nanochat from here (inventory/lab overrides the repo URL only,
+  # never the commit). Fetched again when the bundle has moved on; a stand-in left here by an older
+  # lab is replaced.
+  [ -f "$BUNDLE" ] || die "the real nanochat bundle is missing: $BUNDLE (set ARMS_NANOCHAT_BUNDLE)"
+  local want have
+  want=$(git bundle list-heads "$BUNDLE" | awk '$2 == "refs/heads/master" {print $1}')
+  [ -n "$want" ] || die "$BUNDLE has no master branch"
+  have=$(git --git-dir "$LAB/nanochat.git" rev-parse -q --verify refs/heads/master 2>/dev/null || true)
+  if [ "$have" != "$want" ]; then
+    say "cloning the real nanochat from $(basename "$BUNDLE") (master ${want:0:7})"
+    rm -rf "$LAB/nanochat.git" "$LAB/nanochat.git.tmp"
+    git clone -q --bare "$BUNDLE" "$LAB/nanochat.git.tmp"
+    mv "$LAB/nanochat.git.tmp" "$LAB/nanochat.git"
+  fi
   chmod -R a+rX "$LAB/nanochat.git"
 }
 

@@ -36,6 +36,7 @@ import glob
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -200,6 +201,40 @@ def torchrun_path(venv: str) -> str:
     return os.path.join(venv, "bin", "torchrun")
 
 
+LAUNCHERS = ("auto", "torchrun", "python")
+
+
+def host_has_gpu() -> bool:
+    """An NVIDIA GPU is visible on this host (a device node or nvidia-smi)."""
+    return bool(glob.glob("/dev/nvidia[0-9]*")) or shutil.which("nvidia-smi") is not None
+
+
+def choose_launcher(
+    launcher: str, *, nnodes: int, gpus_per_node: int, device_type: str = "", has_gpu: bool | None = None
+) -> str:
+    """``torchrun`` or ``python``: how one node of an arm starts ``scripts.base_train``.
+
+    Real nanochat on CPU trains only as ONE plain process (runs/runcpu.sh): its compute_init creates
+    the process group for CUDA alone, so under torchrun on CPU its distributed optimizer fails
+    ("Default process group has not been initialized"). ``auto`` therefore picks ``python`` for a
+    single-process, single-node arm without a GPU (``--device-type=cpu``, or no GPU on the host),
+    and ``torchrun`` otherwise, as the runbook launches GPU nodes.
+    """
+    if launcher not in LAUNCHERS:
+        raise ArmsError(f"launcher {launcher!r} is not one of {', '.join(LAUNCHERS)}.")
+    single = nnodes == 1 and gpus_per_node == 1
+    if launcher == "python" and not single:
+        raise ArmsError(
+            f"launcher python starts ONE process, but the arm asks for {gpus_per_node} per node on {nnodes} "
+            "node(s): use launcher torchrun (or auto) for several processes."
+        )
+    if launcher != "auto":
+        return launcher
+    gpu = host_has_gpu() if has_gpu is None else has_gpu
+    cpu = device_type == "cpu" or (device_type == "" and not gpu)
+    return "python" if single and cpu else "torchrun"
+
+
 def train_flags(
     *,
     depth: int,
@@ -231,6 +266,53 @@ def train_flags(
     return flags
 
 
+def torchrun_topology(
+    nnodes: int, node_rank: int, rdzv_host: str | None, rdzv_port: int, gpus_per_node: int
+) -> list[str]:
+    """torchrun's own options: ``--standalone`` on one node, the static rendezvous on several."""
+    if nnodes == 1:
+        return ["--standalone", f"--nproc_per_node={gpus_per_node}"]
+    if not rdzv_host:
+        raise ArmsError(
+            f"an arm on {nnodes} hosts needs rdzv_host: the address of the arm's first host, reachable from the others."
+        )
+    return [
+        f"--nnodes={nnodes}",
+        f"--node_rank={node_rank}",
+        f"--master_addr={rdzv_host}",
+        f"--master_port={rdzv_port}",
+        f"--nproc_per_node={gpus_per_node}",
+    ]
+
+
+def script_flags(argv: Sequence[str]) -> list[str]:
+    """The ``scripts.base_train`` flags of a launch argv (what follows the module and its ``--``)."""
+    if "scripts.base_train" not in argv:
+        return []
+    rest = list(argv[list(argv).index("scripts.base_train") + 1 :])
+    return rest[1:] if rest[:1] == ["--"] else rest
+
+
+def launched_program(argv: Sequence[str]) -> str:
+    """The program a launch argv runs (torchrun or python), inside the wrapper shell when there is one."""
+    if list(argv[:2]) == ["/bin/bash", "-c"] and len(argv) > 6 and argv[3] == WRAPPER_NAME:
+        return argv[6]
+    return argv[0]
+
+
+def check_env_file(path: str) -> None:
+    """The secrets env file exists and is readable by its owner only; ArmsError with the fix otherwise."""
+    try:
+        mode = os.stat(path).st_mode & 0o777
+    except OSError as exc:
+        raise ArmsError(f"env_file {path} cannot be read ({exc.strerror}): the credentials role writes it.") from exc
+    if mode & 0o077:
+        raise ArmsError(
+            f"env_file {path} holds secrets but has mode {mode:04o}: make it readable by its owner only "
+            f"(chmod 600 {path})."
+        )
+
+
 def build_command(
     *,
     venv: str,
@@ -249,6 +331,7 @@ def build_command(
     model_tag: str | None = None,
     extra_flags: Mapping[str, Any] | Sequence[str] | None = None,
     flag_style: str = "dash",
+    launcher: str = "torchrun",
     resume_from_step: int = -1,
     env_file: str | None = None,
     exit_file: str | None = None,
@@ -289,23 +372,20 @@ def build_command(
         resume_from_step=resume_from_step,
         extra_flags=extra_flags,
     )
-    argv = [torchrun or torchrun_path(venv)]
-    if nnodes == 1:
-        argv += ["--standalone", f"--nproc_per_node={gpus_per_node}"]
+    script = ["-m", "scripts.base_train"]
+    if launcher == "python":
+        # one plain process, as nanochat's runs/runcpu.sh; no `--` (argparse would then take the
+        # flags for positionals)
+        if nnodes != 1 or gpus_per_node != 1:
+            raise ArmsError("launcher python starts one process on one node: use torchrun for more.")
+        argv = [os.path.join(venv, "bin", "python"), *script, *render_flags(flags, flag_style)]
     else:
-        if not rdzv_host:
-            raise ArmsError(
-                f"an arm on {nnodes} hosts needs rdzv_host: the address of the arm's first host, reachable "
-                "from the others."
-            )
-        argv += [
-            f"--nnodes={nnodes}",
-            f"--node_rank={node_rank}",
-            f"--master_addr={rdzv_host}",
-            f"--master_port={rdzv_port}",
-            f"--nproc_per_node={gpus_per_node}",
+        argv = [
+            torchrun or torchrun_path(venv),
+            *torchrun_topology(nnodes, node_rank, rdzv_host, rdzv_port, gpus_per_node),
         ]
-    argv += ["-m", "scripts.base_train", "--", *render_flags(flags, flag_style)]
+        # torch 2.13's torchrun reads `--run=x` after the module as its own option without `--`
+        argv += [*script, "--", *render_flags(flags, flag_style)]
     if env_file or exit_file:
         argv = ["/bin/bash", "-c", WRAPPER_SCRIPT, WRAPPER_NAME, exit_file or "", env_file or "", *argv]
 

@@ -210,6 +210,10 @@ def build_row(
     else:
         state = "partial"
         status = f"at step {last['step']}/{last['total']} ({last['pct']:.2f}%), not finished"
+    if facts.get("stale"):
+        # made from something else than the experiment declares now (nanochat_train's identity check)
+        changes = "; ".join(str(c) for c in facts.get("identity_changes") or []) or "its identity differs"
+        state, status = "stale", f"STALE, not this experiment's result: {changes}"
 
     return {
         "arm": arm.arm,

@@ -26,7 +26,8 @@ FAKE_TORCHRUN = """\
 #!{python}
 import json, os, subprocess, sys, time
 args = sys.argv[1:]
-flags = args[args.index("--") + 1:] if "--" in args else []
+# torchrun: flags after "--"; a plain `python -m scripts.base_train FLAGS`: flags after the module
+flags = args[args.index("--") + 1:] if "--" in args else args[args.index("scripts.base_train") + 1:]
 def flag(name, default):
     for item in flags:
         if item.startswith("--" + name + "="):
@@ -64,17 +65,25 @@ worker.kill()
 """
 
 
+# the option lines the launcher reads its flag style from (as real nanochat's argparse declares them)
+BASE_TRAIN_DASH = 'parser.add_argument("--device-batch-size", type=int, default=32)\n'
+BASE_TRAIN_UNDERSCORE = 'parser.add_argument("--device_batch_size", type=int, default=32)\n'
+
+
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[dict[str, Any]]:
     """A checkout, a venv with the fake torchrun, a base dir, an env file; kills what tests start."""
     checkout = tmp_path / "nanochat"
     (checkout / "scripts").mkdir(parents=True)
-    (checkout / "scripts" / "base_train.py").write_text("# stand-in\n")
+    (checkout / "scripts" / "base_train.py").write_text(BASE_TRAIN_DASH)
     venv_bin = tmp_path / "venv" / "bin"
     venv_bin.mkdir(parents=True)
     torchrun = venv_bin / "torchrun"
     torchrun.write_text(FAKE_TORCHRUN.format(python=sys.executable))
     torchrun.chmod(0o755)
+    # the venv's python, for the one-process launch (real nanochat on CPU): the same fake, one process
+    (venv_bin / "python").write_text(FAKE_TORCHRUN.format(python=sys.executable))
+    (venv_bin / "python").chmod(0o755)
     env_file = tmp_path / "secrets.env"
     env_file.write_text(f"WANDB_API_KEY={SECRET}\n")
     env_file.chmod(0o600)
@@ -303,7 +312,7 @@ def test_resume_latest_uses_the_last_checkpoint(lab, capsys) -> None:
         ({"chdir": "/nonexistent"}, "is not a nanochat checkout"),
         ({"extra_flags": {"run": "x"}}, "--run repeats a flag the launcher sets"),
         ({"run_name": "a b"}, "may only contain letters"),
-        ({"commit_date": "soon"}, "not a date"),
+        ({"launcher": "python"}, "launcher python starts ONE process"),
     ],
 )
 def test_bad_input_fails_with_a_sentence_and_starts_nothing(lab, capsys, changes, message) -> None:
@@ -319,7 +328,52 @@ def test_env_file_readable_by_others_is_refused(lab, capsys) -> None:
     assert not lab["seen"].exists()
 
 
-def test_commit_date_picks_the_underscore_style(lab, capsys) -> None:
-    result = run(capsys, lab["args"], commit_date="2026-01-08", wait_for_step=True, start_timeout=30)
+def test_the_flag_style_is_read_from_the_checkouts_own_base_train(lab, capsys) -> None:
+    Path(lab["args"]["chdir"], "scripts", "base_train.py").write_text(BASE_TRAIN_UNDERSCORE)
+    result = run(capsys, lab["args"], wait_for_step=True, start_timeout=30)
     assert result["flag_style"] == "underscore"
     assert "--device_batch_size=2" in seen(lab)["argv"]
+
+
+def test_one_cpu_process_starts_as_plain_python_and_stops_like_torchrun(lab, capsys) -> None:
+    args = {**lab["args"], "gpus_per_node": 1, "extra_flags": {"max_seq_len": 128, "device_type": "cpu"}}
+    args["extra_env"] = {**args["extra_env"], "FAKE_DELAY": "1"}
+    started = run(capsys, args, wait_for_step=True, start_timeout=30)
+    assert started["changed"] is True and started["launcher"] == "python", started["msg"]
+    argv = seen(lab)["argv"]
+    # `python -m scripts.base_train FLAGS` as runs/runcpu.sh: no torchrun, no `--` before the flags
+    assert argv[:2] == ["-m", "scripts.base_train"] and "--" not in argv
+    assert "--device-type=cpu" in argv and "--run=run-a" in argv
+    assert "torchrun" not in cmdlines(started["pgid"])
+    status = run(capsys, args, state="status")
+    assert status["alive"] is True and status["stale"] is False
+    stopped = run(capsys, args, state="stopped", stop_timeout=10)
+    assert stopped["changed"] is True and stopped["alive"] is False
+    assert group_members(started["pgid"]) == []
+
+
+def test_a_run_made_from_other_inputs_is_refused_and_marked_stale(lab, capsys) -> None:
+    args = {**lab["args"], "extra_flags": {"max_seq_len": 128, "num_iterations": 3}}
+    tokenizer = Path(args["base_dir"], "tokenizer")
+    tokenizer.mkdir()
+    (tokenizer / "tokenizer.pkl").write_bytes(b"tokenizer one")
+    assert run(capsys, args, wait_for_step=True, start_timeout=30)["changed"] is True
+    wait_until(lambda: run(capsys, args, state="status")["finished"])
+    assert run(capsys, args)["msg"].startswith("run run-a already finished")
+
+    # the experiment now declares another run length and the tokenizer was trained again
+    changed = {**args, "extra_flags": {"max_seq_len": 128, "num_iterations": 4}}
+    (tokenizer / "tokenizer.pkl").write_bytes(b"tokenizer two")
+    status = run(capsys, changed, state="status")
+    assert status["stale"] is True and "It is stale" in status["msg"]
+    assert any("--num-iterations=3 -> --num-iterations=4" in c for c in status["identity_changes"])
+    assert any(c.startswith("tokenizer (sha256)") for c in status["identity_changes"])
+    refused = run(capsys, changed)
+    assert refused["failed"] is True and "not this experiment's result" in refused["msg"]
+    assert "-e arms_force_restart=true" in refused["msg"] and "new run_name" in refused["msg"]
+    assert "--num-iterations=3 -> --num-iterations=4" in refused["msg"]
+    # resuming its checkpoint is refused too; force trains it again from the new inputs
+    assert run(capsys, changed, resume_latest=True)["failed"] is True
+    forced = run(capsys, changed, force=True, wait_for_step=True, start_timeout=30)
+    assert forced["changed"] is True and forced["stale"] is False
+    assert run(capsys, changed, state="status")["identity_changes"] == []
