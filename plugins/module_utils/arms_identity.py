@@ -72,11 +72,11 @@ def current_identity(
     *, chdir: str, base_dir: str, data_dir: str, flags: Sequence[str], launcher: str, processes: int
 ) -> dict[str, Any]:
     """The identity a run started now would have (see the module docstring)."""
-    edits = _git(chdir, "status", "--porcelain", "--untracked-files=no")
+    edits = _git(chdir, "diff", "--name-only", "HEAD")
     data, val = data_identity(data_dir)
     return {
         "commit": _git(chdir, "rev-parse", "HEAD"),
-        "source_edits": sorted(line[3:] for line in edits.splitlines() if len(line) > 3),
+        "source_edits": sorted(line for line in edits.splitlines() if line),
         "launcher": f"{launcher} x{processes}",
         "flags": stable_flags(flags),
         "tokenizer": _sha256(os.path.join(base_dir, "tokenizer", "tokenizer.pkl")),

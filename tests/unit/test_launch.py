@@ -18,8 +18,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from ansible.module_utils.arms_common import ArmsError
+from ansible.module_utils.arms_identity import current_identity, identity_changes
 from ansible.module_utils.arms_launch import (
     build_command,
+    choose_launcher,
     compare_budgets,
     default_ratio,
     find_trainings,
@@ -28,12 +30,14 @@ from ansible.module_utils.arms_launch import (
     held_tokens,
     is_alive,
     latest_checkpoint_step,
+    launched_program,
     normalize_flags,
     planned_tokens,
     read_pidfile,
     render_flags,
     run_paths,
     scaling_params,
+    script_flags,
     start_detached,
     stop,
     validate_hyperparameters,
@@ -534,3 +538,106 @@ def test_two_node_command_runs_under_real_torchrun_with_rank0_on_node_rank_0(tmp
     node0 = (tmp_path / "node0.log").read_text()
     assert "rank0 world 4 sum 4" in node0 and "--depth=26" in node0
     assert "rank0" not in (tmp_path / "node1.log").read_text()
+
+
+# ---- one-process CPU launch (real nanochat on CPU trains only as one plain process) ----
+
+
+@pytest.mark.parametrize(
+    ("launcher", "nnodes", "gpus", "device", "has_gpu", "want"),
+    [
+        ("auto", 1, 1, "cpu", True, "python"),  # asked for CPU: runcpu.sh's way even on a GPU host
+        ("auto", 1, 1, "", False, "python"),  # autodetect on a host without a GPU
+        ("auto", 1, 1, "", True, "torchrun"),  # one GPU: torchrun as the runbook
+        ("auto", 1, 8, "", True, "torchrun"),
+        ("auto", 1, 2, "cpu", False, "torchrun"),  # several processes need torchrun (the stand-in's gloo)
+        ("auto", 2, 1, "cpu", False, "torchrun"),
+        ("torchrun", 1, 1, "cpu", False, "torchrun"),
+        ("python", 1, 1, "", True, "python"),
+    ],
+)
+def test_the_launcher_is_python_for_one_cpu_process_else_torchrun(launcher, nnodes, gpus, device, has_gpu, want):
+    got = choose_launcher(launcher, nnodes=nnodes, gpus_per_node=gpus, device_type=device, has_gpu=has_gpu)
+    assert got == want
+
+
+def test_python_launcher_for_several_processes_is_refused_with_a_sentence() -> None:
+    with pytest.raises(ArmsError, match="starts ONE process, but the arm asks for 8 per node"):
+        choose_launcher("python", nnodes=1, gpus_per_node=8)
+
+
+def test_python_launch_argv_is_runcpu_shaped_and_its_flags_are_found_again() -> None:
+    argv, env = build_command(
+        venv="/v",
+        base_dir="/b",
+        run_name="r",
+        arm="a",
+        experiment="e",
+        depth=2,
+        device_batch_size=32,
+        total_batch_size=2048,
+        gpus_per_node=1,
+        extra_flags={"max-seq-len": 64, "device-type": "cpu"},
+        launcher="python",
+        exit_file="/s/r.exit",
+    )
+    inner = argv[argv.index("/v/bin/python") :]
+    assert inner[:3] == ["/v/bin/python", "-m", "scripts.base_train"] and "--" not in inner
+    assert launched_program(argv) == "/v/bin/python"
+    assert script_flags(argv) == inner[3:] and "--device-type=cpu" in inner
+    assert env["NANOCHAT_BASE_DIR"] == "/b"
+
+
+# ---- run identity ----
+
+
+def test_identity_changes_name_each_field_that_moved() -> None:
+    was = {
+        "commit": "a" * 40,
+        "source_edits": ["nanochat/common.py"],
+        "launcher": "python x1",
+        "flags": ["--depth=2", "--resume-from-step=10"],
+        "tokenizer": "1" * 64,
+        "data": "2" * 64,
+        "val": "shard_val.parquet 3",
+    }
+    assert identity_changes(was, {**was, "flags": ["--depth=2"]}) == []  # a resume is the same run
+    now = {**was, "commit": "b" * 40, "flags": ["--depth=4"], "val": "shard_val.parquet 4"}
+    changes = identity_changes(was, now)
+    assert changes == [
+        f"nanochat commit {'a' * 12} -> {'b' * 12}",
+        "base_train flags --depth=2 -> --depth=4",
+        "val shard shard_val.parquet 3 -> shard_val.parquet 4",
+    ]
+    assert identity_changes(None, now) == [
+        "the run recorded no identity (it was started by an older nanochat-arms or by hand)"
+    ]
+
+
+def test_current_identity_reads_commit_edits_tokenizer_and_manifest(tmp_path) -> None:
+    import subprocess
+
+    repo = tmp_path / "nanochat"
+    (repo / "nanochat").mkdir(parents=True)
+    (repo / "nanochat" / "common.py").write_text("x = 1\n")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "c"], check=True)
+    base = tmp_path / "base"
+    (base / "tokenizer").mkdir(parents=True)
+    (base / "tokenizer" / "tokenizer.pkl").write_bytes(b"tok")
+    data = base / "base_data"
+    data.mkdir()
+    shards = [
+        {"name": "shard_00000.parquet", "sha256": "s0", "role": "train"},
+        {"name": "shard_val.parquet", "sha256": "sv", "role": "val"},
+    ]
+    (data / "manifest.json").write_text(json.dumps({"shards": shards}))
+    kw = {"chdir": str(repo), "base_dir": str(base), "data_dir": str(data), "launcher": "python", "processes": 1}
+    first = current_identity(flags=["--depth=2"], **kw)
+    assert len(first["commit"]) == 40 and first["source_edits"] == [] and first["val"] == "shard_val.parquet sv"
+    (repo / "nanochat" / "common.py").write_text("x = 2\n")  # e.g. the TF32 patch
+    second = current_identity(flags=["--depth=2"], **kw)
+    assert second["source_edits"] == ["nanochat/common.py"]
+    assert identity_changes(first, second) == ["edits to the checkout none -> nanochat/common.py"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from ansible.module_utils.arms_logs import diagnose, parse_log, parse_step_line, progress_line, tail
 
@@ -378,3 +380,45 @@ def test_torchrun_itself_terminated() -> None:
     log = OLD_RUN + ("torch.distributed.elastic.multiprocessing.api.SignalException: Process 32727 got signal: 15\n")
     (finding,) = diagnose(log, "gpu-a", process_gone=True)
     assert finding["id"] == "killed" and "SIGTERM" in finding["title"]
+
+
+# ---- logs of real runs: nanochat at b07604e on the lab's CPU hosts (make lab, recorded 2026-12-01) ----
+REAL_LOGS = Path(__file__).resolve().parents[1] / "fixtures" / "logs"
+
+
+def real_log(arm: str) -> str:
+    return (REAL_LOGS / f"b07604e-cpu-{arm}.log").read_text()
+
+
+@pytest.mark.parametrize("arm", ["top16.5", "random16.5"])
+def test_a_real_finished_run_is_parsed_step_by_step(arm: str) -> None:
+    text = real_log(arm)
+    parsed = parse_log(text)
+    # the banner, nanochat's logging lines with colour codes and wandb's summary are not step lines
+    assert parsed["step_lines"] == 20 and parsed["num_iterations"] == 20
+    assert [step for step, _ in parsed["val"]] == [0, 10, 20]
+    assert parsed["finished"] is True and parsed["last_step"]["step"] == 19
+    assert parsed["last_step"]["mfu_field"] == "bf16_mfu"
+    printed = float(text.split("Minimum validation bpb: ")[1].split()[0])
+    assert parsed["min_val_bpb"] == printed == min(bpb for _, bpb in parsed["val"])
+    assert "finished" in progress_line(parsed)
+    # a clean real run has nothing to diagnose (the SDPA fallback and wandb offline lines are no faults)
+    assert diagnose(text, "top") == []
+
+
+def test_a_real_run_cut_mid_training_is_in_progress() -> None:
+    text = real_log("top16.5")
+    cut = text[: text.index("step 00012/00020")]
+    parsed = parse_log(cut)
+    assert parsed["started"] is True and parsed["finished"] is False
+    assert parsed["last_step"]["step"] == 11 and parsed["last_val_bpb"] == parsed["val"][-1][1]
+    assert "step 11/20" in progress_line(parsed)
+    assert diagnose(cut, "top", process_gone=True)[0]["id"] == "vanished"
+
+
+def test_a_real_run_that_crashed_after_its_model_config_names_the_cause() -> None:
+    text = real_log("random16.5")
+    head = text[: text.index("Step 00000 | Validation bpb")]
+    crashed = head + "Traceback (most recent call last):\nModuleNotFoundError: No module named 'rustbpe'\n"
+    findings = diagnose(crashed, "random", process_gone=True, exit_code=1)
+    assert findings[0]["id"] == "missing_module" and "--tags deps -l random" in findings[0]["repair"]
