@@ -46,13 +46,14 @@ from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, ThreadPo
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import SplitResult, quote, unquote, urlsplit, urlunsplit
 
 from ansible.module_utils.arms_common import (
     ArmsError,
     Progress,
     ProgressWriter,
     atomic_write_json,
+    check_folder_for_writing,
     free_bytes,
     fsync_dir,
     human_bytes,
@@ -67,6 +68,7 @@ from ansible.module_utils.arms_manifest import (
     verify_data_dir,
     write_manifest,
 )
+from ansible.module_utils.arms_names import file_name_problem
 
 KIND = "azure_blob"
 DOWNLOAD_MODES = ("bulk",)
@@ -146,8 +148,25 @@ def _parse_connection_string(conn: str) -> dict[str, str]:
 
 
 def _strip_query(url: str) -> tuple[str, str]:
-    parts = urlsplit(url)
+    parts = _split_url(url, "account_url")
     return urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")), parts.query
+
+
+def _split_url(url: str, what: str) -> SplitResult:
+    """``url`` split, when it is an http(s) URL with a host; ArmsError naming ``what`` otherwise.
+
+    Only the part before any ``?`` is shown: the query of an account URL can be a SAS token.
+    """
+    shown = url.split("?", 1)[0]
+    expected = "expected https://<account>.blob.core.windows.net (or http://host:port/<account> for Azurite)"
+    try:
+        parts = urlsplit(url)
+        host, _ = parts.hostname, parts.port  # both raise ValueError on a broken host or port
+    except ValueError as exc:
+        raise ArmsError(f"{what} {shown!r} is not a URL ({exc}); {expected}.") from None
+    if parts.scheme.lower() not in ("http", "https") or not host:
+        raise ArmsError(f"{what} {shown!r} is not an http(s) URL with a host; {expected}.")
+    return parts
 
 
 def resolve_auth(
@@ -193,6 +212,14 @@ def resolve_auth(
         parts = _parse_connection_string(connection_string)
         for key in ("accountkey", "sharedaccesssignature"):
             scrub.add(parts.get(key))
+        protocol = parts.get("defaultendpointsprotocol")
+        if protocol is not None and protocol.lower() not in ("http", "https"):
+            raise ArmsError(
+                f"the Azure connection string from {source} names DefaultEndpointsProtocol={protocol!r}; "
+                "Azure Blob storage is reached over https (or http for Azurite): set DefaultEndpointsProtocol=https."
+            )
+        if parts.get("blobendpoint"):
+            _split_url(parts["blobendpoint"], f"the connection string's BlobEndpoint (from {source})")
         try:
             from azure.storage.blob import BlobServiceClient
 
@@ -204,6 +231,7 @@ def resolve_auth(
                 "'BlobEndpoint=...;SharedAccessSignature=...'."
             ) from None
         url, _ = _strip_query(probe.url)
+        _split_url(url, f"the blob endpoint the Azure connection string from {source} gives")
         return AzureAuth(
             "connection_string", url.rstrip("/"), probe.account_name or "?", connection_string, None, scrub
         )
@@ -217,8 +245,7 @@ def resolve_auth(
             "no Azure credentials: give connection_string, or account_url with sas_token or account_key "
             f"(or set {ENV_CONNECTION_STRING}, or {ENV_ACCOUNT_URL} with {ENV_SAS_TOKEN} or {ENV_ACCOUNT_KEY})."
         )
-    if not re.match(r"^https?://[^/]+", account_url):
-        raise ArmsError(f"account_url {account_url!r} is not a URL; expected https://<account>.blob.core.windows.net.")
+    _split_url(account_url, "account_url")
     account_url = account_url.rstrip("/")
     account_name = _account_name_from_url(account_url)
     if sas_token and account_key:
@@ -539,7 +566,11 @@ def _read_journal(data_dir: str) -> dict[str, dict[str, Any]]:
         return {}
     if not isinstance(data, dict) or data.get("format") != JOURNAL_FORMAT or not isinstance(data.get("shards"), dict):
         return {}
-    return {k: v for k, v in data["shards"].items() if isinstance(v, dict) and isinstance(v.get("azure"), dict)}
+    return {
+        k: v
+        for k, v in data["shards"].items()
+        if isinstance(v, dict) and isinstance(v.get("azure"), dict) and file_name_problem(k) is None
+    }
 
 
 def _write_journal(data_dir: str, source: dict[str, Any], records: dict[str, dict[str, Any]]) -> None:
@@ -652,8 +683,23 @@ def _short(exc: BaseException, scrub: Scrubber) -> str:
     return scrub(f"{type(exc).__name__}: {text}")[:300]
 
 
-def explain(exc: BaseException, auth: AzureAuth, container: str, what: str) -> ArmsError:
-    """Turn an SDK error into a sentence (scrubbed of secrets)."""
+def disk_error(exc: OSError, data_dir: str | None, what: str) -> ArmsError:
+    """A file system error on this host as a sentence: a full disk is the user's to fix, not a bug."""
+    where = data_dir or (os.path.dirname(exc.filename) if isinstance(exc.filename, str) else "the data dir")
+    why = exc.strerror or str(exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return ArmsError(
+            f"the disk holding {where} filled up while {what} ({why}); free space there or choose a data_dir on a "
+            "larger disk, then run again: finished files are kept, nothing half-written is left."
+        )
+    return ArmsError(
+        f"could not write to {where} while {what} ({why}); fix that folder (permissions, a read-only or missing "
+        "disk) or choose another data_dir, then run again: finished files are kept."
+    )
+
+
+def explain(exc: BaseException, auth: AzureAuth, container: str, what: str, data_dir: str | None = None) -> ArmsError:
+    """Turn an SDK or file system error into a sentence (scrubbed of secrets)."""
     from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
 
     if isinstance(exc, ArmsError):
@@ -683,6 +729,8 @@ def explain(exc: BaseException, auth: AzureAuth, container: str, what: str) -> A
         return ArmsError(f"a blob changed while {what} in {where} ({brief}); run the sync again.")
     if isinstance(exc, HttpResponseError) and status:
         return ArmsError(f"Azure answered {brief} while {what} in {where}; check the account and container.")
+    if isinstance(exc, OSError) and not isinstance(exc, ConnectionError | TimeoutError):
+        return disk_error(exc, data_dir, what)
     if not (isinstance(exc, AzureError | ConnectionError | TimeoutError) or _transient(exc)):
         return ArmsError(
             f"the Azure sync failed unexpectedly while {what} in {where} ({brief}); this is a bug in "
@@ -879,7 +927,7 @@ class AzureSync:
         except ArmsError:
             raise
         except Exception as exc:  # SDK errors become sentences, scrubbed
-            raise explain(exc, self.auth, self.container, what) from None
+            raise explain(exc, self.auth, self.container, what, self.data_dir) from None
 
     # -- listing and planning ------------------------------------------------------------
     def list_blobs(self) -> list[BlobInfo]:
@@ -1077,6 +1125,7 @@ class AzureSync:
     def run(self, check_mode: bool = False) -> SyncResult:
         started = time.monotonic()
         result = SyncResult(changed=False, data_dir=self.data_dir, manifest=manifest_path(self.data_dir))
+        self._check_data_dir()
         blobs = self.list_blobs()
         self.report.phase("azure sync: planning")
         try:
@@ -1102,7 +1151,10 @@ class AzureSync:
             result.seconds = time.monotonic() - started
             result.msg = self._message(result, check_mode=True)
             return result
-        os.makedirs(self.data_dir, exist_ok=True)
+        try:
+            os.makedirs(self.data_dir, exist_ok=True)
+        except OSError as exc:
+            raise disk_error(exc, self.data_dir, "creating the data dir") from None
         with _locked(self.data_dir):
             _remove_stale_tmps(self.data_dir)
             # the journal only ever names files whose bytes match their record
@@ -1168,7 +1220,9 @@ class AzureSync:
                     except _BadShard as exc:
                         error = error or self._bad_shard(exc)
                     except Exception as exc:
-                        error = error or explain(exc, self.auth, self.container, f"downloading {blob.name}")
+                        error = error or explain(
+                            exc, self.auth, self.container, f"downloading {blob.name}", self.data_dir
+                        )
                     else:
                         fetched[blob.rel] = entry
                         records[blob.rel] = entry
@@ -1211,6 +1265,10 @@ class AzureSync:
             "reads the string column 'text' of every *.parquet file in the data dir, so remove or fix that blob "
             "(or sync a prefix without it). Finished files are kept; nothing half-written is left."
         )
+
+    def _check_data_dir(self) -> None:
+        """The data dir is (or can become) a folder on a file system that holds files, before any disk sums."""
+        check_folder_for_writing(self.data_dir, "data_dir")
 
     def _check_disk(self, fetch: list[BlobInfo], need: int) -> None:
         free = free_bytes(self.data_dir)
@@ -1372,3 +1430,7 @@ def sync(
         return AzureSync(container, data_dir, auth, prefix=prefix, **options).run(check_mode=check_mode)
     except ArmsError as exc:
         raise ArmsError(auth.scrub(str(exc))) from None
+    except OSError as exc:  # the journal, manifest or cache could not be written (a full disk)
+        if isinstance(exc, ConnectionError | TimeoutError):
+            raise
+        raise ArmsError(auth.scrub(str(disk_error(exc, data_dir, "writing the sync's records")))) from None

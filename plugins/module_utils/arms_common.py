@@ -81,6 +81,28 @@ def free_bytes(path: str) -> int:
     return shutil.disk_usage(probe).free
 
 
+def check_folder_for_writing(path: str, what: str) -> None:
+    """ArmsError unless ``path`` is, or can be made, a folder this user writes on a file system that holds files.
+
+    Checked before any disk-space sum: ``/proc/x`` is on a file system of 0 bytes, which is not "not
+    enough free disk". Nothing is created.
+    """
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ArmsError(f"{what} {path} exists and is not a folder; move it away or choose another {what}.")
+    probe = os.path.abspath(path)
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        raise ArmsError(f"{what} {path} cannot be created: {probe} is a file, not a folder; choose another {what}.")
+    if shutil.disk_usage(probe).total == 0:
+        raise ArmsError(
+            f"{what} {path} is on a file system that holds no files ({probe} is like /proc or /sys: 0 bytes in "
+            f"all); choose a folder on a disk for {what}."
+        )
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ArmsError(f"{what} {path} is not writable by this user ({probe} denies it); choose a writable folder.")
+
+
 def human_bytes(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB", "TB"):
         if abs(n) < 1000 or unit == "TB":

@@ -59,6 +59,7 @@ from ansible.module_utils.arms_common import (
     ArmsError,
     ProgressWriter,
     atomic_write_json,
+    check_folder_for_writing,
     free_bytes,
     fsync_dir,
     human_bytes,
@@ -704,11 +705,7 @@ def _nearest_existing(path: str) -> str:
 
 
 def _check_writable(path: str, what: str) -> None:
-    existing = _nearest_existing(path)
-    if not os.path.isdir(existing):
-        raise ArmsError(f"{what} {path} cannot be created: {existing} is a file, not a folder; pick another path.")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ArmsError(f"{what} {path} is not writable by this user ({existing} denies it); pick a writable path.")
+    check_folder_for_writing(path, what)
 
 
 def _make_dir(path: str, what: str) -> None:
@@ -942,11 +939,12 @@ def prepare_random_subset(
         units = [(int(u[0]), tuple(u[1])) for u in resume_state["units"]]
     else:
         bits, units = plan.bits, plan.units
-    _check_space(opts, plan, facts, units, done_units, data_dir, work_dir, val_dir, wipe)
+    # where first, then how much: a data_dir on /proc is not "not enough free disk"
     _check_writable(data_dir, "data_dir")
     _check_writable(work_dir, "work_dir")
     if opts.val_fraction > 0:
         _check_writable(val_dir, "val_dir")
+    _check_space(opts, plan, facts, units, done_units, data_dir, work_dir, val_dir, wipe)
 
     if check_mode:
         n_shards = max(1, round(est_kept * (1 - opts.val_fraction) / opts.rows_per_shard))
