@@ -16,6 +16,8 @@ description:
   - The run is detached (its own session; it survives the SSH connection and Ansible ending), with
     a log file C(<state_dir>/<run_name>.log), a JSON pid file C(<state_dir>/<run_name>.pid.json)
     and an exit-code file C(<state_dir>/<run_name>.exit) written when it ends.
+  - One process on one node without a GPU starts as C(<venv>/bin/python -m scripts.base_train FLAGS)
+    (see I(launcher)); real nanochat trains on CPU only that way.
   - One node runs C(--standalone --nproc_per_node=<gpus_per_node>). An arm on several hosts runs
     C(--nnodes=<nnodes> --node_rank=<node_rank> --master_addr=<rdzv_host> --master_port=<rdzv_port>)
     (torchrun's static rendezvous, which keeps rank 0 and its log on node rank 0).

@@ -72,7 +72,8 @@ def current_identity(
     *, chdir: str, base_dir: str, data_dir: str, flags: Sequence[str], launcher: str, processes: int
 ) -> dict[str, Any]:
     """The identity a run started now would have (see the module docstring)."""
-    edits = _git(chdir, "diff", "--name-only", "HEAD")
+    # content edits only: the CRLF repair gives every script a run bit, which is no change of code
+    edits = _git(chdir, "-c", "core.fileMode=false", "diff", "--name-only", "HEAD")
     data, val = data_identity(data_dir)
     return {
         "commit": _git(chdir, "rev-parse", "HEAD"),

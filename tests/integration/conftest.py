@@ -97,6 +97,13 @@ def on_host(host: str, command: str, check: bool = True) -> subprocess.Completed
     return proc
 
 
+def converge(secrets: dict[str, str], *playbooks: str, **kw: Any) -> None:
+    """Run ``playbooks`` in order; each must succeed."""
+    for playbook in playbooks:
+        summary = play(playbook, secrets, **kw)
+        assert summary.ok, f"{playbook}: {failure_text(summary)}"
+
+
 def failure_text(summary: Summary) -> str:
     return "\n".join(f"{f['host']} | {f['task']} | {f['msg']}" for f in summary.failures) or summary.stdout[-4000:]
 

@@ -6,15 +6,28 @@ import os
 import subprocess
 
 import pytest
-from conftest import LAB, failure_text, lab_overrides, on_host, play
+import yaml
+from conftest import LAB, ROOT, failure_text, lab_overrides, on_host, play
 
 pytestmark = pytest.mark.lab
 ARM_HOSTS = ["cpu", "top", "random"]
 
 
 def pin_sha() -> str:
+    """The experiment's own pin (experiment.yml: the lab overrides the repo, never the commit), in the
+    lab's clone of the real nanochat."""
+    with open(os.path.join(ROOT, "inventory", "group_vars", "all", "experiment.yml")) as fh:
+        commit = yaml.safe_load(fh)["experiment"]["nanochat"]["commit"]
     return subprocess.run(
-        ["git", "-C", os.path.join(LAB, "nanochat.git"), "rev-parse", "era-fp32^{commit}"],
+        [
+            "git",
+            "-C",
+            os.path.join(LAB, "nanochat.git"),
+            "rev-parse",
+            "--verify",
+            "--end-of-options",
+            f"{commit}^{{commit}}",
+        ],
         check=True,
         capture_output=True,
         text=True,
@@ -71,9 +84,27 @@ def test_credential_files_are_private_and_written_once(converged, host: str) -> 
     assert login.stdout.strip() == secrets["WANDB_API_KEY"]
     assert on_host(host, "cat ~/.cache/huggingface/token").stdout == secrets["HF_TOKEN"]
     env_file = on_host(host, "cat ~/.config/nanochat-arms/secrets.env").stdout
-    assert f"WANDB_API_KEY='{secrets['WANDB_API_KEY']}'" in env_file
+    # the launcher sources it with bash: that is the value that counts
+    sourced = on_host(host, 'set -a; . ~/.config/nanochat-arms/secrets.env; printf %s "$WANDB_API_KEY"').stdout
+    assert sourced == secrets["WANDB_API_KEY"]
     has_azure = "AZURE_STORAGE_CONNECTION_STRING" in env_file
     assert has_azure == (host == "top"), "only the Azure arm's host gets Azure credentials"
+
+
+def test_real_nanochat_scripts_copied_through_windows_are_repaired(converged) -> None:
+    secrets, _, _ = converged
+    # as if copied through Windows: CRLF endings and no run bit on nanochat's own runs/*.sh
+    on_host("top", "cd ~/nanochat && for f in runs/*.sh; do sed -i 's/$/\\r/' $f; chmod -x $f; done")
+    assert int(on_host("top", "cd ~/nanochat && cat runs/*.sh | grep -c $'\\r'").stdout) > 0
+    repaired = play("playbooks/repair.yml", secrets, tags="crlf", limit="top")
+    assert repaired.ok and repaired.hosts["top"].changed == 1, failure_text(repaired)
+    for script in on_host("top", "cd ~/nanochat && ls runs/*.sh").stdout.split():
+        assert on_host("top", f"cd ~/nanochat && grep -c $'\\r' {script} || true").stdout.strip() == "0"
+        assert on_host("top", f"cd ~/nanochat && test -x {script}", check=False).returncode == 0
+    # byte for byte nanochat's own files again (modes aside, git sees no change)
+    assert on_host("top", "git -C ~/nanochat -c core.fileMode=false diff --stat -- runs").stdout == ""
+    again = play("playbooks/repair.yml", secrets, tags="crlf", limit="top")
+    assert again.ok and again.hosts["top"].changed == 0
 
 
 def test_no_secret_in_runner_output_or_artifacts(converged, tmp_path) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import failure_text, lab_overrides, on_host, play
+from conftest import converge, failure_text, lab_overrides, on_host, play
 
 pytestmark = pytest.mark.lab
 DATA = "~/.cache/nanochat/base_data"
@@ -11,9 +11,7 @@ DATA = "~/.cache/nanochat/base_data"
 
 @pytest.fixture(scope="module")
 def ready(lab):
-    for playbook in ("playbooks/setup.yml", "playbooks/data.yml", "playbooks/tokenizer.yml"):
-        summary = play(playbook, lab)
-        assert summary.ok, failure_text(summary)
+    converge(lab, "playbooks/setup.yml", "playbooks/data.yml", "playbooks/tokenizer.yml")
     baseline = play("playbooks/preflight.yml", lab)
     assert baseline.ok, failure_text(baseline)
     return lab
@@ -32,7 +30,7 @@ def repair_top(lab) -> None:
 
 
 def test_a_different_commit_is_refused(ready) -> None:
-    on_host("top", "git -C ~/nanochat checkout -q -f era-fixed")
+    on_host("top", "git -C ~/nanochat checkout -q -f HEAD~1")  # the real commit before the pin
     try:
         text = refused(ready)
         assert "top: nanochat is at" in text or "different nanochat commits" in text
@@ -69,7 +67,8 @@ def test_an_arm_with_its_own_hyperparameter_is_refused(ready) -> None:
 def test_a_stray_climbmix_folder_read_by_newer_nanochat_is_refused(ready) -> None:
     on_host(
         "top",
-        "git -C ~/nanochat checkout -q -f era-climbmix && mkdir -p ~/.cache/nanochat/base_data_climbmix"
+        # 324e69c: real nanochat's first commit that reads base_data_climbmix when it exists
+        "git -C ~/nanochat checkout -q -f 324e69c && mkdir -p ~/.cache/nanochat/base_data_climbmix"
         f" && cp {DATA}/shard_00000.parquet ~/.cache/nanochat/base_data_climbmix/",
     )
     try:
