@@ -352,6 +352,7 @@ msg:
   type: str
 """
 
+import contextlib
 import os
 import time
 from typing import Any
@@ -368,6 +369,7 @@ from ansible.module_utils.arms_launch import (
     find_trainings,
     int_flag,
     latest_checkpoint_step,
+    launch_lock,
     launched_program,
     normalize_flags,
     read_exit_code,
@@ -479,10 +481,14 @@ def main() -> None:
     set_inventory_arg(p["inventory_arg"])
     host = p["host"] or os.uname().nodename
     state_dir = p["state_dir"] or os.path.join(p["base_dir"], "arms_runs")
+    # a launch holds the host's launch lock from reading the run's record until it has started it
+    lock = contextlib.ExitStack()
     try:
         paths = run_paths(state_dir, p["run_name"])
+        if p["state"] == "started" and not module.check_mode:
+            lock.enter_context(launch_lock(state_dir))
         record = read_pidfile(paths["pidfile"])
-    except ArmsError as exc:
+    except (ArmsError, OSError) as exc:
         module.fail_json(msg=str(exc))
     model_tag = p["model_tag"] or f"d{p['depth']}"
     style = p["flag_style"]
@@ -652,6 +658,7 @@ def main() -> None:
     if alive and not p["force"]:
         result.update(report())
         result["msg"] = f"run {p['run_name']} is already running (pid {result['pid']}): {result['progress_line']}."
+        lock.close()
         if p["wait_for_step"]:
             _wait(module, result, paths, p, host)
         module.exit_json(**result)
@@ -730,6 +737,7 @@ def main() -> None:
         )
     except ArmsError as exc:
         module.fail_json(msg=str(exc), **result)
+    lock.close()
     result.update(report())
     changes.clear()  # the run now on record is made from what the experiment declares
     result.update(changed=True, stale=False)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import fcntl
 import glob
 import json
 import os
@@ -41,7 +42,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from ansible.module_utils.arms_common import ArmsError, atomic_write_json, human_bytes
@@ -402,13 +403,34 @@ def build_command(
     if wandb_mode:
         env["WANDB_MODE"] = wandb_mode
     for key, value in (extra_env or {}).items():
-        if key in RESERVED_ENV:
-            raise ArmsError(
-                f"extra_env may not set {key}: the launcher sets it from the experiment (base_dir, "
-                "experiment and arm names, venv)."
-            )
+        check_extra_env(str(key), value)
         env[str(key)] = str(value)
     return argv, env
+
+
+# variables that change WHAT runs (the loader, the interpreter, the wrapper shell), not how: an
+# extra_env entry may not set them (a value from an inventory would run code of its choosing)
+CODE_ENV = re.compile(
+    r"^(LD_\w+|PYTHON(PATH|HOME|STARTUP|USERBASE|INSPECT)|BASH_ENV|ENV|SHELLOPTS|BASHOPTS|PS4|IFS|BASH_FUNC_.*)$"
+)
+
+
+def check_extra_env(key: str, value: Any) -> None:
+    """An extra_env entry is a plain variable name, not one the launcher owns or one that loads code."""
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+        raise ArmsError(f"extra_env name {key!r} is not a variable name (letters, digits and '_').")
+    if key in RESERVED_ENV:
+        raise ArmsError(
+            f"extra_env may not set {key}: the launcher sets it from the experiment (base_dir, "
+            "experiment and arm names, venv)."
+        )
+    if CODE_ENV.match(key):
+        raise ArmsError(
+            f"extra_env may not set {key}: it changes which code the run loads (the dynamic loader, Python or "
+            "the wrapper shell), not how nanochat trains."
+        )
+    if "\0" in str(value):
+        raise ArmsError(f"extra_env {key} holds a NUL character, which no environment variable can.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -725,6 +747,20 @@ def _tokens(n: int) -> str:
 PIDFILE_SUFFIX = ".pid.json"
 
 
+@contextlib.contextmanager
+def launch_lock(state_dir: str) -> Iterator[None]:
+    """Hold this host's launch lock (``<state_dir>/.launch.lock``) over a check-then-launch, so two
+    launches at once cannot both find no run alive and both start one (sharing a log, with the pid
+    file naming only one)."""
+    os.makedirs(state_dir, mode=0o700, exist_ok=True)
+    fd = os.open(os.path.join(state_dir, ".launch.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def run_paths(state_dir: str, run_name: str) -> dict[str, str]:
     """Where one run's files live: pidfile, log, exit file (the exit code, written when it ends)."""
     base = os.path.join(state_dir, check_run_name(run_name))
@@ -992,6 +1028,23 @@ def run_workers(record: Mapping[str, Any]) -> list[int]:
     return [t["pgid"] for t in find_trainings(None, cwd, base) if t["pgid"] != own]
 
 
+def group_is_ours(record: Mapping[str, Any]) -> bool:
+    """The process group of a run record still belongs to that run (on the boot it was recorded on).
+
+    It does while its leader runs with the recorded start time, and also once the leader is gone:
+    Linux does not hand out a pid that is still some process group's id, so members left in the
+    group are the run's own. When a process with the leader's pid runs with another start time, the
+    pid was reused after the whole group had ended, and the group is a stranger's: never signal it.
+    """
+    if record.get("boot_id") and record["boot_id"] != boot_id():
+        return False
+    leader = proc_stat(int(record.get("pgid", record["pid"])))
+    if leader is None:
+        return True
+    recorded = record.get("start_ticks") if int(record.get("pgid", record["pid"])) == int(record["pid"]) else None
+    return recorded is None or leader["start_ticks"] == recorded
+
+
 def stop(pidfile: str, timeout: float = 60.0, kill_timeout: float = 10.0) -> dict[str, Any]:
     """Stop a run's whole process group and its workers: SIGTERM, then SIGKILL after ``timeout`` s.
 
@@ -1016,7 +1069,8 @@ def stop(pidfile: str, timeout: float = 60.0, kill_timeout: float = 10.0) -> dic
     same_boot = not record.get("boot_id") or record["boot_id"] == boot_id()
     since = record.get("start_ticks")
     alive = record_alive(record)
-    members = group_members(pgid, since) if same_boot else []
+    ours = same_boot and group_is_ours(record)
+    members = group_members(pgid, since) if ours else []
     workers = run_workers(record) if same_boot else []
     out: dict[str, Any] = {
         "pid": pid,
@@ -1030,7 +1084,7 @@ def stop(pidfile: str, timeout: float = 60.0, kill_timeout: float = 10.0) -> dic
     if not alive and not members and not workers:
         out["msg"] = f"run {name} (pid {pid}) is not running: nothing to stop."
         return out
-    if alive or members:
+    if ours and (alive or members):
         out.update(signal_group(pgid, since_ticks=since, leader=pid, timeout=timeout, kill_timeout=kill_timeout))
     # workers the launcher's signal did not reach, or that outlived it
     orphans: list[int] = []

@@ -20,12 +20,15 @@ import pytest
 from ansible.module_utils.arms_common import ArmsError
 from ansible.module_utils.arms_identity import current_identity, identity_changes
 from ansible.module_utils.arms_launch import (
+    boot_id,
     build_command,
+    check_extra_env,
     choose_launcher,
     compare_budgets,
     default_ratio,
     find_trainings,
     flag_style,
+    group_is_ours,
     group_members,
     held_tokens,
     is_alive,
@@ -33,6 +36,7 @@ from ansible.module_utils.arms_launch import (
     launched_program,
     normalize_flags,
     planned_tokens,
+    proc_stat,
     read_pidfile,
     render_flags,
     run_paths,
@@ -641,3 +645,52 @@ def test_current_identity_reads_commit_edits_tokenizer_and_manifest(tmp_path) ->
     second = current_identity(flags=["--depth=2"], **kw)
     assert second["source_edits"] == ["nanochat/common.py"]
     assert identity_changes(first, second) == ["edits to the checkout none -> nanochat/common.py"]
+
+
+# ---- security: stop never signals a stranger; extra_env cannot load code ----
+
+
+def test_stop_after_the_pid_was_reused_leaves_the_new_process_alone(tmp_path, cleanup) -> None:
+    """A finished run's pid now belongs to an unrelated `setsid sleep` (a group leader of its own)."""
+    stranger = subprocess.Popen(["setsid", "sleep", "60"])
+    cleanup.append(stranger.pid)
+    wait_for(lambda: os.getpgid(stranger.pid) == stranger.pid)
+    ticks = proc_stat(stranger.pid)["start_ticks"]
+    paths = run_paths(str(tmp_path / "state"), "old-run")
+    os.makedirs(os.path.dirname(paths["pidfile"]))
+    # the old run's record: same pid and group, same boot, but it started earlier than the stranger
+    record = {"pid": stranger.pid, "pgid": stranger.pid, "start_ticks": ticks - 50, "boot_id": boot_id()}
+    Path(paths["pidfile"]).write_text(json.dumps({**record, "run_name": "old-run", "cwd": str(tmp_path)}))
+    assert not is_alive(paths["pidfile"])
+    outcome = stop(paths["pidfile"], timeout=2, kill_timeout=1)
+    assert outcome["signals"] == [] and "nothing to stop" in outcome["msg"]
+    assert stranger.poll() is None, "stop() killed a process that was not the run's"
+
+
+def test_a_group_whose_leader_is_gone_is_still_the_runs(tmp_path, cleanup) -> None:
+    record, paths, child_file = start_worker(tmp_path)
+    cleanup.append(record["pgid"])
+    child = int(Path(child_file).read_text())
+    os.kill(record["pid"], signal.SIGKILL)  # the launcher dies, its worker stays in the group
+    wait_for(lambda: not is_alive(paths["pidfile"]))
+    assert group_is_ours(read_pidfile(paths["pidfile"]))
+    assert stop(paths["pidfile"], timeout=10)["stopped"]
+    wait_for(lambda: not os.path.exists(f"/proc/{child}") or Path(f"/proc/{child}/stat").read_text().split()[2] == "Z")
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        ("LD_PRELOAD", "changes which code the run loads"),
+        ("LD_LIBRARY_PATH", "changes which code the run loads"),
+        ("PYTHONPATH", "changes which code the run loads"),
+        ("BASH_ENV", "changes which code the run loads"),
+        ("PATH", "the launcher sets it"),
+        ("A B", "is not a variable name"),
+        ("X=Y", "is not a variable name"),
+    ],
+)
+def test_extra_env_that_would_load_code_is_refused(key: str, message: str) -> None:
+    with pytest.raises(ArmsError, match=message):
+        check_extra_env(key, "/tmp/evil.so")
+    check_extra_env("WANDB_MODE", "offline")  # what extra_env is for

@@ -377,3 +377,42 @@ def test_a_run_made_from_other_inputs_is_refused_and_marked_stale(lab, capsys) -
     forced = run(capsys, changed, force=True, wait_for_step=True, start_timeout=30)
     assert forced["changed"] is True and forced["stale"] is False
     assert run(capsys, changed, state="status")["identity_changes"] == []
+
+
+def test_four_launches_at_once_start_one_training(lab) -> None:
+    """Each launch is its own process (as four Ansible forks would be): the launch lock lets one start."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    runner = (
+        "import json, sys\n"
+        f"sys.path[:0] = [{str(root / 'scripts')!r}, {str(root / 'tests')!r}]\n"
+        "import _arms_path\n"
+        "from ansible.module_utils.testing import patch_module_args\n"
+        "from modtest import load_module\n"
+        "with patch_module_args(json.loads(sys.argv[1])):\n"
+        "    try:\n"
+        "        load_module('nanochat_train').main()\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+    )
+    args = {**lab["args"], "extra_env": {**lab["args"]["extra_env"], "FAKE_DELAY": "1"}}
+    procs = [
+        subprocess.Popen([sys.executable, "-c", runner, json.dumps(args)], stdout=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    results = [json.loads(p.communicate(timeout=120)[0].strip().splitlines()[-1]) for p in procs]
+    assert not any(r.get("failed") for r in results), [r["msg"] for r in results]
+    started = [r for r in results if r["changed"]]
+    assert len(started) == 1, [r["msg"] for r in results]
+    assert all("already running" in r["msg"] for r in results if not r["changed"])
+    # one launcher group on the host, and it is the one the pid file names
+    launchers = [
+        pid
+        for pid in os.listdir("/proc")
+        if pid.isdigit()
+        and os.path.exists(f"/proc/{pid}/cmdline")
+        and str(Path(args["venv"], "bin", "torchrun")).encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+    ]
+    assert len({os.getpgid(int(pid)) for pid in launchers}) == 1
+    assert read_pidfile(str(lab["state"] / "run-a.pid.json"))["pid"] == started[0]["pid"]
