@@ -16,6 +16,9 @@ taken from the environment and handed to the playbook as the credentials role's 
 are never in runner's artifacts (which are also scrubbed of them), in what this prints or in the
 summary. Do not pass secrets with -e: extra vars are stored in the private data dir.
 
+Ending it (SIGTERM, SIGINT, or SIGKILL) ends the playbook and everything it started on the controller;
+a secrets file a killed run left in the temporary folder is removed at the next start.
+
 Exit status: 0 the run succeeded; 1 a host failed or was unreachable, or ansible-runner did not
 report success; 2 bad arguments. The private data dir (artifacts: job events, stdout) is a
 temporary folder removed after a successful run and kept, with its path printed, after a failed one,
@@ -38,7 +41,7 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _arms_path  # noqa: F401
 from ansible.module_utils.arms_common import ArmsError, atomic_write_json, human_seconds
-from ansible.module_utils.arms_runner import SECRET_ENV, Summary, run_playbook, secrets_from_env
+from ansible.module_utils.arms_runner import SECRET_ENV, Summary, clean_stale, run_playbook, secrets_from_env
 
 PROG = "nanochat-arms-run"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -238,6 +241,9 @@ def main(argv: list[str] | None = None) -> int:
         print(mask(ANSI.sub("", line)), flush=True)
 
     mask = masker(list(secrets_from_env(dict(os.environ))[1].values()))
+    # a run killed before (SIGKILL, a cancelled CI job) may have left its secrets file or its playbook
+    for line in clean_stale():
+        out(f"{PROG}: {line}")
     try:
         project = project_dir(args.project_dir)
         playbook = existing(args.playbook, "playbook")
