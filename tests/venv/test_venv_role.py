@@ -96,7 +96,8 @@ def test_gpu_extra_resolves_torch_cu128_from_the_named_index(
     assert install["rc"] == 0, install["stderr"]
     assert ["--index", f"pytorch-cu128={url}"] == argv[argv.index("--index") : argv.index("--index") + 2]
     assert argv[argv.index("--index-strategy") + 1] == "unsafe-best-match"
-    assert "--dry-run" in argv
+    assert "--dry-run" in argv and argv[argv.index("--override") + 1] == "/dev/stdin"
+    assert not (venv_host.state / "nanochat-overrides.txt").exists()  # check mode records nothing
     planned = would_install(install["stderr"])
     assert planned["torch"] == "2.9.1+cu128", install["stderr"]
     assert planned["nvidia-cudnn-cu12"] and planned["triton"]  # torch's CUDA pins resolved, by metadata
@@ -146,7 +147,7 @@ def _need_cpu_wheel() -> None:
 def test_lab_cpu_path_resolves_torch_2_13_cpu_without_any_index(venv_host: VenvHost) -> None:
     """The lab's settings: no extra, torch forced to the local CPU wheel; nanochat's pyproject adds no index."""
     _need_cpu_wheel()
-    venv_host.make_empty_venv(torch_spec=LAB_CPU["nanochat_venv_torch_spec"])
+    venv_host.make_empty_venv()
     summary, result = venv_host.run(check=True, **LAB_CPU, **NO_IMPORT_CHECK)
     assert summary.ok, summary.failures
     assert result["indexes"]["indexes"] == [] and result["indexes"]["uv_args"] == []
@@ -154,7 +155,7 @@ def test_lab_cpu_path_resolves_torch_2_13_cpu_without_any_index(venv_host: VenvH
     assert install["rc"] == 0, install["stderr"]
     assert not any(a.startswith("--index") for a in install["cmd"])
     planned = would_install(install["stderr"])
-    assert planned["torch"] == "2.13.0+cpu"
+    assert planned["torch"] == "2.13.0+cpu"  # the override, given on stdin (no overrides file was written)
     assert not any(name.startswith("nvidia-") for name in planned)
     assert tuple(int(x) for x in planned["wandb"].split(".")[:2]) >= (0, 22)
 
@@ -175,6 +176,8 @@ def test_lab_cpu_path_installs_then_reruns_green(venv_host: VenvHost) -> None:
     assert second.ok, second.failures
     assert second.changed_total() == {"localhost": 0}, [t for t in second.tasks if t["status"] == "changed"]
     assert "Installed" not in result["install"]["stderr"]
+    overrides = (venv_host.state / "nanochat-overrides.txt").read_text().splitlines()
+    assert overrides[1:] == ["wandb>=0.22.3", "torch==2.13.0+cpu"]
     checked, _ = venv_host.run(check=True, **LAB_CPU)
     assert checked.ok, checked.failures
     assert checked.changed_total() == {"localhost": 0}, [t for t in checked.tasks if t["status"] == "changed"]

@@ -39,17 +39,9 @@ class VenvHost:
         self.uv = uv
         self.result_file = base / "venv-result.json"
 
-    def make_empty_venv(self, torch_spec: str = "") -> None:
-        """What an earlier run left: a venv (without nanochat's packages) and the overrides file.
-
-        Check mode then dry-runs the role's install against them (the role's check mode reads the
-        overrides file already on disk; the content is the role's, for these variables).
-        """
+    def make_empty_venv(self) -> None:
+        """What an earlier run left: a venv without nanochat's packages (check mode then dry-runs the install)."""
         subprocess.run([self.uv, "venv", "--quiet", "--python", sys.executable, str(self.venv)], check=True)
-        self.state.mkdir(mode=0o700, exist_ok=True)
-        (self.state / "nanochat-overrides.txt").write_text(
-            f"# nanochat-arms overrides (nanochat_venv role)\nwandb>=0.22.3\n{torch_spec}\n"
-        )
 
     def installed(self) -> set[str]:
         """Distribution names (lower case) installed in the venv."""
