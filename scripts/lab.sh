@@ -198,6 +198,10 @@ seed_data() {
   "$PY" "$ROOT/tests/lab/seed_azurite.py" --dataset "$LAB/data/fortified" \
     --port "$AZURITE_PORT" --container quratingfiltered --prefix top16.5/
   real_nanochat
+  # a one-wheel stand-in for the PyTorch index nanochat's pyproject names (torch 2.9.1+cu128), so the
+  # GPU venv's index resolution is tested without the real index or GPUs
+  "$PY" "$ROOT/tests/lab/fake_torch_index.py" "$LAB/torch-index" >/dev/null
+  chmod -R a+rX "$LAB/torch-index"
   # idempotent: rebuilt only when the stand-in's template changed
   "$PY" "$ROOT/tests/lab/build_standin.py" --force "$LAB/nanochat-standin.git" >/dev/null
   chmod -R a+rX "$LAB/nanochat-standin.git"

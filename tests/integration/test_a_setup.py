@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 
 import pytest
 import yaml
@@ -105,6 +106,49 @@ def test_real_nanochat_scripts_copied_through_windows_are_repaired(converged) ->
     assert on_host("top", "git -C ~/nanochat -c core.fileMode=false diff --stat -- runs").stdout == ""
     again = play("playbooks/repair.yml", secrets, tags="crlf", limit="top")
     assert again.ok and again.hosts["top"].changed == 0
+
+
+def gpu_venv(secrets: dict[str, str], index_dir: str) -> object:
+    """The venv role with nanochat's gpu extra in check mode (its install is a dry run: no GB of CUDA
+    wheels), the index name its pyproject gives torch pointed at a local stand-in index."""
+    extravars = {
+        "role": "nanochat_venv",
+        "nanochat_venv_extra": "gpu",
+        "nanochat_venv_torch_spec": "",
+        "nanochat_venv_index_urls": {"pytorch-cu128": f"file://{index_dir}/simple"},
+    }
+    return play("playbooks/run_role.yml", secrets, limit="cpu", extravars=extravars, check=True, verbosity=1)
+
+
+def test_the_gpu_venv_resolves_nanochats_own_torch_from_the_index_its_pyproject_names(converged) -> None:
+    secrets, _, _ = converged
+    # lab.sh built .lab/torch-index: one wheel named like the real torch-2.9.1+cu128
+    summary = gpu_venv(secrets, os.path.join(LAB, "torch-index"))
+    assert summary.ok, failure_text(summary)
+    out = summary.stdout
+    assert "--index pytorch-cu128=file://" in out and "unsafe-best-match" in out
+    assert "+ torch==2.9.1+cu128" in out and "- torch==2.13.0+cpu" in out
+    # a dry run: the lab host still trains with its CPU torch, and no CUDA package was installed
+    version = on_host("cpu", "~/nanochat/.venv/bin/python -c 'import torch; print(torch.__version__)'").stdout
+    assert version.strip() == "2.13.0+cpu"
+    assert "nvidia" not in on_host("cpu", "ls ~/nanochat/.venv/lib/python3.11/site-packages").stdout
+    # control: an index without that exact build fails at the install, naming the torch it needs
+    other = tmp_path / "cu126-index"
+    subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "tests", "lab", "fake_torch_index.py"),
+            str(other),
+            "--version",
+            "2.9.1+cu126",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    os.chmod(tmp_path, 0o755)
+    subprocess.run(["chmod", "-R", "a+rX", str(other)], check=True)
+    failed = gpu_venv(secrets, str(other))
+    assert not failed.ok and "torch==2.9.1+cu128" in failed.stdout
 
 
 def test_no_secret_in_runner_output_or_artifacts(converged, tmp_path) -> None:

@@ -48,7 +48,10 @@ def leftovers(tmp_path: Path) -> list[str]:
 def prepare_workdir(work: Path) -> None:
     """What pass.yml expects: a nanochat-looking checkout, a torchrun stand-in, the progress state."""
     (work / "checkout" / "scripts").mkdir(parents=True)
-    (work / "checkout" / "scripts" / "base_train.py").write_text("# stand-in\n")
+    # argparse with dashed options, as real nanochat declares them (the launcher reads its flag style here)
+    (work / "checkout" / "scripts" / "base_train.py").write_text(
+        'parser.add_argument("--device-batch-size", type=int)\n'
+    )
     (work / "venv" / "bin").mkdir(parents=True)
     (work / "venv" / "bin" / "torchrun").write_text(TORCHRUN)
     (work / "venv" / "bin" / "torchrun").chmod(0o755)
