@@ -133,21 +133,11 @@ def test_the_gpu_venv_resolves_nanochats_own_torch_from_the_index_its_pyproject_
     assert version.strip() == "2.13.0+cpu"
     assert "nvidia" not in on_host("cpu", "ls ~/nanochat/.venv/lib/python3.11/site-packages").stdout
     # control: an index without that exact build fails at the install, naming the torch it needs
-    other = tmp_path / "cu126-index"
-    subprocess.run(
-        [
-            sys.executable,
-            os.path.join(ROOT, "tests", "lab", "fake_torch_index.py"),
-            str(other),
-            "--version",
-            "2.9.1+cu126",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    os.chmod(tmp_path, 0o755)
-    subprocess.run(["chmod", "-R", "a+rX", str(other)], check=True)
-    failed = gpu_venv(secrets, str(other))
+    other = os.path.join(LAB, "torch-index-cu126")  # where the lab's users can read it
+    builder = os.path.join(ROOT, "tests", "lab", "fake_torch_index.py")
+    subprocess.run([sys.executable, builder, other, "--version", "2.9.1+cu126"], check=True, capture_output=True)
+    subprocess.run(["chmod", "-R", "a+rX", other], check=True)
+    failed = gpu_venv(secrets, other)
     assert not failed.ok and "torch==2.9.1+cu128" in failed.stdout
 
 
