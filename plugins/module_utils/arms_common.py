@@ -96,8 +96,8 @@ def check_folder_for_writing(path: str, what: str) -> None:
         raise ArmsError(f"{what} {path} cannot be created: {probe} is a file, not a folder; choose another {what}.")
     if shutil.disk_usage(probe).total == 0:
         raise ArmsError(
-            f"{what} {path} is on a file system that holds no files ({probe} is like /proc or /sys: 0 bytes in "
-            f"all); choose a folder on a disk for {what}."
+            f"{what} {path} is on a file system that holds no files ({probe}: 0 bytes in all, like /proc or "
+            f"/sys); choose a folder on a disk for {what}."
         )
     if not os.access(probe, os.W_OK | os.X_OK):
         raise ArmsError(f"{what} {path} is not writable by this user ({probe} denies it); choose a writable folder.")
