@@ -135,8 +135,8 @@ def test_a_secret_file_that_is_a_symlink_is_refused_and_left_alone(tmp_path: Pat
     assert link.is_symlink() and target.read_text() == "someone else's file\n"
 
 
-def test_a_secret_with_a_line_break_is_refused_before_anything_is_written(tmp_path: Path) -> None:
-    """credentials/tasks/validate.yml: the sentence names the secret, never shows it."""
+def validate(tmp_path: Path, secret: str) -> subprocess.CompletedProcess[str]:
+    """credentials/tasks/validate.yml on the controller with ``secret`` as the HF token."""
     play = tmp_path / "p.yml"
     play.write_text(
         "- hosts: localhost\n"
@@ -144,7 +144,6 @@ def test_a_secret_with_a_line_break_is_refused_before_anything_is_written(tmp_pa
         "  tasks:\n"
         "    - ansible.builtin.include_role: {name: credentials, tasks_from: validate.yml}\n"
     )
-    secret = "hf_line1\nline2"
     extra = {
         "credentials_wandb_required": False,
         "credentials_hf_required": True,
@@ -158,7 +157,7 @@ def test_a_secret_with_a_line_break_is_refused_before_anything_is_written(tmp_pa
     }
     (tmp_path / "vars.json").write_text(json.dumps(extra))
     os.chmod(tmp_path / "vars.json", 0o600)
-    proc = subprocess.run(
+    return subprocess.run(
         [ANSIBLE_PLAYBOOK, "-i", "localhost,", "-c", "local", "-e", f"@{tmp_path / 'vars.json'}", str(play)],
         cwd=tmp_path,
         env={**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")},
@@ -166,6 +165,18 @@ def test_a_secret_with_a_line_break_is_refused_before_anything_is_written(tmp_pa
         text=True,
         timeout=120,
     )
+
+
+def test_a_secret_with_a_line_break_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    """credentials/tasks/validate.yml: the sentence names the secret, never shows it."""
+    proc = validate(tmp_path, "hf_line1\nline2")
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0 and "The HF token given to localhost holds a line break" in " ".join(out.split())
     assert "hf_line1" not in out and "line2" not in out
+
+
+@pytest.mark.parametrize("secret", ["hf_" + "x" * 34, "hf_a'b $(id) \\x00 tóken"])
+def test_a_one_line_secret_passes_the_check(tmp_path: Path, secret: str) -> None:
+    """Letters, quotes, backslashes, 'x', '0': only control characters are refused."""
+    proc = validate(tmp_path, secret)
+    assert proc.returncode == 0, proc.stdout[-2000:]
