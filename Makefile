@@ -17,7 +17,7 @@ help:
 
 # The controller venv: Python 3.11 (ansible-core 2.19 is the newest that runs on it).
 $(VENV)/.installed: pyproject.toml
-	@command -v python3.11 >/dev/null || command -v python3 >/dev/null || { echo "python3.11 is needed"; exit 1; }
+	@bash scripts/check_controller.sh
 	@test -x $(PY) || $$(command -v python3.11 || command -v python3) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -e '.[dev,data,train]'
