@@ -74,7 +74,7 @@ problems:
   type: list
   elements: str
   returned: always
-warnings:
+notes:
   description: Things to know that do not stop the launch (an arm that will repeat data, say).
   type: list
   elements: str
@@ -126,6 +126,11 @@ def main() -> None:
         allow_unequal_repeats=p["allow_unequal_repeats"],
         repeat_tolerance=p["repeat_tolerance"],
     )
+    # Ansible reserves a result's "warnings" (passing it is deprecated): ours are "notes", also shown
+    # as the module's own warnings
+    result["notes"] = result.pop("warnings")
+    for note in result["notes"]:
+        module.warn(note)
     if result["problems"]:
         count = len(result["problems"])
         module.fail_json(
