@@ -43,11 +43,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="download nothing; verify local files against manifest.json and fail if they differ",
     )
     ap.add_argument("--download-mode", default="bulk", choices=DOWNLOAD_MODES)
-    ap.add_argument("--concurrency", type=int, default=16, help="blobs at once (default 16)")
+    ap.add_argument("--concurrency", type=int, default=32, help="blobs streaming at once (default 32)")
     ap.add_argument("--chunk-concurrency", type=int, default=None, help="parallel ranges per large blob (default 4)")
     ap.add_argument("--max-retries", type=int, default=5, help="retries per request, exponential backoff (default 5)")
     ap.add_argument("--progress-file", default=None, help="also write the JSON progress state here")
     ap.add_argument("--deep-verify", action="store_true", help="re-hash every local file (ignore the cache)")
+    ap.add_argument(
+        "--verify-content-md5",
+        action="store_true",
+        help="also compare each download's MD5 with the blob's Content-MD5 (for plain-http endpoints)",
+    )
     ap.add_argument("--check", action="store_true", help="say what would be downloaded; write nothing")
     ap.add_argument("--json", action="store_true", help="print the result as JSON")
     ap.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -72,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             chunk_concurrency=args.chunk_concurrency,
             max_retries=args.max_retries,
             deep_verify=args.deep_verify,
+            verify_content_md5=args.verify_content_md5,
             progress_file=args.progress_file,
             echo=None if args.quiet else echo,
         )

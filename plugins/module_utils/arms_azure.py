@@ -10,8 +10,18 @@ One container + prefix (a "folder": blob ``<prefix>/shard_00000.parquet`` become
   are checked after download, before the rename (same cost as the download itself).
 * Many blobs at once (``concurrency``), large blobs in parallel ranges (``chunk_concurrency``,
   the SDK's ``max_concurrency``), written under hidden ``.<name>.azsync-XXXX.tmp`` names (nanochat
-  skips ``.tmp``), hashed while they are written (sha256 for the manifest, MD5 when the blob has a
-  Content-MD5, which must match), fsync'd and renamed. The download is pinned to the listed etag.
+  skips ``.tmp``), hashed once while they stream to disk (sha256, the manifest's checksum, on a
+  thread of its own beside the network threads), fsync'd and renamed. The download is pinned to the
+  listed etag.
+* One checksum per byte. The blob's Content-MD5 is not recomputed by default: what it would catch is
+  already caught. Over https, TLS authenticates every byte that arrives (an altered byte breaks the
+  connection, which is retried); the etag pin makes every range come from one version of the blob;
+  the writer refuses a range written twice or a gap, and the size must equal the blob's; the parquet
+  footer is parsed before the rename; Azure checks its own stored CRCs when it serves a read. MD5 is
+  also the slow hash here (~4x the CPU of sha256 with SHA extensions), which on a small node competes
+  with the download itself. ``verify_content_md5=True`` adds the MD5 comparison (e.g. for a plain-http
+  endpoint, where nothing authenticates the bytes in transit); a file found on disk without a record is
+  still adopted only when its MD5 equals the Content-MD5.
 * Retries: the SDK retries each request ``max_retries`` times with exponential backoff
   (``retry_backoff`` x 2^n, jittered); a download that broke off midway, or arrived with the wrong
   size or MD5, is started again up to ``max_retries`` times.
@@ -80,6 +90,10 @@ TMP_SUFFIX = ".tmp"
 TEXT_COLUMN = "text"
 TAIL_READ = 64 * 1024
 HASH_READ = 4 * 1024 * 1024
+# blobs streaming at once: a far account (~30 ms away) keeps the pipe full with 32 requests in flight,
+# where 16 left it idle between responses (benchmarks/bench_azure.py measures both)
+DEFAULT_CONCURRENCY = 32
+HASH_QUEUE_BYTES = 16 * 1024 * 1024  # per download: bytes kept in memory for its hasher thread
 JOURNAL_INTERVAL = 2.0
 
 ENV_CONNECTION_STRING = "AZURE_STORAGE_CONNECTION_STRING"
@@ -462,23 +476,31 @@ def footer_metadata(tail: bytes, size: int) -> tuple[Any | None, int]:
 
 
 class HashingWriter:
-    """File-like sink for ``StorageStreamDownloader.readinto``: pwrite + in-order sha256/MD5.
+    """File-like sink for ``StorageStreamDownloader.readinto``: pwrite now, hash in order on a thread of its own.
 
-    The SDK writes parallel ranges as ``seek(pos); write(data)`` (under its lock). Data that lands
-    at the hash frontier is hashed from memory; out-of-order ranges are hashed later by reading them
-    back from the file (page cache), so memory stays bounded whatever the order.
+    The SDK writes parallel ranges as ``seek(pos); write(data)`` (under its lock). ``write`` only
+    writes the bytes to the file and notes the range, so the network threads go straight back to the
+    socket; a hasher thread takes the ranges in file order and hashes them (hashlib releases the GIL
+    on large buffers, so it runs beside the downloads on another core). A range is hashed from the
+    bytes the SDK handed over while at most ``HASH_QUEUE_BYTES`` wait, otherwise read back from the
+    file (the page cache), so memory stays bounded whatever the order and however slow the hashing.
     """
 
     def __init__(self, fd: int, want_md5: bool, on_bytes: Callable[[int], None] | None = None) -> None:
-        self.fd = fd  # opened O_RDWR: out-of-order ranges are read back to be hashed
+        self.fd = fd  # opened O_RDWR: ranges not kept in memory are read back to be hashed
         self.sha256 = hashlib.sha256()
         self.md5 = hashlib.md5() if want_md5 else None
         self.on_bytes = on_bytes
         self.written = 0
         self._pos = 0
-        self._hashed = 0
-        self._ranges: dict[int, int] = {}
-        self._lock = threading.Lock()
+        self._hashed = 0  # bytes [0, _hashed) are hashed, or being hashed by the thread
+        self._ranges: dict[int, tuple[int, bytes | None]] = {}  # offset -> (length, bytes kept or None)
+        self._queued = 0
+        self._closed = False
+        self._error: BaseException | None = None
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._hash_loop, name="azsync-hash", daemon=True)
+        self._thread.start()
 
     def seekable(self) -> bool:
         return True
@@ -503,38 +525,69 @@ class HashingWriter:
     def write(self, data: bytes | bytearray | memoryview) -> int:
         view = memoryview(data).cast("B")
         n = len(view)
-        with self._lock:
-            offset = self._pos
-            done = 0
-            while done < n:
-                done += os.pwrite(self.fd, view[done:], offset + done)
-            self._pos = offset + n
-            self.written += n
-            if offset == self._hashed:
-                self._hash(view)
-                self._hashed += n
-                self._catch_up()
-            elif offset > self._hashed:
-                self._ranges[offset] = max(n, self._ranges.get(offset, 0))
-            else:
+        offset = self._pos
+        self._pos = offset + n
+        done = 0
+        while done < n:
+            done += os.pwrite(self.fd, view[done:], offset + done)
+        with self._cond:
+            if offset < self._hashed or offset in self._ranges:
                 raise OSError(errno.EIO, "download rewrote a range already written")
+            keep: bytes | None = None
+            if self._queued + n <= HASH_QUEUE_BYTES:  # the SDK hands over bytes it never reuses
+                keep = data if isinstance(data, bytes) else bytes(view)
+                self._queued += n
+            self._ranges[offset] = (n, keep)
+            self.written += n
+            self._cond.notify()
         if self.on_bytes:
             self.on_bytes(n)
         return n
 
-    def _catch_up(self) -> None:
-        while self._hashed in self._ranges:
-            length = self._ranges.pop(self._hashed)
-            end = self._hashed + length
-            while self._hashed < end:
-                chunk = os.pread(self.fd, min(HASH_READ, end - self._hashed), self._hashed)
-                if not chunk:
-                    raise OSError(errno.EIO, "short read while hashing the download")
-                self._hash(chunk)
-                self._hashed += len(chunk)
+    def _hash_loop(self) -> None:
+        try:
+            while True:
+                with self._cond:
+                    while self._hashed not in self._ranges and not self._closed:
+                        self._cond.wait()
+                    if self._hashed not in self._ranges:
+                        return
+                    start = self._hashed
+                    length, data = self._ranges.pop(start)
+                    self._hashed = start + length
+                if data is not None:
+                    self._hash(data)
+                    with self._cond:
+                        self._queued -= length
+                    continue
+                pos, end = start, start + length
+                while pos < end:
+                    chunk = os.pread(self.fd, min(HASH_READ, end - pos), pos)
+                    if not chunk:
+                        raise OSError(errno.EIO, "short read while hashing the download")
+                    self._hash(chunk)
+                    pos += len(chunk)
+        except BaseException as exc:  # handed to digests(): the download fails and is retried
+            self._error = exc
+
+    def _stop(self, discard: bool) -> None:
+        with self._cond:
+            self._closed = True
+            if discard:
+                self._ranges.clear()
+                self._queued = 0
+            self._cond.notify()
+        self._thread.join()
+
+    def close(self) -> None:
+        """Stop the hasher thread now, dropping what it has not hashed (a download that broke off)."""
+        self._stop(discard=True)
 
     def digests(self) -> tuple[str, str | None, int]:
-        """(sha256 hex, md5 hex or None, contiguous bytes hashed)."""
+        """(sha256 hex, md5 hex or None, contiguous bytes hashed), once every range written is hashed."""
+        self._stop(discard=False)
+        if self._error is not None:
+            raise self._error
         if self._ranges:
             raise OSError(errno.EIO, "download left a gap in the file")
         return self.sha256.hexdigest(), (self.md5.hexdigest() if self.md5 else None), self._hashed
@@ -862,7 +915,7 @@ class AzureSync:
         *,
         prefix: str = "",
         download_mode: str = "bulk",
-        concurrency: int = 16,
+        concurrency: int = DEFAULT_CONCURRENCY,
         chunk_concurrency: int | None = None,
         max_retries: int = 5,
         retry_backoff: float = 1.0,
@@ -871,6 +924,7 @@ class AzureSync:
         echo: Callable[[str], None] | None = None,
         progress_interval: float = 2.0,
         on_blob_done: Callable[[str], None] | None = None,
+        verify_content_md5: bool = False,
         max_single_get_size: int | None = None,
         max_chunk_get_size: int | None = None,
     ) -> None:
@@ -895,8 +949,12 @@ class AzureSync:
         self.retry_backoff = retry_backoff
         self.deep_verify = deep_verify
         self.on_blob_done = on_blob_done
+        self.verify_content_md5 = verify_content_md5
         self.report = _Reporter(progress_file, echo, progress_interval)
         self._stop = threading.Event()
+        # ``concurrency`` downloads hold the network at once; waiting for the hash, fsync, the footer
+        # check and the rename happen outside it, on the extra threads of the pool (see _download_all)
+        self._network = threading.BoundedSemaphore(concurrency)
         self._client: Any = None
         self._single_get = max_single_get_size or 32 * 1024 * 1024
         self._chunk_get = max_chunk_get_size
@@ -1073,26 +1131,32 @@ class AzureSync:
         from azure.core import MatchConditions
 
         if blob.size > self._single_get:
-            self.check_footer(blob)  # before committing to a large download
+            with self._network:
+                self.check_footer(blob)  # before committing to a large download
         bc = self.client.get_blob_client(blob.name)
         tmp = os.path.join(self.data_dir, _tmp_name(blob.rel))
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)  # read back to hash out-of-order ranges
-        writer = HashingWriter(fd, want_md5=blob.md5 is not None, on_bytes=self.report.add_bytes)
+        check_md5 = self.verify_content_md5 and blob.md5 is not None
+        writer = HashingWriter(fd, want_md5=check_md5, on_bytes=self.report.add_bytes)
         try:
             try:
-                stream = bc.download_blob(
-                    max_concurrency=self.chunk_concurrency,
-                    etag=blob.etag,
-                    match_condition=MatchConditions.IfNotModified,
-                )
-                stream.readinto(writer)
+                with self._network:  # only the requests hold a download slot
+                    if self._stop.is_set():
+                        raise _Cancelled()
+                    stream = bc.download_blob(
+                        max_concurrency=self.chunk_concurrency,
+                        etag=blob.etag,
+                        match_condition=MatchConditions.IfNotModified,
+                    )
+                    stream.readinto(writer)
                 sha, md5, hashed = writer.digests()
                 if hashed != blob.size:
                     raise _RetryableMismatch(f"{hashed} bytes arrived, the blob has {blob.size}")
-                if blob.md5 and md5 != blob.md5:
+                if check_md5 and md5 != blob.md5:
                     raise _RetryableMismatch("the bytes that arrived do not match the blob's Content-MD5")
                 os.fsync(fd)
             finally:
+                writer.close()  # also when the download broke off: the hasher thread ends
                 os.close(fd)
             problem, facts = self._local_facts(tmp)
             if problem:
@@ -1206,7 +1270,9 @@ class AzureSync:
         self.report.start(len(fetch), sum(b.size for b in fetch), "azure sync: downloading")
         error: ArmsError | None = None
         last_journal = time.monotonic()
-        pool = ThreadPoolExecutor(max_workers=min(self.concurrency, len(fetch)), thread_name_prefix="azsync")
+        # twice the download slots: while one thread finishes a blob (hash, fsync, footer, rename),
+        # another already holds its slot and streams the next one
+        pool = ThreadPoolExecutor(max_workers=min(2 * self.concurrency, len(fetch)), thread_name_prefix="azsync")
         try:
             pending: dict[Future[dict[str, Any]], BlobInfo] = {pool.submit(self._fetch, b): b for b in fetch}
             while pending:

@@ -6,6 +6,7 @@ import hashlib
 import os
 import random
 
+import ansible.module_utils.arms_azure as arms_azure
 import pytest
 from ansible.module_utils.arms_azure import (
     ENV_ACCOUNT_KEY,
@@ -111,6 +112,37 @@ def test_hashing_writer_hashes_in_order_whatever_order_ranges_arrive(tmp_path: s
     assert sum(seen) == len(data)
     with open(path, "rb") as fh:
         assert fh.read() == data
+
+
+def test_hashing_writer_keeps_bounded_memory_and_reads_the_rest_back(tmp_path: str, monkeypatch) -> None:
+    # past HASH_QUEUE_BYTES waiting, ranges are hashed from the file, not kept: same digests
+    monkeypatch.setattr(arms_azure, "HASH_QUEUE_BYTES", 100_000)
+    data = random.Random(3).randbytes(1_000_000)
+    chunks = [(off, data[off : off + 50_000]) for off in range(0, len(data), 50_000)]
+    chunks = chunks[1:] + chunks[:1]  # the first range last: nothing can be hashed until the end
+    fd = os.open(os.path.join(tmp_path, "out"), os.O_RDWR | os.O_CREAT)
+    writer = HashingWriter(fd, want_md5=True)
+    for off, chunk in chunks:
+        writer.seek(off)
+        writer.write(chunk)
+    assert writer._queued <= 100_000
+    sha, md5, hashed = writer.digests()
+    os.close(fd)
+    assert (sha, md5, hashed) == (hashlib.sha256(data).hexdigest(), hashlib.md5(data).hexdigest(), len(data))
+
+
+def test_hashing_writer_refuses_a_range_written_twice_and_close_ends_its_thread(tmp_path: str) -> None:
+    fd = os.open(os.path.join(tmp_path, "out"), os.O_RDWR | os.O_CREAT)
+    writer = HashingWriter(fd, want_md5=False)
+    writer.write(b"x" * 10)
+    writer.seek(0)
+    with pytest.raises(OSError, match="rewrote"):
+        writer.write(b"y" * 10)
+    writer.seek(100)
+    writer.write(b"z" * 10)  # a download that broke off: close() drops what is left
+    writer.close()
+    assert not writer._thread.is_alive()
+    os.close(fd)
 
 
 def test_hashing_writer_reports_a_gap(tmp_path: str) -> None:

@@ -201,6 +201,25 @@ def test_unrecorded_files_matching_content_md5_are_adopted_not_fetched(azurite: 
     assert verify_data_dir(data_dir, read_manifest(data_dir), use_cache=False).passed
 
 
+def test_content_md5_is_compared_only_when_asked(azurite: AzuriteServer, tmp_path: str) -> None:
+    # a blob whose recorded Content-MD5 is not its bytes' (what a corrupted download would look like)
+    from azure.storage.blob import ContentSettings
+
+    blobs = shards(2)
+    container = make_container(azurite, blobs)
+    bc = azurite.service_client().get_blob_client(container, "top/shard_00001.parquet")  # type: ignore[attr-defined]
+    bc.set_http_headers(content_settings=ContentSettings(content_md5=bytearray(16)))
+    with pytest.raises(ArmsError, match=r"shard_00001.parquet .*failed verification on every attempt.*Content-MD5"):
+        run(azurite, container, os.path.join(tmp_path, "md5"), verify_content_md5=True, max_retries=1)
+    assert leftovers(os.path.join(tmp_path, "md5")) == []
+    # the default hashes each byte once (sha256 for the manifest): the bytes themselves are the blob's
+    data_dir = os.path.join(tmp_path, "d")
+    r = run(azurite, container, data_dir)
+    assert r.downloaded == ["shard_00000.parquet", "shard_00001.parquet"]
+    files_equal(data_dir, blobs)
+    assert verify_data_dir(data_dir, read_manifest(data_dir), use_cache=False).passed
+
+
 def test_deep_verify_catches_what_the_cache_cannot(azurite: AzuriteServer, tmp_path: str) -> None:
     blobs = shards(2)
     container = make_container(azurite, blobs)
