@@ -95,7 +95,9 @@ KEY_PREFIX = "nanochat-arms/random_subset:"
 MAX_ROWS_PER_GROUP = 1024  # nanochat's own row groups
 COMPRESSION = "zstd"
 DEFAULT_COMPRESSION_LEVEL = 3  # what nanochat's own shards use
-BATCH_ROWS = 4096
+# one row group of nanochat's size: a worker's first batches fault its working set in, and 4096-row
+# batches made that 0.2-0.4 s of kernel time per worker (benchmarks/bench_shard.py), for no gain after
+BATCH_ROWS = 1024
 SPILL_FLUSH_BYTES = 64 * 1024 * 1024
 BUCKET_TARGET_BYTES = 128 * 1024 * 1024
 UNIT_TARGET_BYTES = 256 * 1024 * 1024
@@ -676,6 +678,11 @@ def _plan_units(facts: list[PartFacts], text_column: str) -> list[tuple[int, tup
     return units
 
 
+def _unit_bytes(fact: PartFacts, row_groups: tuple[int, ...], text_column: str) -> int:
+    per_rg = fact.row_group_bytes(text_column)
+    return sum(per_rg[r] for r in row_groups)
+
+
 def _choose_bits(kept_bytes: float) -> int:
     if kept_bytes <= BUCKET_TARGET_BYTES:
         return 0
@@ -1204,6 +1211,9 @@ def _run(
         for i, (pi, rgs) in enumerate(units)
         if i not in done_units
     ]
+    # the largest units first, so the workers finish pass 1 together (the order changes no byte: every
+    # unit spills to its own file and pass 2 reads them by unit number)
+    jobs.sort(key=lambda job: -_unit_bytes(plan.facts[units[job.index][0]], job.row_groups, opts.text_column))
     pool: ProcessPoolExecutor | None = None
     queue: Any = None
     try:
