@@ -404,6 +404,8 @@ def arm_line(row: Mapping[str, Any]) -> str:
         text = f"{log}{where}: finished after {row['steps_done']} steps"
     elif row["state"] == "not_started":
         text = f"{log}{where}: no step line yet (starting, or it stopped before its first step)"
+    elif row["state"] == "stale":
+        text = f"{log}{where}: {row['status']}"
     else:
         text = f"{log}{where}: not finished, {row['status'].split(', not finished')[0]}"
     if row.get("tokens_held"):

@@ -126,7 +126,8 @@ def test_the_gpu_venv_resolves_nanochats_own_torch_from_the_index_its_pyproject_
     summary = gpu_venv(secrets, os.path.join(LAB, "torch-index"))
     assert summary.ok, failure_text(summary)
     out = summary.stdout
-    assert "--index pytorch-cu128=file://" in out and "unsafe-best-match" in out
+    # uv's own command, as the role ran it (argv items): the index by the name nanochat's pyproject uses
+    assert '"--index"' in out and '"pytorch-cu128=file://' in out and "unsafe-best-match" in out
     assert "+ torch==2.9.1+cu128" in out and "- torch==2.13.0+cpu" in out
     # a dry run: the lab host still trains with its CPU torch, and no CUDA package was installed
     version = on_host("cpu", "~/nanochat/.venv/bin/python -c 'import torch; print(torch.__version__)'").stdout

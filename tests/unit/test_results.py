@@ -191,6 +191,17 @@ def test_run_facts_give_the_wall_time_and_their_own_batch_size() -> None:
     assert row["tokens_seen"] == 20 * 1024
 
 
+def test_a_run_made_from_other_inputs_is_marked_stale_in_the_table() -> None:
+    facts = {"stale": True, "identity_changes": ["nanochat commit b07604ebaa6d -> 0a23f8764394"]}
+    rows = build_rows([ArmInput(arm="top16.5", log_text=TOP_LOG, facts=facts)], total_batch_size=TBS)
+    assert rows[0]["state"] == "stale"
+    assert rows[0]["status"] == "STALE, not this experiment's result: nanochat commit b07604ebaa6d -> 0a23f8764394"
+    (line,) = [r for r in markdown_table(rows).splitlines() if r.startswith("| top16.5 ")]
+    assert line.endswith("| STALE, not this experiment's result: nanochat commit b07604ebaa6d -> 0a23f8764394 |")
+    # the numbers of the old run are still shown: the mark says they are not this experiment's
+    assert rows[0]["min_val_bpb"] is not None
+
+
 def test_without_a_batch_size_tokens_and_epochs_are_unknown() -> None:
     (row,) = build_rows([ArmInput(arm="top16.5", log_text=TOP_LOG, manifest=top_manifest())])
     assert row["tokens_seen"] is None and row["epochs"] is None
