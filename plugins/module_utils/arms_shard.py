@@ -98,7 +98,7 @@ DEFAULT_COMPRESSION_LEVEL = 3  # what nanochat's own shards use
 # one row group of nanochat's size: a worker's first batches fault its working set in, and 4096-row
 # batches made that 0.2-0.4 s of kernel time per worker (benchmarks/bench_shard.py), for no gain after
 BATCH_ROWS = 1024
-SPILL_FLUSH_BYTES = 64 * 1024 * 1024
+SPILL_FLUSH_BYTES = 16 * 1024 * 1024  # kept rows buffered per worker before they go to its spill file
 BUCKET_TARGET_BYTES = 128 * 1024 * 1024
 UNIT_TARGET_BYTES = 256 * 1024 * 1024
 VAL_NAME = "shard_val.parquet"
@@ -1313,7 +1313,7 @@ def _run(
             started=time.time(),
             extra={"kept": stats["rows_kept"], "shards written": len(entries)},
         )
-        batches = _group_jobs(todo, n_train, n_buckets, opts.rows_per_shard, n_workers)
+        batches = _group_jobs(todo, n_workers)
 
         def on_shard(res: list[dict[str, Any]]) -> None:
             for entry in res:
@@ -1376,18 +1376,21 @@ def _existing_entry(data_dir: str, job: ShardJob) -> dict[str, Any] | None:
     return entry
 
 
-def _group_jobs(
-    todo: list[ShardJob], n_train: int, n_buckets: int, rows_per_shard: int, workers: int
-) -> list[list[ShardJob]]:
-    """Runs of consecutive shards, about one bucket each (a bucket is then loaded and sorted once)."""
+def _group_jobs(todo: list[ShardJob], workers: int) -> list[list[ShardJob]]:
+    """Runs of consecutive shards: two per worker (one in all for a single worker).
+
+    A run loads each bucket it spans once (a shard that starts in the bucket the previous one ended in
+    finds it cached), so every run boundary costs one more load and sort of a bucket. Runs of about a
+    bucket each, on small inputs, loaded most buckets two or three times (runs of one shard); two runs
+    per worker keep the reloads to one per run and still let a worker that finishes early take more.
+    """
     if not todo:
         return []
-    rows_per_bucket = max(1, n_train // max(1, n_buckets))
-    per_task = max(1, round(rows_per_bucket / rows_per_shard))
-    per_task = max(1, min(per_task, math.ceil(len(todo) / (2 * workers))))
-    groups: list[list[ShardJob]] = []
     val = [j for j in todo if j.role == "val"]
     train = [j for j in todo if j.role == "train"]
+    per_task = len(train) if workers <= 1 else math.ceil(len(train) / (2 * workers))
+    per_task = max(1, per_task)
+    groups: list[list[ShardJob]] = []
     groups += [[j] for j in val]  # the val shard first: it may be the biggest
     for i in range(0, len(train), per_task):
         groups.append(train[i : i + per_task])
