@@ -672,7 +672,8 @@ def main() -> None:
             msg=(
                 f"another training runs on this host: run {other['run_name']} (pid {other['pid']}, process "
                 f"group {other['pgid']}{', log ' + other['log'] if other.get('log') else ''}); stop it first "
-                f"(ansible-playbook playbooks/stop.yml {inventory_arg()} -l {host}) or set force to replace it."
+                f"(ansible-playbook playbooks/stop.yml {inventory_arg()} -l {host}) or replace it with "
+                "-e arms_force_restart=true (force)."
             ),
             other_trainings=others,
             **result,
@@ -682,8 +683,8 @@ def main() -> None:
     if current["finished"] and not p["force"]:
         result.update(current)
         result["msg"] = (
-            f"run {p['run_name']} already finished ({current['progress_line']}); not restarted (set force "
-            "to train it again)."
+            f"run {p['run_name']} already finished ({current['progress_line']}); not restarted "
+            "(-e arms_force_restart=true, the module's force, trains it again)."
         )
         module.exit_json(**result)
 

@@ -233,6 +233,7 @@ def test_finished_run_is_reported_not_restarted_unless_forced(lab, capsys) -> No
     done = run(capsys, args)
     assert done["changed"] is False and done["finished"] is True and done["exit_code"] == 0
     assert "already finished" in done["msg"] and done["progress"]["min_val_bpb"] == 1.234567
+    assert "-e arms_force_restart=true" in done["msg"]  # the switch a playbook user passes
     assert done["diagnosis"] == []
     forced = run(capsys, args, force=True)
     assert forced["changed"] is True and forced["pid"] != first["pid"]
