@@ -2,6 +2,7 @@
 """Benchmark: random-subset sharding vs the runbook's naive script vs pyarrow's bare read.
 
     .venv/bin/python benchmarks/bench_shard.py            # ~1 GB synthetic dataset, cached under .lab/bench
+    .venv/bin/python benchmarks/bench_shard.py --cleanup  # ... and a 4 GB one for the scaling rows; delete both after
 
 On the same files (a synthetic airtrain-ai/fineweb-edu-fortified of >= 1 GB, embedding column included,
 made once by arms_fixture and cached), one run measures rows/s of
@@ -15,7 +16,8 @@ made once by arms_fixture and cached), one run measures rows/s of
 
 Every measurement runs in a fresh subprocess (same imports, same cold allocator), the page cache is
 warmed first, measurements are interleaved for ``--rounds`` rounds and the best of each is kept (the
-machine may be shared). CPU seconds are printed beside wall seconds. Then the ratios.
+machine may be shared). CPU seconds are printed beside wall seconds. Then the ratios, and (``--scale``)
+rows/s and peak memory of the module at ~1 GB and at 4x that, run back to back.
 """
 
 from __future__ import annotations
@@ -49,26 +51,30 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
-def dataset_dir() -> str:
-    a = DATASET_ARGS
+def dataset_dir(rows: int | None = None) -> str:
+    a = {**DATASET_ARGS, "rows": rows or DATASET_ARGS["rows"]}
     return os.path.join(BENCH_DIR, f"fortified-{a['rows']}r-{a['dumps']}x{a['files_per_dump']}-s{a['seed']}")
 
 
-def ensure_dataset() -> tuple[str, list[str]]:
+def dataset_files(rows: int | None = None) -> list[str]:
+    return sorted(glob.glob(os.path.join(dataset_dir(rows), "data", "*", "*.parquet")))
+
+
+def ensure_dataset(rows: int | None = None) -> tuple[str, list[str]]:
     from ansible.module_utils.arms_fixture import make_fixture
 
-    out = dataset_dir()
+    args = {**DATASET_ARGS, "rows": rows or DATASET_ARGS["rows"]}
+    out = dataset_dir(rows)
     marker = os.path.join(out, ".complete.json")
     if not os.path.exists(marker):
         shutil.rmtree(out, ignore_errors=True)
         started = time.time()
         print(f"generating the benchmark dataset in {out} ...", flush=True)
-        files = make_fixture(out, workers=cores(), **DATASET_ARGS)  # type: ignore[arg-type]
+        files = make_fixture(out, workers=cores(), **args)  # type: ignore[arg-type]
         with open(marker, "w") as fh:
-            json.dump({"args": DATASET_ARGS, "files": files}, fh)
+            json.dump({"args": args, "files": files}, fh)
         print(f"  {sum(f['bytes'] for f in files) / 1e9:.2f} GB in {time.time() - started:.0f}s", flush=True)
-    files = sorted(glob.glob(os.path.join(out, "data", "*", "*.parquet")))
-    return out, files
+    return out, dataset_files(rows)
 
 
 def warm(files: list[str]) -> None:
@@ -118,7 +124,7 @@ def _module(files: list[str], opts: dict[str, Any], workers: int, level: int | N
     os.makedirs(out)
     result = prepare_random_subset(
         Options(
-            dataset=dataset_dir(),
+            dataset=dataset_dir(opts.get("rows")),
             data_dir=os.path.join(out, "base_data"),
             ratio=opts["ratio"],
             rows_per_shard=opts["rows_per_shard"],
@@ -127,6 +133,10 @@ def _module(files: list[str], opts: dict[str, Any], workers: int, level: int | N
             workers=workers,
         )
     )
+    with open(os.path.join(out, "base_data", "manifest.json")) as fh:
+        stats = json.load(fh).get("stats", {})
+    opts["pass1"], opts["pass2"] = stats.get("pass1_seconds", 0.0), stats.get("pass2_seconds", 0.0)
+    opts["shard_bytes"] = sum(os.path.getsize(p) for p in glob.glob(os.path.join(out, "base_data", "*.parquet")))
     shutil.rmtree(out, ignore_errors=True)
     return int(result["rows_read"])
 
@@ -201,7 +211,7 @@ def measure_in_child(name: str, opts: dict[str, Any]) -> dict[str, float]:
 
 
 def child(name: str, opts: dict[str, Any]) -> None:
-    files = sorted(glob.glob(os.path.join(dataset_dir(), "data", "*", "*.parquet")))
+    files = dataset_files(opts.get("rows"))
     started = time.perf_counter()
     rows = MEASURES[name](files, opts)
     seconds = time.perf_counter() - started
@@ -213,6 +223,9 @@ def child(name: str, opts: dict[str, Any]) -> None:
         "loop_cpu": opts.get("naive_loop_cpu", 0.0),
         "cpu": me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime,  # imports included
         "rss_mb": max(me.ru_maxrss, kids.ru_maxrss) / 1024,  # the largest single process
+        "pass1": opts.get("pass1", 0.0),  # the module's two passes (wall seconds, from its manifest)
+        "pass2": opts.get("pass2", 0.0),
+        "shard_bytes": opts.get("shard_bytes", 0),
     }
     print(json.dumps(result))
 
@@ -229,6 +242,13 @@ def main() -> None:
         "--also-level", type=int, default=1, help="also measure the module at this zstd level (0: don't)"
     )
     parser.add_argument("--only", default="", help="comma-separated measurement names")
+    parser.add_argument(
+        "--scale",
+        type=int,
+        default=4,
+        help="also run the module (all cores) on a dataset this many times larger, beside the ~1 GB one (0: don't)",
+    )
+    parser.add_argument("--cleanup", action="store_true", help="delete the generated datasets at the end")
     parser.add_argument("--measure", help=argparse.SUPPRESS)
     parser.add_argument("--opts", help=argparse.SUPPRESS)
     a = parser.parse_args()
@@ -314,6 +334,17 @@ def main() -> None:
                     f"  {labels[name]} / naive: {rate[name] / rate['naive']:6.2f}x "
                     f"[{cpu['naive'] / cpu[name]:5.2f}x]   goal >= 10x"
                 )
+    if "limit_procs" in rate and "limit_1" in rate:
+        print(
+            f"  (cores this run was given: {labels['limit_procs']} / limit, 1 core = "
+            f"{rate['limit_procs'] / rate['limit_1']:.2f}x, at most {cores()}x on an idle machine; "
+            "the module's speed-up over 1 worker is bounded by it)"
+        )
+    if "module_all" in rate and "module_1" in rate:
+        print(
+            f"  {labels['module_all']} / module, 1 worker: {rate['module_all'] / rate['module_1']:6.2f}x "
+            f"[{cpu['module_1'] / cpu['module_all']:5.2f}x]   goal >= 1.7x on 2 cores"
+        )
     if "module_1" in rate and "limit_1" in rate:
         print(
             f"  module, 1 worker / limit, 1 core: {rate['module_1'] / rate['limit_1']:6.2f}x "
@@ -340,6 +371,42 @@ def main() -> None:
                 f"    {labels['module_all_alt']} / {labels[top]}: {rate['module_all_alt'] / rate[top]:6.2f}x "
                 f"[{cpu[top] / cpu['module_all_alt']:5.2f}x]"
             )
+
+    if a.scale > 1:
+        scaling(opts, a.scale)
+    if a.cleanup:
+        for rows in {DATASET_ARGS["rows"], DATASET_ARGS["rows"] * max(a.scale, 1)}:
+            shutil.rmtree(dataset_dir(rows), ignore_errors=True)
+        print("removed the generated datasets")
+
+
+def scaling(opts: dict[str, Any], factor: int) -> None:
+    """Rows/s and peak memory of the module (all cores) at ~1 GB and at ``factor`` times that, back to back."""
+    big_rows = DATASET_ARGS["rows"] * factor
+    _, big_files = ensure_dataset(big_rows)
+    sizes = {
+        DATASET_ARGS["rows"]: sum(os.path.getsize(f) for f in dataset_files()),
+        big_rows: sum(os.path.getsize(f) for f in big_files),
+    }
+    print()
+    print(f"cost against work: the module, all cores ({cores()}), one run each, back to back")
+    results = {}
+    for rows, size in sizes.items():
+        warm(dataset_files(rows))
+        res = measure_in_child("module_all", {**opts, "rows": rows})
+        results[rows] = res
+        print(
+            f"  {size / 1e9:5.2f} GB {rows:>8d} rows {res['seconds']:7.2f}s wall {res['cpu']:7.2f}s cpu "
+            f"{res['rows'] / res['seconds']:>10,.0f} rows/s  {res['cpu'] / res['rows'] * 1e6:5.1f} us cpu/row  "
+            f"peak {res['rss_mb']:6.0f} MB (largest process); pass 1 {res['pass1']:.2f}s, pass 2 {res['pass2']:.2f}s, "
+            f"{res['shard_bytes'] / 1e6:.0f} MB of shards"
+        )
+    small, big = results[DATASET_ARGS["rows"]], results[big_rows]
+    print(
+        f"  {factor}x the input: rows/s x{(big['rows'] / big['seconds']) / (small['rows'] / small['seconds']):.2f}, "
+        f"cpu per row x{(big['cpu'] / big['rows']) / (small['cpu'] / small['rows']):.2f}, "
+        f"peak memory x{big['rss_mb'] / small['rss_mb']:.2f}   goal: rows/s holds, memory flat"
+    )
 
 
 if __name__ == "__main__":
