@@ -5,10 +5,13 @@ optim_<step>_rank<r>.pt (every rank). Stand-in written by nanochat-arms; not nan
 from __future__ import annotations
 
 import json
+import logging
 import os
 from typing import Any
 
 import torch
+
+logger = logging.getLogger(__name__)
 
 
 def _atomic_save(obj: Any, path: str) -> None:
@@ -26,13 +29,18 @@ def save_checkpoint(
 ) -> None:
     os.makedirs(checkpoint_dir, exist_ok=True)
     if rank == 0:
-        _atomic_save(model_data, os.path.join(checkpoint_dir, f"model_{step:06d}.pt"))
+        model_path = os.path.join(checkpoint_dir, f"model_{step:06d}.pt")
+        _atomic_save(model_data, model_path)
+        logger.info(f"Saved model parameters to: {model_path}")
         meta_path = os.path.join(checkpoint_dir, f"meta_{step:06d}.json")
         with open(meta_path + ".tmp", "w", encoding="utf-8") as fh:
             json.dump(meta_data, fh, indent=2)
         os.replace(meta_path + ".tmp", meta_path)
+        logger.info(f"Saved metadata to: {meta_path}")
     if optimizer_data is not None:
-        _atomic_save(optimizer_data, os.path.join(checkpoint_dir, f"optim_{step:06d}_rank{rank}.pt"))
+        optimizer_path = os.path.join(checkpoint_dir, f"optim_{step:06d}_rank{rank}.pt")
+        _atomic_save(optimizer_data, optimizer_path)
+        logger.info(f"Saved optimizer state to: {optimizer_path}")
 
 
 def load_checkpoint(

@@ -1,15 +1,21 @@
-"""Common helpers: base dir, device and distributed set-up, rank-0 printing.
+"""Common helpers: logging, base dir, device and distributed set-up, rank-0 printing.
 
-Stand-in written by nanochat-arms from nanochat's documented interface; not nanochat's code.
+Stand-in written by nanochat-arms from nanochat's documented interface; not nanochat's code. Unlike
+nanochat (whose process group is created for CUDA only), it joins a gloo process group under
+torchrun on CPU: that is what the stand-in is for.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
 import torch
 import torch.distributed as dist
+
+logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(name)s - %(levelname)s - %(message)s")
+logger = logging.getLogger(__name__)
 
 
 def get_base_dir() -> str:
@@ -26,10 +32,10 @@ def get_dist_info() -> tuple[bool, int, int, int]:
     return False, 0, 0, 1
 
 
-def print0(*args: Any, **kwargs: Any) -> None:
+def print0(s: str = "", **kwargs: Any) -> None:
     """Print on rank 0 only, flushed per line (logs are read while training runs)."""
-    if get_dist_info()[1] == 0:
-        print(*args, **kwargs, flush=True)
+    if int(os.environ.get("RANK", 0)) == 0:
+        print(s, **kwargs, flush=True)
 
 
 def autodetect_device_type() -> str:
@@ -43,20 +49,14 @@ def compute_init(device_type: str = "cpu") -> tuple[bool, int, int, int, torch.d
     if device_type != "cpu":
         raise RuntimeError(f"device type {device_type!r} is not available: the stand-in nanochat trains on cpu only")
     torch.manual_seed(42)
-    # TF32 policy for matmuls (the stand-in sets it on every device so a CPU lab sees the same line)
-    # standin-only: era-underscore era-cuda-matmul
-    torch.backends.cuda.matmul.fp32_precision = "tf32"
-    # standin-end
-    # standin-only: era-fp32
-    torch.backends.fp32_precision = "tf32"
-    # standin-end
-    # standin-only: era-fixed era-climbmix
+    # matmul precision: the line of nanochat from 2026-02-18 on (nothing for the TF32 repair to do)
     torch.set_float32_matmul_precision("high")
-    # standin-end
     ddp, rank, local_rank, world_size = get_dist_info()
     if ddp:
         dist.init_process_group(backend="gloo")
         dist.barrier()
+    if rank == 0:
+        logger.info(f"Distributed world size: {world_size}")
     return ddp, rank, local_rank, world_size, torch.device("cpu")
 
 

@@ -14,15 +14,7 @@ import pyarrow.parquet as pq
 from nanochat.common import get_base_dir
 
 base_dir = get_base_dir()
-# standin-only: era-underscore era-cuda-matmul era-fp32 era-fixed
 DATA_DIR = os.path.join(base_dir, "base_data")
-# standin-end
-# standin-only: era-climbmix
-# ClimbMix is the default; the older base_data folder is only used when base_data_climbmix does not exist
-CLIMBMIX_DATA_DIR = os.path.join(base_dir, "base_data_climbmix")
-LEGACY_DATA_DIR = os.path.join(base_dir, "base_data")
-DATA_DIR = CLIMBMIX_DATA_DIR if os.path.exists(CLIMBMIX_DATA_DIR) else LEGACY_DATA_DIR
-# standin-end
 
 
 def list_parquet_files(data_dir: str | None = None) -> list[str]:

@@ -54,6 +54,16 @@ class GPT(nn.Module):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    def param_counts(self) -> dict[str, int]:
+        """Parameters by kind, as nanochat's "Parameter counts:" lines list them."""
+        return {
+            "wte": self.wte.weight.numel(),
+            "wpe": self.wpe.weight.numel(),
+            "lm_head": self.lm_head.weight.numel(),
+            "transformer_matrices": sum(p.numel() for p in self.blocks.parameters()),
+            "total": self.num_params(),
+        }
+
     def flops_per_token(self) -> int:
         # 6 flops per parameter per token (forward + backward), attention ignored: the model is tiny
         return 6 * self.num_params()

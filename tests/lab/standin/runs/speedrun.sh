@@ -1,12 +1,7 @@
 #!/bin/bash
-# The whole pipeline on one node: venv, tokenizer, base model pretraining.
-# (stand-in nanochat written by nanochat-arms for its lab; the same steps at toy scale)
-# standin-only: era-underscore
-#   bash speedrun.sh            or, with W&B logging:   WANDB_RUN=speedrun bash speedrun.sh
-# standin-end
-# standin-only: era-cuda-matmul era-fp32 era-fixed era-climbmix
+# The whole pipeline on one node: venv, tokenizer, base model pretraining on several processes.
+# (stand-in nanochat written by nanochat-arms for its lab; the same steps at toy scale, on CPU)
 #   bash runs/speedrun.sh            or, with W&B logging:   WANDB_RUN=speedrun bash runs/speedrun.sh
-# standin-end
 
 export OMP_NUM_THREADS=1
 export NANOCHAT_BASE_DIR="$HOME/.cache/nanochat"

@@ -1,26 +1,23 @@
-"""Pretrain the base model on the data dir's shards.
+"""Pretrain the base model on the data dir's shards, on several processes and nodes (gloo on CPU).
 
-    torchrun --standalone --nproc_per_node=8 -m scripts.base_train -- --depth=26 --run=NAME
+    torchrun --standalone --nproc_per_node=2 -m scripts.base_train -- --depth=26 --run=NAME
+    torchrun --nnodes=2 --node_rank=R --master_addr=HOST --master_port=PORT --nproc_per_node=2 \
+        -m scripts.base_train -- --depth=26 --run=NAME
 
-Stand-in written by nanochat-arms from nanochat's documented interface (flags, data conventions,
-log lines, checkpoints, failure signatures); not nanochat's code. It trains a tiny model on CPU
-(gloo) whatever --depth says.
+Stand-in written by nanochat-arms from nanochat's interface as of b07604e (flags, data dir, log
+lines, checkpoints); not nanochat's code. It trains a tiny model on CPU whatever --depth says.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
-import resource
 import time
 from dataclasses import asdict
 from typing import Any
 
-import rustbpe  # noqa: F401  (nanochat's tokenizer package: a venv without it fails right here)
-
-# isort: split
-import psutil
 import torch
 import torch.distributed as dist
 from nanochat.adamw import AdamW
@@ -37,7 +34,7 @@ from nanochat.dataloader import tokenizing_distributed_data_loader
 from nanochat.gpt import GPT, GPTConfig
 from nanochat.tokenizer import get_token_bytes, get_tokenizer
 
-parser = argparse.ArgumentParser(description="Pretrain the base model")
+parser = argparse.ArgumentParser(description="Pretrain base model")
 # logging
 parser.add_argument("--run", type=str, default="dummy", help="wandb run name ('dummy' disables wandb logging)")
 # runtime
@@ -48,23 +45,10 @@ parser.add_argument("--depth", type=int, default=20, help="depth of the Transfor
 parser.add_argument("--max-seq-len", type=int, default=2048, help="max context length")
 # training horizon: the first of these that is positive wins
 parser.add_argument("--num-iterations", type=int, default=-1, help="explicit number of steps (-1 = disable)")
-# standin-only: era-underscore
-parser.add_argument("--target-param-data-ratio", type=float, default=8, help="data:param ratio (-1 = disable)")
-# standin-end
-# standin-only: era-cuda-matmul
-parser.add_argument("--target-param-data-ratio", type=float, default=4, help="data:param ratio (-1 = disable)")
-# standin-end
-# standin-only: era-fp32 era-fixed era-climbmix
 parser.add_argument("--target-param-data-ratio", type=float, default=10.5, help="data:param ratio (-1 = disable)")
-# standin-end
 # optimization
 parser.add_argument("--device-batch-size", type=int, default=32, help="per-device batch size")
-# standin-only: era-underscore era-cuda-matmul era-fp32
-parser.add_argument("--total-batch-size", type=int, default=524288, help="total batch size in tokens")
-# standin-end
-# standin-only: era-fixed era-climbmix
 parser.add_argument("--total-batch-size", type=int, default=-1, help="total batch size in tokens (-1 = auto)")
-# standin-end
 parser.add_argument("--resume-from-step", type=int, default=-1, help="resume training from this step (-1 = disable)")
 # evaluation (the stand-in's default --eval-tokens is scaled down to its tiny model)
 parser.add_argument("--eval-every", type=int, default=250, help="evaluate val bpb every N steps (-1 = disable)")
@@ -75,34 +59,23 @@ parser.add_argument("--save-every", type=int, default=-1, help="save checkpoints
 # output
 parser.add_argument("--model-tag", type=str, default=None, help="checkpoint folder name (default: d<depth>)")
 args = parser.parse_args()
-user_config = dict(vars(args))
+user_config = vars(args).copy()
 
-# standin-only: era-underscore era-cuda-matmul era-fp32
-MFU_LABEL = "mfu"
-# standin-end
-# standin-only: era-fixed era-climbmix
-MFU_LABEL = "bf16_mfu"
-# standin-end
 VOCAB_ROWS = 32768  # nanochat's optimizer splits the 32768 vocab rows evenly over the processes
-PEAK_FLOPS_PER_DEVICE = 989e12  # bf16 H100: the reference nanochat's MFU is measured against
-# The stand-in's shortcut: every micro-batch of a step is read and tokenized (so data positions,
-# epochs and the loader's failures are nanochat's), but only the first few are run through the model,
-# so that a step at nanochat's batch sizes stays well under a second on a CPU.
-COMPUTED_MICRO_BATCHES = 2
 
 # -----------------------------------------------------------------------------
 # compute, logging
 device_type = autodetect_device_type() if args.device_type == "" else args.device_type
 ddp, ddp_rank, ddp_local_rank, ddp_world_size, device = compute_init(device_type)
 master_process = ddp_rank == 0
-print0(f"World size: {ddp_world_size} | CPUs: {psutil.cpu_count()}")
 if VOCAB_ROWS % ddp_world_size != 0:
     raise ValueError(
         f"The total process count {ddp_world_size} must divide {VOCAB_ROWS} (the optimizer splits the "
         "vocab rows evenly over processes): use a power of two such as 1, 2, 4, 8 or 16"
     )
 if args.fp8:
-    print0("fp8 training needs an H100-class GPU: ignored on cpu")
+    print0("Warning: FP8 training requires CUDA, ignoring --fp8 flag")
+gpu_peak_flops = float("inf")  # MFU is not meaningful on CPU: nanochat prints 0.00 there
 
 if args.run == "dummy" or not master_process:
     wandb_run: Any = DummyWandb()
@@ -120,74 +93,73 @@ print0(f"Vocab size: {vocab_size:,}")
 
 model_config = GPTConfig(sequence_len=args.max_seq_len, vocab_size=vocab_size)
 model = GPT(model_config).to(device)
-num_params = model.num_params()
-print0(
-    f"Model: depth {args.depth} asked; the stand-in trains {model_config.n_layer} layers x {model_config.n_embd} wide"
-)
-print0(f"Number of parameters: {num_params:,}")
-model_tag = args.model_tag if args.model_tag else f"d{args.depth}"
-checkpoint_dir = os.path.join(get_base_dir(), "base_checkpoints", model_tag)
+model_config_kwargs = asdict(model_config)
+print0(f"Model config:\n{json.dumps(model_config_kwargs, indent=2)}")
+param_counts = model.param_counts()
+print0("Parameter counts:")
+for key, value in param_counts.items():
+    print0(f"{key:24s}: {value:,}")
+num_params = param_counts["total"]
+num_flops_per_token = model.flops_per_token()
+print0(f"Estimated FLOPs per token: {num_flops_per_token:e}")
+
+output_dirname = args.model_tag if args.model_tag else f"d{args.depth}"
+checkpoint_dir = os.path.join(get_base_dir(), "base_checkpoints", output_dirname)
+resuming = args.resume_from_step != -1
+meta_data: dict[str, Any] = {}
+optimizer_data: dict[str, Any] | None = None
+if resuming:
+    print0(f"Resuming optimization from step {args.resume_from_step}")
+    model_data, optimizer_data, meta_data = load_checkpoint(
+        checkpoint_dir, args.resume_from_step, device, load_optimizer=True, rank=ddp_rank
+    )
+    if meta_data.get("world_size") != ddp_world_size:
+        raise ValueError(
+            f"Checkpoint step {args.resume_from_step} was saved by {meta_data.get('world_size')} processes "
+            f"but this run has {ddp_world_size}: resuming needs the same world size"
+        )
+    model.load_state_dict(model_data)
+    del model_data
 
 # -----------------------------------------------------------------------------
-# batch size and horizon
+# batch size, optimizer, horizon
 tokens_per_fwdbwd = args.device_batch_size * args.max_seq_len
 world_tokens_per_fwdbwd = tokens_per_fwdbwd * ddp_world_size
 total_batch_size = args.total_batch_size
 if total_batch_size == -1:
     total_batch_size = world_tokens_per_fwdbwd  # the stand-in's "auto": one micro-batch per process
-    print0(f"Auto-computed total batch size: {total_batch_size:,}")
-assert total_batch_size % world_tokens_per_fwdbwd == 0, (
-    f"total batch size {total_batch_size:,} is not a multiple of "
-    "device batch size x max seq len x world size "
-    f"= {args.device_batch_size} x {args.max_seq_len} x {ddp_world_size} = {world_tokens_per_fwdbwd:,}"
-)
-grad_accum_steps = total_batch_size // world_tokens_per_fwdbwd
-print0(f"Tokens / micro-batch / rank: {args.device_batch_size} x {args.max_seq_len} = {tokens_per_fwdbwd:,}")
-print0(f"Tokens / micro-batch: {world_tokens_per_fwdbwd:,}")
-print0(f"Total batch size {total_batch_size:,} => gradient accumulation steps: {grad_accum_steps}")
-
-if args.num_iterations > 0:
-    num_iterations = args.num_iterations
-elif args.target_param_data_ratio > 0:
-    num_iterations = int(args.target_param_data_ratio * num_params) // total_batch_size
-else:
-    raise ValueError("No training horizon: pass --num-iterations or a positive --target-param-data-ratio")
-print0(f"Number of iterations: {num_iterations}")
-print0(f"Total number of training tokens: {total_batch_size * num_iterations:,}")
-print0(f"Tokens : Params ratio: {total_batch_size * num_iterations / num_params:.2f}")
+    print0(f"Auto-computed optimal batch size: {total_batch_size:,} tokens")
 
 optimizer = AdamW(model.parameters(), lr=3e-3, betas=(0.9, 0.95), weight_decay=0.0)
-
-resuming = args.resume_from_step != -1
-meta: dict[str, Any] = {}
 if resuming:
-    print0(f"Resuming optimization from step {args.resume_from_step}")
-    model_data, optim_data, meta = load_checkpoint(
-        checkpoint_dir, args.resume_from_step, device, load_optimizer=True, rank=ddp_rank
-    )
-    if meta.get("world_size") != ddp_world_size:
-        raise ValueError(
-            f"Checkpoint step {args.resume_from_step} was saved by {meta.get('world_size')} processes "
-            f"but this run has {ddp_world_size}: resuming needs the same world size"
-        )
-    if args.resume_from_step > num_iterations:
-        raise ValueError(f"Cannot resume from step {args.resume_from_step}: the run ends at step {num_iterations}")
-    model.load_state_dict(model_data)
-    assert optim_data is not None
-    optimizer.load_state_dict(optim_data)
-    del model_data, optim_data
+    assert optimizer_data is not None
+    optimizer.load_state_dict(optimizer_data)
+    del optimizer_data
 
-# -----------------------------------------------------------------------------
-# data
 train_loader = tokenizing_distributed_data_loader(
     tokenizer,
     args.device_batch_size,
     args.max_seq_len,
     split="train",
     device=device,
-    resume_state_dict=meta.get("dataloader_state_dict") if resuming else None,
+    resume_state_dict=meta_data.get("dataloader_state_dict") if resuming else None,
 )
-x, y, dataloader_state = next(train_loader)  # first batch (fails here if a rank gets no data)
+x, y, dataloader_state_dict = next(train_loader)  # first batch (fails here if a rank gets no data)
+
+if args.num_iterations > 0:
+    num_iterations = args.num_iterations
+    print0(f"Using user-provided number of iterations: {num_iterations:,}")
+elif args.target_param_data_ratio > 0:
+    num_iterations = max(1, int(args.target_param_data_ratio * num_params) // total_batch_size)
+    print0(f"Calculated number of iterations from target data:param ratio: {num_iterations:,}")
+else:
+    raise ValueError("No training horizon specified")
+if resuming and args.resume_from_step > num_iterations:
+    raise ValueError(f"Cannot resume from step {args.resume_from_step}: the run ends at step {num_iterations}")
+total_tokens = total_batch_size * num_iterations
+print0(f"Total number of training tokens: {total_tokens:,}")
+print0(f"Tokens : Scaling params ratio: {total_tokens / num_params:.2f}")
+print0(f"Total training FLOPs estimate: {num_flops_per_token * total_tokens:e}")
 
 
 def build_val_loader() -> Any:
@@ -195,8 +167,8 @@ def build_val_loader() -> Any:
 
 
 def get_lr_multiplier(it: int) -> float:
-    """Constant, then a linear warmdown to zero over the last 20% of the steps."""
-    warmdown_iters = round(0.2 * num_iterations)
+    """Constant, then a linear warmdown to zero over the second half of the steps (nanochat's default)."""
+    warmdown_iters = round(0.5 * num_iterations)
     if warmdown_iters == 0 or it <= num_iterations - warmdown_iters:
         return 1.0
     return (num_iterations - it) / warmdown_iters
@@ -234,78 +206,63 @@ def core_metric() -> float:
     return float(all_reduce_sum(hits) / ddp_world_size)
 
 
-def inductor_tf32_check() -> None:
-    """The TF32 crash of nanochat + torch.compile, simulated at the first step.
-
-    On GPU, Inductor's matmul lowering reads the legacy TF32 flag; when nanochat/common.py set TF32
-    through the new fp32_precision API, torch refuses ("mix of the legacy and new APIs") and
-    torch.compile fails at the first step. The stand-in does not compile (CPU), so it makes the same
-    read itself and wraps torch's own RuntimeError the way Inductor does.
-    NANOCHAT_STANDIN_NO_TF32_CRASH=1 skips it (for tests of other things).
-    """
-    if os.environ.get("NANOCHAT_STANDIN_NO_TF32_CRASH") == "1":
-        return
-    try:
-        allowed = torch.backends.cuda.matmul.allow_tf32
-    except RuntimeError as exc:
-        raise inductor_error(exc) from exc
-    del allowed
-
-
-def inductor_error(exc: RuntimeError) -> Exception:
-    try:
-        from torch._inductor.exc import InductorError, LoweringException
-
-        return InductorError(LoweringException(exc, torch.ops.aten.mm.default, [], {}), None)
-    except Exception:  # another torch: a look-alike that prints the same last traceback line
-
-        class InductorErrorLookAlike(RuntimeError):
-            pass
-
-        InductorErrorLookAlike.__module__ = "torch._inductor.exc"
-        InductorErrorLookAlike.__qualname__ = InductorErrorLookAlike.__name__ = "InductorError"
-        return InductorErrorLookAlike(f"LoweringException: RuntimeError: {exc}")
-
-
 # -----------------------------------------------------------------------------
 # training loop
-if resuming:
-    step = int(meta["step"])
-    loop_state = meta["loop_state"]
+if not resuming:
+    step = 0
+    val_bpb: float | None = None
+    min_val_bpb = float("inf")
+    smooth_train_loss = 0.0
+    total_training_time = 0.0
+else:
+    step = int(meta_data["step"])
+    loop_state = meta_data["loop_state"]
+    val_bpb = meta_data["val_bpb"]
     min_val_bpb = loop_state["min_val_bpb"] if loop_state["min_val_bpb"] is not None else float("inf")
     smooth_train_loss = float(loop_state["smooth_train_loss"])
     total_training_time = float(loop_state["total_training_time"])
-else:
-    step, min_val_bpb, smooth_train_loss, total_training_time = 0, float("inf"), 0.0, 0.0
-val_bpb: float | None = None
-ema_beta = 0.9
-first_step_of_process = True
+
+assert total_batch_size % world_tokens_per_fwdbwd == 0, (
+    f"total batch size {total_batch_size:,} is not a multiple of "
+    "device batch size x max seq len x world size "
+    f"= {args.device_batch_size} x {args.max_seq_len} x {ddp_world_size} = {world_tokens_per_fwdbwd:,}"
+)
+grad_accum_steps = total_batch_size // world_tokens_per_fwdbwd
+print0(f"Tokens / micro-batch / rank: {args.device_batch_size} x {args.max_seq_len} = {tokens_per_fwdbwd:,}")
+print0(f"Tokens / micro-batch: {world_tokens_per_fwdbwd:,}")
+print0(f"Total batch size {total_batch_size:,} => gradient accumulation steps: {grad_accum_steps}")
+
 while True:
     last_step = step == num_iterations
-    if first_step_of_process:
-        inductor_tf32_check()
-        first_step_of_process = False
+    flops_so_far = num_flops_per_token * total_batch_size * step
 
     if args.eval_every > 0 and (last_step or step % args.eval_every == 0):
         model.eval()
         val_bpb = evaluate_bpb(max(1, args.eval_tokens // world_tokens_per_fwdbwd))
         print0(f"Step {step:05d} | Validation bpb: {val_bpb:.6f}")
         min_val_bpb = min(min_val_bpb, val_bpb)
-        wandb_run.log({"step": step, "total_training_time": total_training_time, "val/bpb": val_bpb})
+        wandb_run.log(
+            {
+                "step": step,
+                "total_training_flops": flops_so_far,
+                "total_training_time": total_training_time,
+                "val/bpb": val_bpb,
+            }
+        )
         model.train()
 
     if args.core_metric_every > 0 and (last_step or (step > 0 and step % args.core_metric_every == 0)):
         model.eval()
         core = core_metric()
         print0(f"Step {step:05d} | CORE metric: {core:.4f}")
-        wandb_run.log({"step": step, "core_metric": core})
+        wandb_run.log({"step": step, "total_training_flops": flops_so_far, "core_metric": core})
         model.train()
 
     if master_process and args.sample_every > 0 and (last_step or (step > 0 and step % args.sample_every == 0)):
         model.eval()
         for prompt in ("The capital of France is", "If yesterday was Friday, then tomorrow will be"):
             ids = tokenizer.encode([prompt], prepend=tokenizer.get_bos_token_id())[0]
-            print0(prompt + tokenizer.decode(model.generate(ids, max_tokens=8)))
+            print0(tokenizer.decode(ids + model.generate(ids, max_tokens=16)))
         model.train()
 
     if last_step or (
@@ -319,13 +276,13 @@ while True:
             {
                 "step": step,
                 "val_bpb": val_bpb,
-                "model_config": asdict(model_config),
+                "model_config": model_config_kwargs,
                 "user_config": user_config,
                 "device_batch_size": args.device_batch_size,
                 "max_seq_len": args.max_seq_len,
                 "total_batch_size": total_batch_size,
-                "world_size": ddp_world_size,
-                "dataloader_state_dict": dataloader_state,
+                "world_size": ddp_world_size,  # the stand-in's own: resuming checks it
+                "dataloader_state_dict": dataloader_state_dict,
                 "loop_state": {
                     "min_val_bpb": None if math.isinf(min_val_bpb) else min_val_bpb,
                     "smooth_train_loss": smooth_train_loss,
@@ -340,13 +297,11 @@ while True:
 
     # one optimization step: grad accumulation over micro-batches, then averaged over processes
     t0 = time.time()
-    computed = min(grad_accum_steps, COMPUTED_MICRO_BATCHES)
-    for micro_step in range(grad_accum_steps):
-        if micro_step < computed:
-            loss = model(x, y)
-            train_loss = loss.detach()
-            (loss / computed).backward()
-        x, y, dataloader_state = next(train_loader)
+    for _micro_step in range(grad_accum_steps):
+        loss = model(x, y)
+        train_loss = loss.detach()
+        (loss / grad_accum_steps).backward()
+        x, y, dataloader_state_dict = next(train_loader)
     if ddp:
         params = [p for p in model.parameters() if p.grad is not None]
         flat = torch.cat([p.grad.view(-1) for p in params])
@@ -362,38 +317,48 @@ while True:
         group["lr"] = group["initial_lr"] * lrm
     optimizer.step()
     optimizer.zero_grad()
+    train_loss_f = train_loss.item()
     dt = time.time() - t0
 
-    smooth_train_loss = ema_beta * smooth_train_loss + (1 - ema_beta) * train_loss.item()
-    debiased_loss = smooth_train_loss / (1 - ema_beta ** (step + 1))
+    # logging: nanochat's step line, character for character
+    ema_beta = 0.9
+    smooth_train_loss = ema_beta * smooth_train_loss + (1 - ema_beta) * train_loss_f
+    debiased_smooth_loss = smooth_train_loss / (1 - ema_beta ** (step + 1))
     pct_done = 100 * step / num_iterations
     tok_per_sec = int(total_batch_size / dt)
-    mfu = 100 * model.flops_per_token() * total_batch_size / dt / (PEAK_FLOPS_PER_DEVICE * ddp_world_size)
-    total_training_time += dt
-    eta = (num_iterations - step - 1) * total_training_time / (step + 1)
+    mfu = 100 * num_flops_per_token * total_batch_size / dt / (gpu_peak_flops * ddp_world_size)
+    if step > 10:
+        total_training_time += dt  # only the time after the first 10 steps counts
+    steps_done = step - 10
+    if steps_done > 0:
+        eta_str = f" | eta: {(num_iterations - step) * total_training_time / steps_done / 60:.1f}m"
+    else:
+        eta_str = ""
+    epoch = dataloader_state_dict["epoch"]
     print0(
-        f"step {step:05d}/{num_iterations:05d} ({pct_done:.2f}%) | "
-        f"loss: {debiased_loss:.6f} | lrm: {lrm:.2f} | "
-        f"dt: {dt * 1000:.2f}ms | tok/sec: {tok_per_sec:,} | {MFU_LABEL}: {mfu:.2f} | "
-        f"epoch: {dataloader_state['epoch']} pq: {dataloader_state['pq_idx']} "
-        f"rg: {dataloader_state['rg_idx']} | "
-        f"total time: {total_training_time / 60:.2f}m | eta: {eta / 60:.1f}m"
+        f"step {step:05d}/{num_iterations:05d} ({pct_done:.2f}%) | loss: {debiased_smooth_loss:.6f} | "
+        f"lrm: {lrm:.2f} | dt: {dt * 1000:.2f}ms | tok/sec: {tok_per_sec:,} | bf16_mfu: {mfu:.2f} | "
+        f"epoch: {epoch} | total time: {total_training_time / 60:.2f}m{eta_str}"
     )
-    wandb_run.log(
-        {
-            "step": step,
-            "train/loss": debiased_loss,
-            "train/lrm": lrm,
-            "train/dt": dt,
-            "train/tok_per_sec": tok_per_sec,
-            "train/mfu": mfu,
-            "train/epoch": dataloader_state["epoch"],
-        }
-    )
+    if step % 100 == 0:
+        wandb_run.log(
+            {
+                "step": step,
+                "total_training_flops": flops_so_far,
+                "total_training_time": total_training_time,
+                "train/loss": debiased_smooth_loss,
+                "train/lrm": lrm,
+                "train/dt": dt,
+                "train/tok_per_sec": tok_per_sec,
+                "train/mfu": mfu,
+                "train/epoch": epoch,
+            }
+        )
     step += 1
 
-print0(f"Peak memory usage: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.2f}MiB")
+print0("Peak memory usage: 0.00MiB")  # nanochat measures CUDA memory only: 0 on CPU
 print0(f"Total training time: {total_training_time / 60:.2f}m")
-print0(f"Minimum validation bpb: {min_val_bpb:.6f}")
+if val_bpb is not None:
+    print0(f"Minimum validation bpb: {min_val_bpb:.6f}")
 wandb_run.finish()
 compute_cleanup()

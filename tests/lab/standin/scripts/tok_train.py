@@ -13,9 +13,6 @@ import sys
 import time
 from collections.abc import Iterator
 
-import rustbpe  # noqa: F401  (the tokenizer trainer: a venv without it fails right here)
-
-# isort: split
 import psutil
 import torch
 from nanochat.common import get_base_dir
