@@ -90,8 +90,10 @@ TMP_SUFFIX = ".tmp"
 TEXT_COLUMN = "text"
 TAIL_READ = 64 * 1024
 HASH_READ = 4 * 1024 * 1024
-# blobs streaming at once: a far account (~30 ms away) keeps the pipe full with 32 requests in flight,
-# where 16 left it idle between responses (benchmarks/bench_azure.py measures both)
+# blobs streaming at once. A far account (~30 ms away) leaves each connection idle for a round trip
+# per GET, and one TCP window (~6 MB) carries ~200 MB/s at that distance: 10 Gbit/s needs ~16 blobs
+# streaming, 32 keeps twice that in flight. On 2 shared cores benchmarks/bench_azure.py cannot tell
+# 16 from 32 apart (the CPU binds first); memory is at most one single GET (32 MB) per slot.
 DEFAULT_CONCURRENCY = 32
 HASH_QUEUE_BYTES = 16 * 1024 * 1024  # per download: bytes kept in memory for its hasher thread
 JOURNAL_INTERVAL = 2.0
