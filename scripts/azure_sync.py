@@ -43,7 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="download nothing; verify local files against manifest.json and fail if they differ",
     )
     ap.add_argument("--download-mode", default="bulk", choices=DOWNLOAD_MODES)
-    ap.add_argument("--concurrency", type=int, default=32, help="blobs streaming at once (default 32)")
+    ap.add_argument("--concurrency", type=int, default=16, help="blobs streaming at once (default 16)")
     ap.add_argument("--chunk-concurrency", type=int, default=None, help="parallel ranges per large blob (default 4)")
     ap.add_argument("--max-retries", type=int, default=5, help="retries per request, exponential backoff (default 5)")
     ap.add_argument("--progress-file", default=None, help="also write the JSON progress state here")

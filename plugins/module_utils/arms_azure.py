@@ -92,9 +92,10 @@ TAIL_READ = 64 * 1024
 HASH_READ = 4 * 1024 * 1024
 # blobs streaming at once. A far account (~30 ms away) leaves each connection idle for a round trip
 # per GET, and one TCP window (~6 MB) carries ~200 MB/s at that distance: 10 Gbit/s needs ~16 blobs
-# streaming, 32 keeps twice that in flight. On 2 shared cores benchmarks/bench_azure.py cannot tell
-# 16 from 32 apart (the CPU binds first); memory is at most one single GET (32 MB) per slot.
-DEFAULT_CONCURRENCY = 32
+# streaming. Since a slot is held only while bytes stream (hash wait, fsync and rename happen outside
+# it), 16 slots are 16 streams. 32 measured no better on 2 shared cores (benchmarks/bench_azure.py)
+# and doubles the memory of in-flight GETs (up to 32 MB each).
+DEFAULT_CONCURRENCY = 16
 HASH_QUEUE_BYTES = 16 * 1024 * 1024  # per download: bytes kept in memory for its hasher thread
 JOURNAL_INTERVAL = 2.0
 
