@@ -35,6 +35,16 @@ say() { printf '[lab] %s\n' "$*"; }
 die() { printf '[lab] ERROR: %s\n' "$*" >&2; exit 1; }
 alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
+remove_user() {
+  # a lab user, its processes, its home and what it left in the shared temp folders
+  local user=$1 uid
+  uid=$(id -u "$user")
+  pkill -KILL -u "$user" 2>/dev/null || true
+  sleep 0.2
+  find /tmp /var/tmp /dev/shm -mindepth 1 -maxdepth 1 -uid "$uid" -exec rm -rf {} + 2>/dev/null || true
+  userdel -r "$user" >/dev/null 2>&1 || userdel "$user"
+}
+
 need_root() { [ "$(id -u)" = 0 ] || die "the lab creates users and starts sshd: run it as root (on a throw-away machine)."; }
 
 install_packages() {
@@ -74,12 +84,13 @@ make_users() {
       owner=$(cat "/home/$user/$OWNER_FILE" 2>/dev/null || true)
       if [ "$owner" != "$LAB" ]; then
         say "host $name ($user) was set up by ${owner:-an unknown checkout}: removing it to start afresh"
-        pkill -KILL -u "$user" 2>/dev/null || true
-        sleep 0.2
-        userdel -r "$user" >/dev/null 2>&1 || userdel "$user"
+        remove_user "$user"
       fi
     fi
     if ! id "$user" >/dev/null 2>&1; then
+      # what an earlier user of that name left in the shared temp folders (torch.compile's
+      # /tmp/torchinductor_<user>) belongs to another uid now: the new user could not use it
+      rm -rf "/tmp/torchinductor_$user"
       useradd -m -s /bin/bash -c "nanochat-arms lab host $name" "$user"
       printf '%s\n' "$LAB" >"/home/$user/$OWNER_FILE"
       chmod 444 "/home/$user/$OWNER_FILE"
@@ -269,7 +280,7 @@ cmd_down() {
   for pid in $(pgrep -f 'ssh: .*\.ansible/cp' 2>/dev/null || true); do kill "$pid" 2>/dev/null || true; done
   for h in "${HOSTS[@]}"; do
     IFS=: read -r _ user _ <<<"$h"
-    if id "$user" >/dev/null 2>&1; then userdel -r "$user" >/dev/null 2>&1 || userdel "$user"; fi
+    if id "$user" >/dev/null 2>&1; then remove_user "$user"; fi
   done
   rm -f "$SUDOERS"
   if [ -f "$AUTOGROUP_PREV" ]; then
