@@ -129,7 +129,7 @@ def test_module_returns_uv_args_and_the_unused_names(tmp_path: Path, capsys: pyt
     assert not out.get("failed") and out["changed"] is False
     assert out["uv_args"][:2] == ["--index", "pytorch-cu128=https://torch-index.example/whl/cu128"]
     assert out["index_strategy"] == INDEX_STRATEGY
-    # the warning itself is asserted where Ansible shows it (tests/venv): in-process, once another test
+    # the warning itself is asserted where Ansible shows it (tests/venv_role): in-process, once another test
     # has loaded controller code, ansible-core sends module warnings to its display instead
     assert out["unused_overrides"] == ["pytorch-cu130"]
     # read-only: check mode gives the same answer

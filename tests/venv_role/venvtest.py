@@ -1,4 +1,4 @@
-"""Helpers of the tests/venv tests: the nanochat_venv role run on this machine (see conftest.py)."""
+"""Helpers of the tests/venv_role tests: the nanochat_venv role run on this machine (see conftest.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""The nanochat_venv role run on the controller itself (connection local), against the REAL nanochat.
+"""(The folder is not named `venv`: pytest never collects a folder of that name.)
+
+The nanochat_venv role run on the controller itself (connection local), against the REAL nanochat.
 
 No lab needed: the role is applied to localhost through ansible-runner with tests/fixtures/inventory.ini,
 its folders (checkout, venv, state dir) in a temporary folder, nanochat cloned from
