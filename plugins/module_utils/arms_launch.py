@@ -2,10 +2,9 @@
 
 Four parts, each usable alone (the ``nanochat_train`` module and the preflight compose them):
 
-1. Flags. nanochat's command line changed twice (../shared/nanochat-interface.md): before
-   2026-01-04 a configurator took ``--key=value`` with underscores; from 2026-01-04 argparse with
-   underscores; from 2026-01-13 argparse with dashes (underscored flags rejected).
-   :func:`flag_style` maps a commit date to the style, :func:`render_flags` writes flags in it.
+1. Flags. nanochat's command line changed twice (configurator, argparse with underscores,
+   argparse with dashes); ``arms_flags`` reads which one a checkout has from its own scripts, and
+   :func:`render_flags` writes flags in it.
 2. The command. :func:`build_command` returns the argv and the environment of one node's launch:
    ``<venv>/bin/torchrun`` with ``--standalone`` (one node) or the static rendezvous
    ``--nnodes --node_rank --master_addr --master_port`` (several nodes; see below), then
@@ -46,14 +45,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from ansible.module_utils.arms_common import ArmsError, atomic_write_json, human_bytes
+from ansible.module_utils.arms_flags import STYLES
 
 # ---------------------------------------------------------------------------------------------
 # 1. flags
 # ---------------------------------------------------------------------------------------------
-
-STYLES = ("configurator", "underscore", "dash")
-ARGPARSE_SINCE = "2026-01-04"  # eb7bbc1: argparse, underscored flags
-DASH_SINCE = "2026-01-13"  # 7312ec9: dashed flags, underscored ones rejected
 
 # flags the launcher sets from its own arguments; extra flags may not repeat them
 CORE_FLAGS = ("depth", "run", "device_batch_size", "total_batch_size", "model_tag", "resume_from_step")
@@ -75,16 +71,6 @@ def commit_day(commit_date: str) -> str:
             f"commit date {commit_date!r} is not a date; expected YYYY-MM-DD (e.g. the output of "
             "`git show -s --format=%cs HEAD` in the nanochat checkout)."
         ) from None
-
-
-def flag_style(commit_date: str) -> str:
-    """The flag style of a nanochat commit of that date: configurator, underscore or dash."""
-    day = commit_day(commit_date)
-    if day < ARGPARSE_SINCE:
-        return "configurator"
-    if day < DASH_SINCE:
-        return "underscore"
-    return "dash"
 
 
 def canonical_flag(name: str) -> str:

@@ -27,7 +27,6 @@ from ansible.module_utils.arms_launch import (
     compare_budgets,
     default_ratio,
     find_trainings,
-    flag_style,
     group_is_ours,
     group_members,
     held_tokens,
@@ -69,25 +68,10 @@ COMMON = {
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("date", "style"),
-    [
-        ("2025-12-27", "configurator"),
-        ("2026-01-03", "configurator"),
-        ("2026-01-04", "underscore"),
-        ("2026-01-12", "underscore"),
-        ("2026-01-13", "dash"),
-        ("2026-02-01T09:30:00+00:00", "dash"),
-        ("2026-07-03", "dash"),
-    ],
-)
-def test_flag_style_by_commit_date(date: str, style: str) -> None:
-    assert flag_style(date) == style
-
-
-def test_flag_style_rejects_a_non_date() -> None:
+def test_a_commit_date_that_is_no_date_is_refused() -> None:
+    # (the flag style is read from the checkout's code: tests/unit/test_flags_from_code.py)
     with pytest.raises(ArmsError, match="not a date; expected YYYY-MM-DD"):
-        flag_style("last tuesday")
+        default_ratio("last tuesday")
 
 
 def test_render_flags_per_style() -> None:
