@@ -19,11 +19,13 @@ sentence part per field, for the refusal and for collect's "stale" mark.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import subprocess
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from ansible.module_utils.arms_common import ArmsError
+from ansible.module_utils.arms_manifest import read_manifest, sha256_file
 
 FIELDS = ("commit", "source_edits", "launcher", "flags", "tokenizer", "data", "val")
 # flags that change between launches of one and the same run
@@ -39,14 +41,11 @@ def _git(chdir: str, *args: str) -> str:
 
 
 def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
+    """The file's sha256, or "" when there is none (no tokenizer yet)."""
     try:
-        with open(path, "rb") as fh:
-            while chunk := fh.read(1 << 20):
-                digest.update(chunk)
+        return sha256_file(path)
     except OSError:
         return ""
-    return digest.hexdigest()
 
 
 def stable_flags(flags: Sequence[str]) -> list[str]:
@@ -56,13 +55,12 @@ def stable_flags(flags: Sequence[str]) -> list[str]:
 
 def data_identity(data_dir: str) -> tuple[str, str]:
     """(digest of the training shards' names and sha256, "name sha256" of the val shard) of the
-    data dir's manifest; ("", "") without a manifest."""
+    data dir's manifest; ("", "") without a readable one (the preflight says why)."""
     try:
-        with open(os.path.join(data_dir, "manifest.json"), encoding="utf-8") as fh:
-            manifest = json.load(fh)
-        shards = [s for s in manifest.get("shards", []) if isinstance(s, dict)]
-    except (OSError, ValueError, AttributeError):
-        return "", ""
+        manifest = read_manifest(data_dir)
+    except ArmsError:
+        manifest = None
+    shards = manifest["shards"] if manifest else []
     train = sorted(f"{s.get('name')} {s.get('sha256')}" for s in shards if s.get("role", "train") != "val")
     val = [f"{s.get('name')} {s.get('sha256')}" for s in shards if s.get("role") == "val"]
     return hashlib.sha256("\n".join(train).encode()).hexdigest(), (val[-1] if val else "")

@@ -618,10 +618,10 @@ def test_current_identity_reads_commit_edits_tokenizer_and_manifest(tmp_path) ->
     data = base / "base_data"
     data.mkdir()
     shards = [
-        {"name": "shard_00000.parquet", "sha256": "s0", "role": "train"},
-        {"name": "shard_val.parquet", "sha256": "sv", "role": "val"},
+        {"name": "shard_00000.parquet", "bytes": 10, "sha256": "s0", "role": "train"},
+        {"name": "shard_val.parquet", "bytes": 10, "sha256": "sv", "role": "val"},
     ]
-    (data / "manifest.json").write_text(json.dumps({"shards": shards}))
+    (data / "manifest.json").write_text(json.dumps({"format": "nanochat-arms-manifest/1", "shards": shards}))
     kw = {"chdir": str(repo), "base_dir": str(base), "data_dir": str(data), "launcher": "python", "processes": 1}
     first = current_identity(flags=["--depth=2"], **kw)
     assert len(first["commit"]) == 40 and first["source_edits"] == [] and first["val"] == "shard_val.parquet sv"
