@@ -200,8 +200,8 @@ def test_check_mode_on_a_fresh_lab_predicts_every_step_and_touches_nothing(lab, 
     out = checked.stdout
     assert "HEAD (no checkout)" in out  # the diff of the clone
     for host, step in (
-        ("cpu", "would make or fetch its arm's data"),
-        ("top", "would make or fetch its arm's data"),
+        ("cpu", "would write its random arms' shards"),
+        ("top", "would download its arm's shards from Azure"),
         ("random", "would receive the random arm's shards from the CPU node"),
         ("cpu", "would train the experiment's tokenizer"),
         ("top", "would receive the tokenizer"),

@@ -1,0 +1,206 @@
+"""Each GPU host's paid-but-idle time in this run: from first contact to its arm's first step line.
+
+At the end of a run that launched an arm (site.yml, train.yml), print one line per GPU host:
+
+    GPU time before training, per host (from first contact to the first step line):
+      top: reached 13:50:01, first step 13:53:40 (3m39s): setup 2m01s, data 35s, preflight 9s, launch 25s,
+           checks 5s, waiting on other hosts 24s
+
+and, when the environment names ``ARMS_TIMELINE_FILE``, write the same figures there as JSON (the CI
+entry puts them in its summary). A host's time is split by what ran for it: setup (the host-setup
+roles), data (download, transfer, val shard, tokenizer: tasks tagged so, including those delegated
+to the CPU node on its behalf), preflight, launch (nanochat_train starting the run and waiting for
+its first step line), checks (inputs, facts), and what is left: waiting (play barriers, where a host
+waits for the slowest host of a task or play, and Ansible's own work between tasks). Overlapped work
+counts once, under the task the host was running: the Azure download that runs while the CUDA venv
+installs is setup time, and only the wait that outlasts the setup is data time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ansible.plugins.callback import CallbackBase
+
+DOCUMENTATION = """
+name: arms_timeline
+type: aggregate
+short_description: each GPU host's time from first contact to its arm's first step line, broken down
+description:
+  - At the end of a run that launched an arm, print per GPU host what the time before training went to,
+    and write it as JSON to the file named by the environment variable ARMS_TIMELINE_FILE when set.
+requirements:
+  - enabled in ansible.cfg (callbacks_enabled)
+"""
+
+SETUP_ROLES = frozenset(
+    {
+        "system_packages",
+        "uv",
+        "nanochat_checkout",
+        "nanochat_crlf",
+        "nanochat_venv",
+        "nanochat_tf32",
+        "arms_tools",
+        "credentials",
+    }
+)
+DATA_TAGS = frozenset({"download", "transfer", "val", "tokenizer", "prepare"})
+CATEGORIES = ("setup", "data", "preflight", "launch", "checks")
+LAUNCH_ACTION = "nanochat_train"
+# nanochat_train states that only read a run (status.yml, stop.yml, collect.yml): not a launch
+READ_STATES = frozenset({"status", "stopped", "absent"})
+
+
+def category(action: str, role: str | None, tags: list[str], args: dict[str, Any]) -> str:
+    """What a task is for, as far as a GPU host's time goes."""
+    if action.split(".")[-1] == LAUNCH_ACTION and str(args.get("state", "started")) not in READ_STATES:
+        return "launch"
+    if role in SETUP_ROLES:
+        return "setup"
+    if "preflight" in tags:
+        return "preflight"
+    if DATA_TAGS.intersection(tags):
+        return "data"
+    return "checks"
+
+
+def fmt_s(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    if h:
+        return f"{h}h{m:02d}m"
+    return f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+@dataclass
+class HostTimeline:
+    """What one host did in this run: busy spans by category, first contact, the launch's outcome."""
+
+    reached: float | None = None
+    busy: dict[str, float] = field(default_factory=lambda: dict.fromkeys(CATEGORIES, 0.0))
+    first_step: float | None = None  # when the launch task saw the first step line (this run started it)
+    launch: str | None = None  # launched | already | failed
+    last: float | None = None  # end of the host's last task
+
+    def span(self, cat: str, start: float, end: float) -> None:
+        if self.reached is None or start < self.reached:
+            self.reached = start
+        self.busy[cat] = self.busy.get(cat, 0.0) + max(0.0, end - start)
+        self.last = end if self.last is None else max(self.last, end)
+
+    def report(self, host: str) -> dict[str, Any]:
+        """The host's figures: reached, first step, total, per category, and the waiting left over."""
+        out: dict[str, Any] = {"host": host, "reached": self.reached, "first_step": self.first_step}
+        out["launch"] = self.launch
+        if self.reached is None or (self.first_step is None and self.launch == "already"):
+            out["line"] = f"{host}: its arm was already training before this run (nothing was waited for)"
+            return out
+        end = self.first_step if self.first_step is not None else (self.last or self.reached)
+        total = end - self.reached
+        parts = {cat: round(self.busy.get(cat, 0.0), 1) for cat in CATEGORIES}
+        waiting = max(0.0, total - sum(parts.values()))
+        out.update(total_s=round(total, 1), seconds=parts, waiting_s=round(waiting, 1))
+        shown = ", ".join(f"{cat} {fmt_s(parts[cat])}" for cat in CATEGORIES if parts[cat] >= 0.5)
+        clock = time.strftime("%H:%M:%S", time.localtime(self.reached))
+        if self.first_step is not None:
+            head = f"first step {time.strftime('%H:%M:%S', time.localtime(end))}"
+        else:
+            head = f"NO first step line in this run (its launch {self.launch or 'did not run'}) by the end"
+        out["line"] = (
+            f"{host}: reached {clock}, {head} ({fmt_s(total)}): {shown}, waiting on other hosts {fmt_s(waiting)}"
+        )
+        return out
+
+
+class Timeline:
+    """Collects spans from callback events; the arithmetic, apart from Ansible's objects."""
+
+    def __init__(self) -> None:
+        self.hosts: dict[str, HostTimeline] = {}
+        self._started: dict[tuple[str, str], float] = {}
+
+    def host(self, name: str) -> HostTimeline:
+        return self.hosts.setdefault(name, HostTimeline())
+
+    def start(self, host: str, task_uuid: str, now: float) -> None:
+        self._started[(host, task_uuid)] = now
+
+    def end(
+        self, host: str, task_uuid: str, cat: str, now: float, status: str, result: dict[str, Any] | None = None
+    ) -> None:
+        start = self._started.pop((host, task_uuid), None)
+        if start is None or status == "skipped":
+            return
+        line = self.host(host)
+        line.span(cat, start, now)
+        if cat == "launch":
+            result = result or {}
+            if status != "ok":
+                line.launch = "failed"
+            elif result.get("changed"):
+                line.launch, line.first_step = "launched", now
+            else:
+                line.launch = "already"
+
+    def launched_hosts(self) -> list[str]:
+        return [h for h, t in self.hosts.items() if t.launch is not None]
+
+    def report(self) -> list[dict[str, Any]]:
+        return [self.hosts[h].report(h) for h in self.launched_hosts()]
+
+
+class CallbackModule(CallbackBase):
+    CALLBACK_VERSION = 2.0
+    CALLBACK_TYPE = "aggregate"
+    CALLBACK_NAME = "arms_timeline"
+    CALLBACK_NEEDS_ENABLED = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.timeline = Timeline()
+
+    @staticmethod
+    def _category(task: Any) -> str:
+        role = task._role.get_name(include_role_fqcn=False) if task._role else None
+        return category(task.action or "", role, list(task.tags or []), dict(task.args or {}))
+
+    def v2_runner_on_start(self, host: Any, task: Any) -> None:
+        self.timeline.start(host.get_name(), task._uuid, time.time())
+
+    def _end(self, result: Any, status: str) -> None:
+        task = result._task
+        self.timeline.end(
+            result._host.get_name(), task._uuid, self._category(task), time.time(), status, result._result
+        )
+
+    def v2_runner_on_ok(self, result: Any) -> None:
+        self._end(result, "ok")
+
+    def v2_runner_on_failed(self, result: Any, ignore_errors: bool = False) -> None:
+        self._end(result, "ok" if ignore_errors else "failed")
+
+    def v2_runner_on_unreachable(self, result: Any) -> None:
+        self._end(result, "failed")
+
+    def v2_runner_on_skipped(self, result: Any) -> None:
+        self._end(result, "skipped")
+
+    def v2_playbook_on_stats(self, stats: Any) -> None:
+        rows = self.timeline.report()
+        if not rows:
+            return
+        self._display.display("GPU time before training, per host (from first contact to the first step line):")
+        for row in rows:
+            self._display.display(f"  {row['line']}")
+        path = os.environ.get("ARMS_TIMELINE_FILE")
+        if path:
+            tmp = f"{path}.tmp-{os.getpid()}"
+            with open(tmp, "w", encoding="utf-8") as fh:
+                json.dump({"hosts": rows}, fh, indent=2)
+            os.replace(tmp, path)

@@ -1,0 +1,159 @@
+"""The idle-time report of site.yml: what each GPU host's time before training went to."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+spec = importlib.util.spec_from_file_location("arms_timeline", ROOT / "plugins" / "callback" / "arms_timeline.py")
+assert spec and spec.loader
+timeline_mod = importlib.util.module_from_spec(spec)
+sys.modules["arms_timeline"] = timeline_mod  # dataclasses look their module up there
+spec.loader.exec_module(timeline_mod)
+Timeline = timeline_mod.Timeline
+category = timeline_mod.category
+
+
+def test_tasks_are_put_under_what_they_were_for() -> None:
+    assert category("ansible.builtin.command", "nanochat_venv", ["deps"], {}) == "setup"
+    assert category("nanochat_job", None, ["download"], {}) == "data"
+    assert category("ansible.builtin.command", None, ["transfer", "always"], {}) == "data"
+    assert category("nanochat_preflight", None, ["preflight"], {}) == "preflight"
+    assert category("nanochat_train", None, ["train"], {}) == "launch"
+    # status and stop read or end a run: not a launch
+    assert category("nanochat_train", None, ["status"], {"state": "status"}) == "checks"
+    assert category("nanochat_train", None, ["stop"], {"state": "stopped"}) == "checks"
+
+
+def test_a_hosts_time_is_split_into_its_busy_spans_and_the_waiting_left_over() -> None:
+    t = Timeline()
+    spans = [  # host, task, category, start, end
+        ("top", "facts", "checks", 100.0, 102.0),
+        ("top", "venv", "setup", 105.0, 165.0),
+        ("top", "download-wait", "data", 165.0, 175.0),
+        ("top", "preflight", "preflight", 190.0, 195.0),
+        ("random", "facts", "checks", 100.0, 101.0),
+        ("random", "venv", "setup", 105.0, 160.0),
+    ]
+    for host, task, cat, start, end in spans:
+        t.start(host, task, start)
+        t.end(host, task, cat, end, "ok")
+    t.start("top", "launch", 200.0)
+    t.end("top", "launch", "launch", 230.0, "ok", {"changed": True})
+    t.start("random", "launch", 200.0)
+    t.end("random", "launch", "launch", 228.0, "ok", {"changed": False})
+    t.start("random", "skipped", 229.0)
+    t.end("random", "skipped", "data", 240.0, "skipped")  # a skipped task took no host time
+
+    rows = {r["host"]: r for r in t.report()}
+    top = rows["top"]
+    assert top["total_s"] == 130.0  # reached at 100, first step line at 230
+    assert top["seconds"] == {"setup": 60.0, "data": 10.0, "preflight": 5.0, "launch": 30.0, "checks": 2.0}
+    assert top["waiting_s"] == 23.0
+    assert "top: reached" in top["line"] and "(2m10s)" in top["line"]
+    assert "setup 1m00s, data 10s, preflight 5s, launch 30s, checks 2s, waiting on other hosts 23s" in top["line"]
+    # an arm that was already training: nothing was waited for, and the line says so
+    assert rows["random"]["first_step"] is None
+    assert "already training before this run" in rows["random"]["line"]
+
+
+def test_a_failed_launch_is_reported_with_the_time_spent_until_it_failed() -> None:
+    t = Timeline()
+    t.start("top", "venv", 0.0)
+    t.end("top", "venv", "setup", 50.0, "ok")
+    t.start("top", "launch", 60.0)
+    t.end("top", "launch", "launch", 660.0, "failed")
+    (row,) = t.report()
+    assert "NO first step line in this run (its launch failed)" in row["line"]
+    assert row["total_s"] == 660.0 and row["waiting_s"] == 10.0
+
+
+def test_a_run_that_launches_nothing_prints_no_report() -> None:
+    t = Timeline()
+    t.start("top", "status", 0.0)
+    t.end("top", "status", "checks", 1.0, "ok")
+    assert t.report() == []
+
+
+def test_the_callback_reports_a_real_playbook_run_and_writes_the_json(tmp_path: Path) -> None:
+    """ansible-playbook on localhost with the project's callbacks: the role, tag and launch rules seen live."""
+    (tmp_path / "roles" / "uv" / "tasks").mkdir(parents=True)
+    (tmp_path / "roles" / "uv" / "tasks" / "main.yml").write_text(
+        "- name: Setup work\n  ansible.builtin.command: sleep 1.2\n  changed_when: false\n"
+    )
+    (tmp_path / "library").mkdir()
+    # a stand-in launch module named like the real one (the real one needs a nanochat checkout)
+    (tmp_path / "library" / "nanochat_train.py").write_text(
+        textwrap.dedent(
+            """\
+            #!/usr/bin/python
+            import time
+            from ansible.module_utils.basic import AnsibleModule
+            m = AnsibleModule(argument_spec={"state": {"type": "str", "default": "started"}})
+            time.sleep(0.6)
+            m.exit_json(changed=m.params["state"] == "started")
+            """
+        )
+    )
+    (tmp_path / "site.yml").write_text(
+        textwrap.dedent(
+            """\
+            - name: A run
+              hosts: localhost
+              gather_facts: false
+              tasks:
+                - name: Setup role
+                  ansible.builtin.import_role:
+                    name: uv
+                - name: Data wait
+                  ansible.builtin.command: sleep 0.8
+                  changed_when: false
+                  tags: [download]
+                - name: Launch
+                  nanochat_train: {}
+                - name: Status (not a launch)
+                  nanochat_train:
+                    state: status
+            """
+        )
+    )
+    out = tmp_path / "timeline.json"
+    env = dict(os.environ)
+    env.update(
+        ANSIBLE_CALLBACK_PLUGINS=str(ROOT / "plugins" / "callback"),
+        ANSIBLE_CALLBACKS_ENABLED="arms_timeline",
+        ANSIBLE_ROLES_PATH=str(tmp_path / "roles"),
+        ANSIBLE_LIBRARY=str(tmp_path / "library"),
+        ARMS_TIMELINE_FILE=str(out),
+    )
+    env.pop("ANSIBLE_CONFIG", None)
+    proc = subprocess.run(
+        [
+            os.path.join(os.path.dirname(sys.executable), "ansible-playbook"),
+            "-i",
+            "localhost,",
+            "-c",
+            "local",
+            "-e",
+            f"ansible_python_interpreter={sys.executable}",
+            "site.yml",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "GPU time before training, per host" in proc.stdout
+    (row,) = json.loads(out.read_text())["hosts"]
+    assert row["host"] == "localhost" and row["launch"] == "launched"
+    assert row["seconds"]["setup"] >= 1.2 and row["seconds"]["data"] >= 0.8 and row["seconds"]["launch"] >= 0.6
+    assert row["total_s"] >= row["seconds"]["setup"] + row["seconds"]["data"] + row["seconds"]["launch"]
+    assert "localhost: reached" in proc.stdout and "first step" in proc.stdout
