@@ -134,17 +134,19 @@ def family_problems(experiment: Mapping[str, Any] | None) -> list[str]:
         return []
     arms = experiment["arms"]
     problems: list[str] = []
-    names: dict[str, str] = {}  # generated or declared arm name -> where it comes from
-    runs: dict[str, str] = {}  # run name -> arm
+    # every declared arm and run name first: a member may collide with an arm declared after it
+    names = {str(arm): f"the arm {arm}" for arm in arms}
+    runs = {
+        str(spec["run_name"]): str(arm)
+        for arm, spec in arms.items()
+        if isinstance(spec, Mapping) and spec.get("run_name")
+    }
     for arm, spec in arms.items():
         spec = spec if isinstance(spec, Mapping) else {}
         family = spec.get("family")
         if not isinstance(family, Mapping):
             if family is not None and not isinstance(family, str):
                 problems.append(f"arms.{arm}.family is not a mapping; give e.g. family: {{seeds: [42, 43, 44]}}")
-            names.setdefault(str(arm), f"the arm {arm}")
-            if spec.get("run_name"):
-                runs.setdefault(str(spec["run_name"]), str(arm))
             continue
         unknown = sorted(set(family) - set(FAMILY_KEYS))
         if unknown:
@@ -166,7 +168,10 @@ def family_problems(experiment: Mapping[str, Any] | None) -> list[str]:
         if axis:
             problems += axis
             continue
-        for member in family_members(str(arm), {**spec, "data": data}):
+        members = family_members(str(arm), {**spec, "data": data})
+        if problem := name_problem(members[0]["name"], f"the family member name (of arms.{arm})"):
+            problems.append(problem)
+        for member in members[1:]:  # the first is the declared arm itself
             if problem := name_problem(member["name"], f"the family member name (of arms.{arm})"):
                 problems.append(problem)
             if member["name"] in names:
