@@ -210,52 +210,67 @@ def band(curves: Sequence[Sequence[tuple[int, float]]]) -> list[tuple[int, float
     return [(step, min(v), max(v), statistics.fmean(v)) for step, v in sorted(by_step.items()) if len(v) >= 2]
 
 
-def render_band_plot(
-    curves: Mapping[str, Sequence[tuple[int, float]]], families: Mapping[str, str | None], title: str = ""
-) -> bytes:
-    """The PNG bytes of :func:`band_plot`."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(9, 5.4), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.subplots()
-    members: dict[str, list[str]] = {}
-    for arm in curves:
-        if families.get(arm):
-            members.setdefault(str(families[arm]), []).append(arm)
+def _draw(
+    ax: Any,
+    curves: Mapping[str, Sequence[tuple[int, float]]],
+    members: Mapping[str, list[str]],
+    since: int,
+) -> None:
+    """One panel: each family's band (min-max, shaded, edges thin) and dashed mean, then the other arms."""
     color = 0
     banded: set[str] = set()
     for family, arms in members.items():
-        points = band([curves[a] for a in arms])
+        points = [p for p in band([curves[a] for a in arms]) if p[0] >= since]
         if not points:
             continue
         banded.update(arms)
         c = f"C{color % 10}"
         color += 1
         steps = [p[0] for p in points]
-        ax.fill_between(steps, [p[1] for p in points], [p[2] for p in points], color=c, alpha=0.25, linewidth=0)
-        ax.plot(
-            steps,
-            [p[3] for p in points],
-            color=c,
-            linestyle="--",
-            linewidth=1.2,
-            label=f"{family}: {len(arms)} seeds, mean and min-max band",
-        )
+        lows, highs = [p[1] for p in points], [p[2] for p in points]
+        ax.fill_between(steps, lows, highs, color=c, alpha=0.3, linewidth=0)
+        ax.plot(steps, lows, color=c, linewidth=0.6)
+        ax.plot(steps, highs, color=c, linewidth=0.6)
+        label = f"{family}: {len(arms)} seeds, mean (dashed) and min-max band"
+        ax.plot(steps, [p[3] for p in points], color=c, linestyle="--", linewidth=1.4, label=label)
     for arm, curve in curves.items():
         if arm in banded:
             continue
         c = f"C{color % 10}"
         color += 1
+        shown = [(s, v) for s, v in curve if s >= since]
         label = arm if curve else f"{arm} (no validation point yet)"
-        ax.plot([s for s, _ in curve], [v for _, v in curve], color=c, marker="o", markersize=3, label=label)
+        ax.plot([s for s, _ in shown], [v for _, v in shown], color=c, marker="o", markersize=4, label=label)
     ax.set_xlabel("step")
-    ax.set_ylabel("validation bits per byte")
-    ax.set_title(title or "validation bpb: seed noise band and arms")
     ax.grid(True, alpha=0.3)
     if curves:
-        ax.legend()
+        ax.legend(fontsize="small")
+
+
+def render_band_plot(
+    curves: Mapping[str, Sequence[tuple[int, float]]], families: Mapping[str, str | None], title: str = ""
+) -> bytes:
+    """The PNG bytes of :func:`band_plot`."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    fig = Figure(figsize=(12, 5.4), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax_all, ax_end = fig.subplots(1, 2)
+    members: dict[str, list[str]] = {}
+    for arm in curves:
+        if families.get(arm):
+            members.setdefault(str(families[arm]), []).append(arm)
+    last = max((s for curve in curves.values() for s, _ in curve), default=0)
+    _draw(ax_all, curves, members, 0)
+    _draw(ax_end, curves, members, last // 2)
+    ax_all.set_ylabel("validation bits per byte")
+    ax_all.set_title("whole run")
+    ax_end.set_title(f"second half, zoomed (from step {last // 2})")
+    for ax in (ax_all, ax_end):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.suptitle(title or "validation bpb: seed noise band and arms")
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", metadata={"Software": None})
     return buffer.getvalue()
@@ -269,7 +284,9 @@ def band_plot(
 ) -> str:
     """Write a PNG to ``path``: validation bpb against step, each family (two or more arms with the
     same ``families`` value and validation points at a common step) a shaded min-max band with its
-    mean dashed, every other arm a line with markers. Written atomically; returns ``path``."""
+    mean dashed, every other arm a line with markers; the left panel the whole run, the right one the
+    second half zoomed (the first evaluations' high bpb would flatten the band to a line). Written
+    atomically; returns ``path``."""
     for arm, curve in curves.items():
         for point in curve:
             if len(point) != 2 or not all(isinstance(x, (int, float)) and math.isfinite(x) for x in point):
