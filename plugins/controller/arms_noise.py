@@ -168,8 +168,9 @@ def sentences(results: Sequence[Mapping[str, Any]], metrics: Sequence[str] = tup
             if len(rows) == 1:
                 out.append(f"no noise band was measured (one seed of {family})")
             else:
+                verb = "has" if have == 1 else "have"
                 out.append(
-                    f"no noise band was measured ({have} of the {len(rows)} seeds of {family} have a "
+                    f"no noise band was measured (only {have} of the {len(rows)} seeds of {family} {verb} a "
                     f"{METRICS[headline][0]} yet)"
                 )
     for metric in metrics:

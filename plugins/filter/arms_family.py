@@ -35,6 +35,16 @@ def _call(func: Any, *args: Any, **kwargs: Any) -> Any:
         raise AnsibleFilterError(str(exc)) from None
 
 
+def _int(value: Any, what: str) -> int:
+    """A whole number from YAML or Jinja (``8``, ``"8"``); a sentence otherwise."""
+    try:
+        if isinstance(value, bool) or float(value) != int(float(value)):
+            raise ValueError
+        return int(float(value))
+    except (TypeError, ValueError):
+        raise AnsibleFilterError(f"{what} is {value!r}; give a whole number.") from None
+
+
 def arms_family_problems(experiment: Any) -> list[str]:
     """``arms_experiment_raw | arms_family_problems`` -> [] or sentences about the family declarations."""
     return arms_family.family_problems(experiment)
@@ -64,7 +74,11 @@ def arms_place(
     experiment: Any, groups: Any, gpus_per_host: Any, gpus_per_arm: Any = None, pack: Any = False
 ) -> dict[str, Any]:
     """``arms_experiment | arms_place(groups, gpus, placement.gpus_per_arm, placement.pack)`` -> {arm: placement}."""
-    gpus_per_arm = None if gpus_per_arm in (None, "") else int(gpus_per_arm)
+    gpus_per_arm = None if gpus_per_arm in (None, "") else _int(gpus_per_arm, "placement.gpus_per_arm")
+    if isinstance(gpus_per_host, dict):
+        gpus_per_host = {host: _int(n, f"the GPUs of {host}") for host, n in gpus_per_host.items()}
+    else:
+        gpus_per_host = _int(gpus_per_host, "the GPUs per host")
     return _call(
         arms_family.place_arms, experiment["arms"], groups, gpus_per_host, gpus_per_arm=gpus_per_arm, pack=bool(pack)
     )

@@ -483,11 +483,13 @@ def test_the_filters_expand_profile_and_place_the_lab_pilot() -> None:
     exp = with_pilot(experiment(seeds=[42, 43, 44]))
     assert f["arms_family_problems"](exp) == [] and f["arms_profile_problems"](exp) == []
     pilot = f["arms_apply_profile"](f["arms_expand_arms"](exp), "pilot")
-    placement = f["arms_place"](pilot, {"arm_top": ["top"], "arm_random": ["random"]}, 0, "1", True)
+    placement = f["arms_place"](pilot, {"arm_top": ["top"], "arm_random": ["random"]}, "0", "1", True)
     assert f["arms_host_arms"](placement, "random") == ["random16.5", "random16.5-s44"]
     assert f["arms_seed_families"](pilot)["random16.5-s43"] == "random16.5"
     assert f["arms_shared_sources"](pilot)[0]["seeds"] == [42, 43, 44]
     assert f["arms_profile_diff"](exp, exp) == []
+    with pytest.raises(AnsibleFilterError, match="the GPUs per host is 'eight'; give a whole number"):
+        f["arms_place"](pilot, {"arm_top": ["top"]}, "eight")
     with pytest.raises(AnsibleFilterError, match="lists seed 43 more than once"):
         f["arms_expand_arms"](experiment(seeds=[42, 43, 43]))
 

@@ -129,7 +129,7 @@ def test_seeds_without_a_value_yet_say_so() -> None:
     results, _ = lab((0.002, -0.001))
     for row in results[2:]:
         row["min_val_bpb"] = row["final_val_bpb"] = None
-    assert sentences(results)[0] == "no noise band was measured (1 of the 3 seeds of random16.5 have a bpb yet)"
+    assert sentences(results)[0] == "no noise band was measured (only 1 of the 3 seeds of random16.5 has a bpb yet)"
 
 
 def test_identical_seeds_are_pointed_out() -> None:
