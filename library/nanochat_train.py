@@ -357,32 +357,31 @@ import os
 import time
 from typing import Any
 
-from ansible.module_utils.arms_common import ArmsError, inventory_arg, set_inventory_arg
-from ansible.module_utils.arms_flags import flag_style_of_checkout
-from ansible.module_utils.arms_identity import current_identity, identity_changes
-from ansible.module_utils.arms_launch import (
-    DEFAULT_MAX_SEQ_LEN,
+from ansible.module_utils.arms_budget import validate_hyperparameters
+from ansible.module_utils.arms_command import (
     LAUNCHERS,
     build_command,
     check_env_file,
     choose_launcher,
+    launched_program,
+    script_flags,
+)
+from ansible.module_utils.arms_common import ArmsError, inventory_arg, set_inventory_arg
+from ansible.module_utils.arms_flags import DEFAULT_MAX_SEQ_LEN, flag_style_of_checkout, int_flag, normalize_flags
+from ansible.module_utils.arms_identity import current_identity, identity_changes
+from ansible.module_utils.arms_logs import diagnose, parse_log, progress_line, tail
+from ansible.module_utils.arms_process import (
     find_trainings,
-    int_flag,
     latest_checkpoint_step,
     launch_lock,
-    launched_program,
-    normalize_flags,
     read_exit_code,
     read_pidfile,
     record_alive,
     run_paths,
-    script_flags,
     signal_group,
     start_detached,
     stop,
-    validate_hyperparameters,
 )
-from ansible.module_utils.arms_logs import diagnose, parse_log, progress_line, tail
 from ansible.module_utils.basic import AnsibleModule
 
 ARGUMENT_SPEC: dict[str, Any] = {

@@ -4,7 +4,7 @@ The collect playbook fetches each arm's rank-0 training log (and its data manife
 controller; this turns them into what a person compares:
 
 - :func:`build_rows`: per arm, tokens seen (steps done x total batch size), epochs (tokens seen /
-  training tokens the arm holds, :func:`arms_launch.held_tokens` on its manifest), final and
+  training tokens the arm holds, :func:`arms_budget.held_tokens` on its manifest), final and
   minimum validation bpb, the last CORE metric, wall time and tok/sec (the median of the step
   lines: the first, compiling steps do not drag it down). The log is read by
   :func:`arms_logs.parse_log` only; it works on partial logs (mid-training, no end lines yet) and
@@ -29,8 +29,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
+from ansible.module_utils.arms_budget import held_tokens
 from ansible.module_utils.arms_common import ArmsError, atomic_write_bytes, human_bytes, human_seconds
-from ansible.module_utils.arms_launch import held_tokens
 from ansible.module_utils.arms_logs import parse_log
 
 RESULTS_MD = "results.md"

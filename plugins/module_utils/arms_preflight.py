@@ -16,15 +16,15 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ansible.module_utils.arms_common import ArmsError, human_bytes, inventory_arg, load_env_file
-from ansible.module_utils.arms_launch import (
+from ansible.module_utils.arms_budget import (
     compare_budgets,
     held_tokens,
     planned_tokens,
     scaling_params,
-    train_flags,
     validate_hyperparameters,
 )
+from ansible.module_utils.arms_command import train_flags
+from ansible.module_utils.arms_common import ArmsError, human_bytes, inventory_arg, load_env_file
 from ansible.module_utils.arms_manifest import read_manifest, sha256_file, verify_data_dir
 from ansible.module_utils.arms_patch import tf32_plan
 
