@@ -228,6 +228,49 @@ def build_command(
         resume_from_step=resume_from_step,
         extra_flags=extra_flags,
     )
+    argv = launch_argv(
+        venv=venv,
+        flags=flags,
+        flag_style=flag_style,
+        launcher=launcher,
+        nnodes=nnodes,
+        node_rank=node_rank,
+        rdzv_host=rdzv_host,
+        rdzv_port=rdzv_port,
+        gpus_per_node=gpus_per_node,
+        torchrun=torchrun,
+        env_file=env_file,
+        exit_file=exit_file,
+    )
+    env = launch_env(
+        venv=venv,
+        base_dir=base_dir,
+        arm=arm,
+        experiment=experiment,
+        extra_env=extra_env,
+        wandb_mode=wandb_mode,
+        omp_num_threads=omp_num_threads,
+        base_path=base_path,
+    )
+    return argv, env
+
+
+def launch_argv(
+    *,
+    venv: str,
+    flags: Mapping[str, Any],
+    flag_style: str,
+    launcher: str,
+    nnodes: int,
+    node_rank: int,
+    rdzv_host: str | None,
+    rdzv_port: int,
+    gpus_per_node: int,
+    torchrun: str | None,
+    env_file: str | None,
+    exit_file: str | None,
+) -> list[str]:
+    """The launch's argv (see :func:`build_command`): torchrun or one python process, wrapped when needed."""
     script = ["-m", "scripts.base_train"]
     if launcher == "python":
         # one plain process, as nanochat's runs/runcpu.sh; no `--` (argparse would then take the
@@ -244,7 +287,21 @@ def build_command(
         argv += [*script, "--", *render_flags(flags, flag_style)]
     if env_file or exit_file:
         argv = ["/bin/bash", "-c", WRAPPER_SCRIPT, WRAPPER_NAME, exit_file or "", env_file or "", *argv]
+    return argv
 
+
+def launch_env(
+    *,
+    venv: str,
+    base_dir: str,
+    arm: str,
+    experiment: str,
+    extra_env: Mapping[str, Any] | None,
+    wandb_mode: str | None,
+    omp_num_threads: int,
+    base_path: str | None,
+) -> dict[str, str]:
+    """The variables the launcher sets (see :func:`build_command`); ArmsError for an extra_env it may not take."""
     inherited_path = base_path if base_path is not None else os.environ.get("PATH", "/usr/bin:/bin")
     env = {
         "NANOCHAT_BASE_DIR": base_dir,
@@ -260,7 +317,7 @@ def build_command(
     for key, value in (extra_env or {}).items():
         check_extra_env(str(key), value)
         env[str(key)] = str(value)
-    return argv, env
+    return env
 
 
 # variables that change WHAT runs (the loader, the interpreter, the wrapper shell), not how: an
