@@ -83,3 +83,12 @@ def test_refusals_of_shared_helpers_name_the_callers_inventory(tmp_path) -> None
         load_env_file(str(env), MINE)
     with pytest.raises(ArmsError, match=f"repair.yml {MINE} --tags checkout,tf32"):
         tf32_plan("x = (\n", inventory=MINE)
+
+
+def test_the_tf32_module_names_the_inventory_it_was_given(tmp_path, capsys) -> None:
+    from modtest import run_module
+
+    (tmp_path / "nanochat").mkdir()
+    (tmp_path / "nanochat" / "common.py").write_text("x = (\n")
+    result = run_module("nanochat_tf32", {"path": str(tmp_path), "inventory_arg": MINE}, capsys)
+    assert result["failed"] is True and f"repair.yml {MINE} --tags checkout,tf32." in result["msg"]
