@@ -61,7 +61,7 @@ def dataset_files(rows: int | None = None) -> list[str]:
 
 
 def ensure_dataset(rows: int | None = None) -> tuple[str, list[str]]:
-    from ansible.module_utils.arms_fixture import make_fixture
+    from arms_fixture import make_fixture
 
     args = {**DATASET_ARGS, "rows": rows or DATASET_ARGS["rows"]}
     out = dataset_dir(rows)

@@ -57,8 +57,7 @@ argv:
 import os
 
 from ansible.module_utils.arms_common import ArmsError
-from ansible.module_utils.arms_flags import flag_style_of_checkout
-from ansible.module_utils.arms_launch import normalize_flags, render_flags
+from ansible.module_utils.arms_flags import flag_style_of_checkout, normalize_flags, render_flags
 from ansible.module_utils.basic import AnsibleModule
 
 

@@ -85,7 +85,6 @@ budget:
   returned: always
 """
 
-from ansible.module_utils.arms_common import set_inventory_arg
 from ansible.module_utils.arms_preflight import compare
 from ansible.module_utils.basic import AnsibleModule
 
@@ -107,7 +106,6 @@ def main() -> None:
         supports_check_mode=True,
     )
     p = module.params
-    set_inventory_arg(p["inventory_arg"])
     missing = [h for hosts in p["hosts_of"].values() for h in hosts if h not in p["facts"]]
     if missing:
         module.fail_json(
@@ -125,6 +123,7 @@ def main() -> None:
         check_gpus=p["check_gpus"],
         allow_unequal_repeats=p["allow_unequal_repeats"],
         repeat_tolerance=p["repeat_tolerance"],
+        inventory=p["inventory_arg"],
     )
     # Ansible reserves a result's "warnings" (passing it is deprecated): ours are "notes", also shown
     # as the module's own warnings

@@ -24,6 +24,12 @@ options:
     description: The nanochat checkout (the file changed is C(nanochat/common.py) inside it).
     type: path
     required: true
+  inventory_arg:
+    description:
+      - The C(-i ...) part of the ansible-playbook command a refusal names (the inventory the caller was
+        run with; a playbook passes C(arms_inventory_arg)).
+    type: str
+    default: "-i inventory/"
 author: nanochat-arms
 """
 
@@ -51,9 +57,15 @@ from ansible.module_utils.basic import AnsibleModule
 
 
 def main() -> None:
-    module = AnsibleModule(argument_spec={"path": {"type": "path", "required": True}}, supports_check_mode=True)
+    module = AnsibleModule(
+        argument_spec={
+            "path": {"type": "path", "required": True},
+            "inventory_arg": {"type": "str", "default": "-i inventory/"},
+        },
+        supports_check_mode=True,
+    )
     try:
-        r = tf32_apply(module.params["path"], check_mode=module.check_mode)
+        r = tf32_apply(module.params["path"], check_mode=module.check_mode, inventory=module.params["inventory_arg"])
     except ArmsError as exc:
         module.fail_json(msg=str(exc))
     diff = {}

@@ -35,19 +35,33 @@ description:
   - I(state=status) reports alive, the parsed progress of the rank-0 log and a diagnosis of known
     failure signatures (each with the exact repair command); I(state=stopped) stops the whole
     process group (SIGTERM, then SIGKILL).
+  - Which options each state uses. C(status) and C(stopped) need only what identifies the run,
+    I(run_name) and I(state_dir) (or I(base_dir), whose C(arms_runs) it defaults to); the run's pid
+    file holds the rest. C(status) given the launch options too (I(chdir), I(venv), I(base_dir),
+    I(arm), I(experiment), I(depth), I(device_batch_size), I(total_batch_size), I(gpus_per_node) and
+    the optional ones) also compares the recorded run with what a launch now would be and marks it
+    stale; without them it reports what the pid file says. C(started) needs every launch option.
+    I(host), I(inventory_arg), I(arm) and I(device_batch_size) fill the diagnosis's repair commands
+    (the pid file's arm and batch size when not given); I(stop_timeout) is used by C(stopped) and by a
+    forced start; I(force), I(wait_for_step) and I(start_timeout) only by C(started).
 options:
   chdir:
-    description: The nanochat checkout (must contain C(scripts/base_train.py)); the run's working directory.
+    description:
+      - The nanochat checkout (must contain C(scripts/base_train.py)); the run's working directory.
+      - Required with I(state=started), as are I(venv), I(base_dir), I(arm), I(experiment), I(depth),
+        I(device_batch_size), I(total_batch_size) and I(gpus_per_node).
     type: path
-    required: true
+    required: false
   venv:
     description: The nanochat venv; its C(bin/torchrun) is launched and its C(bin) goes first on C(PATH).
     type: path
-    required: true
+    required: false
   base_dir:
-    description: C(NANOCHAT_BASE_DIR) of the run (data, tokenizer, checkpoints).
+    description:
+      - C(NANOCHAT_BASE_DIR) of the run (data, tokenizer, checkpoints). C(status) and C(stopped) need it
+        or I(state_dir).
     type: path
-    required: true
+    required: false
   run_name:
     description:
       - The run's name (nanochat's C(--run), the W&B run name; C(dummy) disables W&B). Letters,
@@ -57,27 +71,27 @@ options:
   arm:
     description: The arm's name (a W&B tag).
     type: str
-    required: true
+    required: false
   experiment:
     description: The experiment's name (the W&B group and a W&B tag).
     type: str
-    required: true
+    required: false
   depth:
     description: nanochat's C(--depth).
     type: int
-    required: true
+    required: false
   device_batch_size:
     description: nanochat's device batch size (sequences per GPU per micro-step).
     type: int
-    required: true
+    required: false
   total_batch_size:
     description: nanochat's total batch size in tokens (-1 = nanochat's auto, commits from 2026-02-05).
     type: int
-    required: true
+    required: false
   gpus_per_node:
     description: Processes per node (C(--nproc_per_node)).
     type: int
-    required: true
+    required: false
   nnodes:
     description: Hosts in the arm.
     type: int
@@ -232,19 +246,17 @@ EXAMPLES = r"""
     node_rank: 1
     rdzv_host: 10.0.0.11
 
-- name: Report progress
+- name: Report progress (what the run's pid file says; add the launch options to also check it is not stale)
   nanochat_train:
-    chdir: /home/ubuntu/nanochat
-    venv: /home/ubuntu/nanochat/.venv
     base_dir: /home/ubuntu/.cache/nanochat
     run_name: exp-top16-d26-8gpu
-    arm: top16.5
-    experiment: exp16
-    depth: 26
-    device_batch_size: 32
-    total_batch_size: 524288
-    gpus_per_node: 8
     state: status
+
+- name: Stop the run
+  nanochat_train:
+    state_dir: /home/ubuntu/.cache/nanochat/arms_runs
+    run_name: exp-top16-d26-8gpu
+    state: stopped
 """
 
 RETURN = r"""
@@ -352,50 +364,54 @@ msg:
   type: str
 """
 
-import contextlib
 import os
-import time
 from typing import Any
 
-from ansible.module_utils.arms_common import ArmsError, inventory_arg, set_inventory_arg
-from ansible.module_utils.arms_flags import flag_style_of_checkout
-from ansible.module_utils.arms_identity import current_identity, identity_changes
-from ansible.module_utils.arms_launch import (
-    DEFAULT_MAX_SEQ_LEN,
-    LAUNCHERS,
-    build_command,
-    check_env_file,
-    choose_launcher,
-    find_trainings,
-    int_flag,
-    latest_checkpoint_step,
-    launch_lock,
-    launched_program,
-    normalize_flags,
-    read_exit_code,
-    read_pidfile,
-    record_alive,
-    run_paths,
-    script_flags,
-    signal_group,
-    start_detached,
-    stop,
-    validate_hyperparameters,
-)
-from ansible.module_utils.arms_logs import diagnose, parse_log, progress_line, tail
+from ansible.module_utils.arms_command import LAUNCHERS
+from ansible.module_utils.arms_run import LaunchSpec, RunFailed, RunRef, manage_run
 from ansible.module_utils.basic import AnsibleModule
 
+# what a launch is made from; C(started) needs the first nine (see DOCUMENTATION), status uses them when given
+LAUNCH_REQUIRED = (
+    "chdir",
+    "venv",
+    "base_dir",
+    "arm",
+    "experiment",
+    "depth",
+    "device_batch_size",
+    "total_batch_size",
+    "gpus_per_node",
+)
+LAUNCH_OPTIONAL = (
+    "nnodes",
+    "node_rank",
+    "rdzv_host",
+    "rdzv_port",
+    "model_tag",
+    "extra_flags",
+    "flag_style",
+    "launcher",
+    "data_dir",
+    "resume_from_step",
+    "resume_latest",
+    "env_file",
+    "extra_env",
+    "niceness",
+    "torchrun",
+)
+
 ARGUMENT_SPEC: dict[str, Any] = {
-    "chdir": {"type": "path", "required": True},
-    "venv": {"type": "path", "required": True},
-    "base_dir": {"type": "path", "required": True},
+    "chdir": {"type": "path"},
+    "venv": {"type": "path"},
+    "base_dir": {"type": "path"},
     "run_name": {"type": "str", "required": True},
-    "arm": {"type": "str", "required": True},
-    "experiment": {"type": "str", "required": True},
-    "depth": {"type": "int", "required": True},
-    "device_batch_size": {"type": "int", "required": True},
-    "total_batch_size": {"type": "int", "required": True},
-    "gpus_per_node": {"type": "int", "required": True},
+    "arm": {"type": "str"},
+    "experiment": {"type": "str"},
+    "depth": {"type": "int"},
+    "device_batch_size": {"type": "int"},
+    "total_batch_size": {"type": "int"},
+    "gpus_per_node": {"type": "int"},
     "nnodes": {"type": "int", "default": 1},
     "node_rank": {"type": "int", "default": 0},
     "rdzv_host": {"type": "str"},
@@ -421,381 +437,45 @@ ARGUMENT_SPEC: dict[str, Any] = {
     "host": {"type": "str"},
 }
 
-TAIL_LINES = 40
-NONZERO_RANK_GRACE = 5.0
 
-
-def _read(path: str | None) -> str:
-    if not path:
-        return ""
-    try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            return fh.read()
-    except OSError:
-        return ""
-
-
-def _report(
-    record: dict[str, Any] | None,
-    log_path: str,
-    exit_file: str,
-    host: str | None,
-    device_batch_size: int,
-    arm: str | None = None,
-) -> dict[str, Any]:
-    """alive / finished / progress / diagnosis of a run, from its pid record, log and exit file."""
-    alive = record_alive(record)
-    text = _read(log_path)
-    parsed = parse_log(text, max_steps=20)
-    code = read_exit_code(exit_file)
-    finished = bool(record) and not alive and (code == 0 or parsed["finished"])
-    stopped = bool(record and record.get("stopped"))  # stopped on purpose: its signals are no failure
-    gone = bool(record) and not alive and not finished and not stopped
-    findings = diagnose(text, host, device_batch_size=device_batch_size, arm=arm, process_gone=gone, exit_code=code)
-    if stopped:
-        findings = [f for f in findings if f["id"] != "killed"]
-    return {
-        "pid": record.get("pid") if record else None,
-        "pgid": record.get("pgid") if record else None,
-        "started": record.get("started") if record else None,
-        "alive": alive,
-        "finished": finished,
-        "exit_code": code,
-        "progress": parsed,
-        "progress_line": progress_line(parsed),
-        "diagnosis": findings,
-        "log_tail": tail(text, TAIL_LINES) if not alive else [],
-    }
-
-
-def _explain(findings: list[dict[str, str]]) -> str:
-    errors = [f for f in findings if f.get("severity") == "error"] or findings
-    if not errors:
-        return "no known failure signature in the log"
-    return "; ".join(f"{f['title']} Repair: {f['repair']}" for f in errors[:3])
+def launch_spec(p: dict[str, Any]) -> LaunchSpec | None:
+    """The launch the arguments describe, or None when they do not name one (status and stop need none)."""
+    if any(p[name] is None for name in LAUNCH_REQUIRED):
+        return None
+    return LaunchSpec(**{name: p[name] for name in LAUNCH_REQUIRED + LAUNCH_OPTIONAL})
 
 
 def main() -> None:
-    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    module = AnsibleModule(
+        argument_spec=ARGUMENT_SPEC,
+        required_one_of=[("base_dir", "state_dir")],
+        required_if=[("state", "started", LAUNCH_REQUIRED)],
+        supports_check_mode=True,
+    )
     p = module.params
-    set_inventory_arg(p["inventory_arg"])
-    host = p["host"] or os.uname().nodename
-    state_dir = p["state_dir"] or os.path.join(p["base_dir"], "arms_runs")
-    # a launch holds the host's launch lock from reading the run's record until it has started it
-    lock = contextlib.ExitStack()
+    ref = RunRef(
+        state_dir=p["state_dir"] or os.path.join(p["base_dir"], "arms_runs"),
+        run_name=p["run_name"],
+        host=p["host"] or os.uname().nodename,
+        inventory=p["inventory_arg"],
+        arm=p["arm"],
+        device_batch_size=p["device_batch_size"],
+    )
     try:
-        paths = run_paths(state_dir, p["run_name"])
-        if p["state"] == "started" and not module.check_mode:
-            lock.enter_context(launch_lock(state_dir))
-        record = read_pidfile(paths["pidfile"])
-    except (ArmsError, OSError) as exc:
-        module.fail_json(msg=str(exc))
-    model_tag = p["model_tag"] or f"d{p['depth']}"
-    style = p["flag_style"]
-    identity: dict[str, Any] = {}
-    changes: list[str] = []
-    result: dict[str, Any] = {
-        "changed": False,
-        "run_name": p["run_name"],
-        "log": paths["log"],
-        "pidfile": paths["pidfile"],
-        "cmd": record.get("argv", []) if record else [],
-        "env": record.get("env", {}) if record else {},
-        "resume_step": None,
-        "flag_style": style,
-        "identity": identity,
-        "identity_changes": changes,
-        "stale": False,
-    }
-
-    def launch_plan(resume_step: int) -> tuple[list[str], dict[str, str], str]:
-        """argv, env and launcher of a launch now; the identity it would have goes in ``identity``."""
-        nonlocal style
-        if style == "auto":
-            style = flag_style_of_checkout(p["chdir"])
-        extras = normalize_flags(p["extra_flags"])
-        launcher = choose_launcher(
-            p["launcher"],
-            nnodes=p["nnodes"],
-            gpus_per_node=p["gpus_per_node"],
-            device_type=str(extras.get("device_type", "")),
+        result = manage_run(
+            p["state"],
+            ref,
+            launch_spec(p),
+            force=p["force"],
+            check_mode=module.check_mode,
+            wait_for_step=p["wait_for_step"],
+            start_timeout=p["start_timeout"],
+            stop_timeout=p["stop_timeout"],
+            flag_style=p["flag_style"],
         )
-        argv, env = build_command(
-            venv=p["venv"],
-            base_dir=p["base_dir"],
-            run_name=p["run_name"],
-            arm=p["arm"],
-            experiment=p["experiment"],
-            depth=p["depth"],
-            device_batch_size=p["device_batch_size"],
-            total_batch_size=p["total_batch_size"],
-            gpus_per_node=p["gpus_per_node"],
-            nnodes=p["nnodes"],
-            node_rank=p["node_rank"],
-            rdzv_host=p["rdzv_host"],
-            rdzv_port=p["rdzv_port"],
-            model_tag=model_tag,
-            extra_flags=extras,
-            flag_style=style,
-            launcher=launcher,
-            resume_from_step=resume_step,
-            env_file=p["env_file"],
-            exit_file=paths["exit_file"],
-            extra_env=p["extra_env"],
-            torchrun=p["torchrun"],
-        )
-        identity.clear()
-        identity.update(
-            current_identity(
-                chdir=p["chdir"],
-                base_dir=p["base_dir"],
-                data_dir=p["data_dir"] or os.path.join(p["base_dir"], "base_data"),
-                flags=script_flags(argv),
-                launcher=launcher,
-                processes=p["nnodes"] * p["gpus_per_node"],
-            )
-        )
-        changes[:] = identity_changes(record.get("identity"), identity) if record else []
-        result.update(flag_style=style, launcher=launcher, stale=bool(changes))
-        return argv, env, launcher
-
-    def report() -> dict[str, Any]:
-        current = read_pidfile(paths["pidfile"])
-        return _report(current, paths["log"], paths["exit_file"], host, p["device_batch_size"], p["arm"])
-
-    # ---- status ----------------------------------------------------------------------------
-    if p["state"] == "status":
-        result.update(report())
-        if record is not None and os.path.isfile(os.path.join(p["chdir"], "scripts", "base_train.py")):
-            try:
-                launch_plan(p["resume_from_step"])
-            except ArmsError as exc:
-                changes[:] = [f"its identity cannot be compared ({exc})"]
-                result["stale"] = True
-        stale = f" It is stale: {'; '.join(changes)}." if changes else ""
-        if record is None:
-            result["msg"] = f"run {p['run_name']} was never started on this host (no {paths['pidfile']})."
-        elif result["alive"]:
-            result["msg"] = f"run {p['run_name']} is running (pid {result['pid']}): {result['progress_line']}.{stale}"
-        elif result["finished"]:
-            result["msg"] = f"run {p['run_name']} finished: {result['progress_line']}.{stale}"
-        elif record.get("stopped"):
-            result["msg"] = f"run {p['run_name']} was stopped at {record['stopped']}: {result['progress_line']}.{stale}"
-        else:
-            result["msg"] = f"run {p['run_name']} is not running and did not finish: {_explain(result['diagnosis'])}."
-        module.exit_json(**result)
-
-    # ---- stopped ---------------------------------------------------------------------------
-    if p["state"] == "stopped":
-        if module.check_mode or record is None:
-            result.update(report())
-            if result["alive"]:
-                result.update(changed=True, msg=f"would stop run {p['run_name']} (process group {record['pgid']}).")
-            else:
-                result["msg"] = f"run {p['run_name']} is not running: nothing to stop."
-            module.exit_json(**result)
-        try:
-            outcome = stop(paths["pidfile"], timeout=p["stop_timeout"])
-        except ArmsError as exc:
-            module.fail_json(msg=str(exc), **result)
-        result.update(report())
-        result.update(changed=bool(outcome["signals"]), msg=outcome["msg"])
-        if outcome["signals"]:
-            result["stop"] = outcome
-        if not outcome["stopped"]:
-            module.fail_json(**result)
-        module.exit_json(**result)
-
-    # ---- started ---------------------------------------------------------------------------
-    try:
-        if not os.path.isfile(os.path.join(p["chdir"], "scripts", "base_train.py")):
-            raise ArmsError(
-                f"{p['chdir']} is not a nanochat checkout (no scripts/base_train.py): set chdir to the "
-                "checkout, or run the nanochat checkout role first."
-            )
-        if p["env_file"]:
-            check_env_file(p["env_file"])
-        resume_step = p["resume_from_step"]
-        if p["resume_latest"]:
-            latest = latest_checkpoint_step(p["base_dir"], model_tag)
-            resume_step = latest if latest is not None else -1
-        argv, env, launcher = launch_plan(resume_step)
-        program = launched_program(argv)
-        if not os.access(program, os.X_OK):
-            raise ArmsError(
-                f"{program} is not executable: the venv {p['venv']} lacks {os.path.basename(program)}; run "
-                f"the deps role (ansible-playbook playbooks/repair.yml {inventory_arg()} --tags deps -l {host})."
-            )
-        extras = normalize_flags(p["extra_flags"])
-        validate_hyperparameters(
-            gpus_per_node=p["gpus_per_node"],
-            nnodes=p["nnodes"],
-            device_batch_size=p["device_batch_size"],
-            total_batch_size=p["total_batch_size"],
-            max_seq_len=int_flag(extras, "max_seq_len", DEFAULT_MAX_SEQ_LEN),
-            depth=p["depth"],
-        )
-    except ArmsError as exc:
-        module.fail_json(msg=str(exc), **result)
-
-    if record and changes and not p["force"]:
-        current = _report(record, paths["log"], paths["exit_file"], host, p["device_batch_size"], p["arm"])
-        what = "is running" if current["alive"] else "finished" if current["finished"] else "died"
-        if current["alive"] or current["finished"] or resume_step >= 0:
-            result.update(current)
-            module.fail_json(
-                msg=(
-                    f"run {p['run_name']} {what} but was made from something else than the experiment declares "
-                    f"now: {'; '.join(changes)}. It is not this experiment's result"
-                    + (" and cannot be resumed" if resume_step >= 0 else "")
-                    + ": train it again with -e arms_force_restart=true (it replaces the run), or give arm "
-                    f"{p['arm']} a new run_name in the experiment file."
-                ),
-                **result,
-            )
-
-    alive = record_alive(record)
-    if alive and not p["force"]:
-        result.update(report())
-        result["msg"] = f"run {p['run_name']} is already running (pid {result['pid']}): {result['progress_line']}."
-        lock.close()
-        if p["wait_for_step"]:
-            _wait(module, result, paths, p, host)
-        module.exit_json(**result)
-
-    own_pgid = int(record.get("pgid", record["pid"])) if (record and alive) else None
-    others = [t for t in find_trainings(state_dir, p["chdir"], p["base_dir"]) if t["pgid"] != own_pgid]
-    if others and not p["force"]:
-        other = others[0]
-        result.update(report())
-        module.fail_json(
-            msg=(
-                f"another training runs on this host: run {other['run_name']} (pid {other['pid']}, process "
-                f"group {other['pgid']}{', log ' + other['log'] if other.get('log') else ''}); stop it first "
-                f"(ansible-playbook playbooks/stop.yml {inventory_arg()} -l {host}) or replace it with "
-                "-e arms_force_restart=true (force)."
-            ),
-            other_trainings=others,
-            **result,
-        )
-
-    current = _report(record, paths["log"], paths["exit_file"], host, p["device_batch_size"], p["arm"])
-    if current["finished"] and not p["force"]:
-        result.update(current)
-        result["msg"] = (
-            f"run {p['run_name']} already finished ({current['progress_line']}); not restarted "
-            "(-e arms_force_restart=true, the module's force, trains it again)."
-        )
-        module.exit_json(**result)
-
-    result.update(cmd=argv, env=env, resume_step=resume_step if resume_step >= 0 else None)
-    if module.check_mode:
-        result.update(current)
-        replaced = [f"{t['run_name']} (pid {t['pid']})" for t in others] + (
-            [f"{p['run_name']} (pid {record['pid']})"] if alive else []
-        )
-        result.update(
-            changed=True,
-            msg=f"would start run {p['run_name']}"
-            + (f" after stopping {', '.join(replaced)}" if replaced else "")
-            + ".",
-        )
-        module.exit_json(**result)
-
-    stopped = []
-    try:
-        for other in others:
-            if other.get("pidfile"):
-                stopped.append(stop(other["pidfile"], timeout=p["stop_timeout"]))
-            else:
-                outcome = signal_group(other["pgid"], timeout=p["stop_timeout"])
-                sent = " then ".join(outcome["signals"]) or "no signal"
-                outcome["msg"] = f"run {other['run_name']}: sent {sent} to process group {other['pgid']}"
-                stopped.append(outcome)
-        if alive:
-            stopped.append(stop(paths["pidfile"], timeout=p["stop_timeout"]))
-        leftover = [s for s in stopped if not s["stopped"]]
-        if leftover:
-            raise ArmsError(leftover[0]["msg"])
-        start_detached(
-            argv,
-            env,
-            cwd=p["chdir"],
-            log_path=paths["log"],
-            pidfile=paths["pidfile"],
-            run_name=p["run_name"],
-            exit_file=paths["exit_file"],
-            niceness=p["niceness"],
-            extra={
-                "env": env,
-                "arm": p["arm"],
-                "experiment": p["experiment"],
-                "node_rank": p["node_rank"],
-                "nnodes": p["nnodes"],
-                "launcher": launcher,
-                "identity": identity,
-            },
-        )
-    except ArmsError as exc:
-        module.fail_json(msg=str(exc), **result)
-    lock.close()
-    result.update(report())
-    changes.clear()  # the run now on record is made from what the experiment declares
-    result.update(changed=True, stale=False)
-    if stopped:
-        result["stop"] = stopped
-    what = f"resumed from step {resume_step}" if resume_step >= 0 else "started"
-    result["msg"] = f"run {p['run_name']} {what} (pid {result['pid']}), log {paths['log']}."
-    if p["wait_for_step"]:
-        _wait(module, result, paths, p, host)
+    except RunFailed as exc:
+        module.fail_json(**exc.result)
     module.exit_json(**result)
-
-
-def _wait(module: AnsibleModule, result: dict[str, Any], paths: dict[str, str], p: dict[str, Any], host: str) -> None:
-    """Wait for the first step line (node rank 0) or a few seconds of survival (other ranks)."""
-    rank0 = p["node_rank"] == 0
-    timeout = float(p["start_timeout"]) if rank0 else min(float(p["start_timeout"]), NONZERO_RANK_GRACE)
-    deadline = time.monotonic() + timeout
-    while True:
-        state = _report(
-            read_pidfile(paths["pidfile"]), paths["log"], paths["exit_file"], host, p["device_batch_size"], p["arm"]
-        )
-        result.update(state)
-        if rank0 and state["progress"]["started"]:
-            result["msg"] += f" Training started: {state['progress_line']}."
-            return
-        if not state["alive"]:
-            if state["finished"]:
-                result["msg"] += " It already finished."
-                return
-            text = _read(paths["log"])
-            result["log_tail"] = tail(text, TAIL_LINES)
-            module.fail_json(
-                **{
-                    **result,
-                    "msg": (
-                        f"run {p['run_name']} died before its first step (exit code {state['exit_code']}): "
-                        f"{_explain(state['diagnosis'])}. Log: {paths['log']}."
-                    ),
-                }
-            )
-        if time.monotonic() >= deadline:
-            if not rank0:
-                result["msg"] += f" Node rank {p['node_rank']} is up; its progress shows in the log of node rank 0."
-                return
-            text = _read(paths["log"])
-            result["log_tail"] = tail(text, TAIL_LINES)
-            module.fail_json(
-                **{
-                    **result,
-                    "msg": (
-                        f"run {p['run_name']} printed no step line within {p['start_timeout']}s; it is still "
-                        f"running (pid {state['pid']}): {_explain(state['diagnosis'])}. Raise "
-                        f"start_timeout, or read {paths['log']}."
-                    ),
-                }
-            )
-        time.sleep(0.5)
 
 
 if __name__ == "__main__":

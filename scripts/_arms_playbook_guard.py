@@ -11,7 +11,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _arms_path  # noqa: F401
-from ansible.module_utils.arms_runner import guard_main
+from arms_runner import guard_main
 
 if __name__ == "__main__":
     sys.exit(guard_main(sys.argv[1:]))

@@ -10,7 +10,7 @@ partial logs too (mid-training check) and on an arm without a log yet (the row s
       --arm top16.5=results/x/top16.5/train.log:results/x/top16.5/manifest.json \\
       --arm random16.5=results/x/random16.5/train.log:results/x/random16.5/manifest.json
 
-Logic: plugins/module_utils/arms_results.py. Prints the table to stdout, warnings to stderr.
+Logic: plugins/controller/arms_results.py. Prints the table to stdout, warnings to stderr.
 Exit status: 0 written, 1 a sentence explained what is wrong, 2 bad flags.
 """
 
@@ -25,7 +25,7 @@ from typing import Any
 import _arms_path  # noqa: F401
 from ansible.module_utils.arms_common import ArmsError
 from ansible.module_utils.arms_manifest import FORMAT
-from ansible.module_utils.arms_results import ArmInput, markdown_table, write_results
+from arms_results import ArmInput, markdown_table, write_results
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

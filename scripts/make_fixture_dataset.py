@@ -16,7 +16,7 @@ import time
 
 import _arms_path  # noqa: F401
 from ansible.module_utils.arms_common import human_bytes
-from ansible.module_utils.arms_fixture import DEFAULT_ROW_GROUP_ROWS, DEFAULT_TEXT_BYTES_MEAN, make_fixture
+from arms_fixture import DEFAULT_ROW_GROUP_ROWS, DEFAULT_TEXT_BYTES_MEAN, make_fixture
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -41,7 +41,7 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _arms_path  # noqa: F401
 from ansible.module_utils.arms_common import ArmsError, atomic_write_json, human_seconds
-from ansible.module_utils.arms_runner import SECRET_ENV, Summary, clean_stale, run_playbook, secrets_from_env
+from arms_runner import SECRET_ENV, Summary, clean_stale, run_playbook, secrets_from_env
 
 PROG = "nanochat-arms-run"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -1,11 +1,28 @@
-"""Filters of nanochat-arms: ``arms_inventory_arg`` (the -i part of the commands a repair message names)."""
+"""Filters of nanochat-arms: ``arms_inventory_arg`` (the -i part of the commands a repair message names) and
+``arms_playbook_command`` (the whole command a message tells a user to run).
+
+``arms_playbook_command`` is ``arms_common.playbook_command`` (standard library only), loaded here by its
+path: on the controller ``ansible.module_utils`` is ansible-core's own package. So a playbook's message
+and a module's message build the command in one place::
+
+    {{ 'repair' | arms_playbook_command(arms_inventory_arg, tags='deps', limit=inventory_hostname) }}
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from typing import Any
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+_COMMON = os.path.join(PROJECT, "plugins", "module_utils", "arms_common.py")
+_spec = importlib.util.spec_from_file_location("nanochat_arms_common", _COMMON)
+assert _spec and _spec.loader
+arms_common = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = arms_common  # its dataclasses look their module up there
+_spec.loader.exec_module(arms_common)
 
 
 def arms_inventory_arg(sources: list[str] | str | None) -> str:
@@ -24,6 +41,17 @@ def arms_inventory_arg(sources: list[str] | str | None) -> str:
     return " ".join(parts)
 
 
+def arms_playbook_command(
+    playbook: str,
+    inventory: str | None = None,
+    tags: str | None = None,
+    limit: str | None = None,
+    extra_vars: dict[str, Any] | None = None,
+) -> str:
+    """``ansible-playbook playbooks/<playbook>.yml <inventory> [--tags T] [-l L] [-e '<json>']``."""
+    return str(arms_common.playbook_command(playbook, inventory, tags=tags, limit=limit, extra_vars=extra_vars))
+
+
 class FilterModule:
     def filters(self) -> dict[str, Any]:
-        return {"arms_inventory_arg": arms_inventory_arg}
+        return {"arms_inventory_arg": arms_inventory_arg, "arms_playbook_command": arms_playbook_command}

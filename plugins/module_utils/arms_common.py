@@ -23,16 +23,34 @@ class ArmsError(Exception):
     """An error whose message is a sentence a user can act on (what, expected, what to run)."""
 
 
-_INVENTORY_ARG = ["-i inventory/"]
+# the ``-i ...`` part of the commands a message names when the caller did not say which inventory it ran with
+DEFAULT_INVENTORY_ARG = "-i inventory/"
 
 
-def set_inventory_arg(arg: str | None) -> None:
-    """The ``-i ...`` part of the commands repair messages name (a module sets it from its caller's inventory)."""
-    _INVENTORY_ARG[0] = arg or "-i inventory/"
+def playbook_command(
+    playbook: str,
+    inventory: str | None = None,
+    *,
+    tags: str | None = None,
+    limit: str | None = None,
+    extra_vars: dict[str, Any] | None = None,
+) -> str:
+    """``ansible-playbook playbooks/<playbook>.yml <inventory> [--tags T] [-l L] [-e '<json>']``: the one
+    shape of every command a message tells a user to run.
 
-
-def inventory_arg() -> str:
-    return _INVENTORY_ARG[0]
+    ``playbook`` is a name in ``playbooks/`` (``repair``) or a path ending in ``.yml``; ``inventory`` is
+    the ``-i ...`` part the caller was run with (the playbooks' ``arms_inventory_arg``), ``-i inventory/``
+    when not given.
+    """
+    path = playbook if playbook.endswith(".yml") else f"playbooks/{playbook}.yml"
+    parts = ["ansible-playbook", path, inventory or DEFAULT_INVENTORY_ARG]
+    if tags:
+        parts += ["--tags", tags]
+    if limit:
+        parts += ["-l", limit]
+    if extra_vars:
+        parts += ["-e", shlex.quote(json.dumps(extra_vars))]
+    return " ".join(parts)
 
 
 def atomic_write_bytes(path: str, data: bytes, mode: int = 0o644) -> None:
@@ -223,7 +241,7 @@ class ProgressWriter:
 _SHELL_WORD = re.compile(r"""(?:'[^']*'|"'"|[A-Za-z0-9_@%+=:,./-])*""")
 
 
-def load_env_file(path: str | None) -> dict[str, str]:
+def load_env_file(path: str | None, inventory: str | None = None) -> dict[str, str]:
     """``KEY=value`` lines of a secrets env file (the credentials role writes it, mode 0600).
 
     Modules read secrets from this file on the host itself, so a secret never travels in a
@@ -232,7 +250,8 @@ def load_env_file(path: str | None) -> dict[str, str]:
     The role writes each value shell-quoted (``| quote``: ``'hf_a'"'"'b'`` for ``hf_a'b``), and the
     launcher ``source``s the file with bash: a value is read here by the shell's quoting rules, limited
     to the forms ``shlex.quote`` writes, where bash and Python agree on every character. Any other
-    line is refused (ArmsError), never guessed at.
+    line is refused (ArmsError), never guessed at; the refusal names the repair command with
+    ``inventory`` (the ``-i ...`` part the caller was run with).
     """
     if not path:
         return {}
@@ -250,7 +269,7 @@ def load_env_file(path: str | None) -> dict[str, str]:
         if not _SHELL_WORD.fullmatch(value) or not key.strip().isidentifier():
             raise ArmsError(
                 f"line {number} of {path} is not KEY='value' as the shell reads it; write the file again with "
-                f"ansible-playbook playbooks/repair.yml {inventory_arg()} --tags credentials"
+                + playbook_command("repair", inventory, tags="credentials")
             )
         out[key.strip()] = "".join(shlex.split(value)) if value else ""
     return out

@@ -24,8 +24,11 @@ with an :class:`ArmsError` sentence rather than guessed from a date.
 from __future__ import annotations
 
 import ast
+import datetime as _dt
 import os
 import re
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from ansible.module_utils.arms_common import ArmsError
 
@@ -130,3 +133,105 @@ def flag_style_of_checkout(nanochat_dir: str, script: str = BASE_TRAIN) -> str:
 def tok_train_flag_style_of_checkout(nanochat_dir: str) -> str:
     """``underscore`` or ``dash`` for ``scripts/tok_train.py`` (it never used the configurator)."""
     return flag_style_of_checkout(nanochat_dir, TOK_TRAIN)
+
+
+# ---------------------------------------------------------------------------------------------
+# flags as written on a command line
+# ---------------------------------------------------------------------------------------------
+
+# flags the launcher sets from its own arguments; extra flags may not repeat them
+CORE_FLAGS = ("depth", "run", "device_batch_size", "total_batch_size", "model_tag", "resume_from_step")
+
+DEFAULT_MAX_SEQ_LEN = 2048
+
+
+def commit_day(commit_date: str) -> str:
+    """``YYYY-MM-DD`` from a date or an ISO timestamp; ArmsError with a sentence otherwise."""
+    text = str(commit_date).strip()
+    try:
+        return _dt.date.fromisoformat(text[:10]).isoformat()
+    except ValueError:
+        raise ArmsError(
+            f"commit date {commit_date!r} is not a date; expected YYYY-MM-DD (e.g. the output of "
+            "`git show -s --format=%cs HEAD` in the nanochat checkout)."
+        ) from None
+
+
+def canonical_flag(name: str) -> str:
+    """A flag name without leading dashes, with underscores (``--max-seq-len`` -> ``max_seq_len``)."""
+    return str(name).strip().lstrip("-").replace("-", "_")
+
+
+def normalize_flags(flags: Mapping[str, Any] | Sequence[str] | None) -> dict[str, Any]:
+    """Extra flags as {canonical name: value}, from a dict or a list of ``--name=value``/``--name`` items.
+
+    A list item without ``=`` is a switch (value True). Names are compared with underscores, so
+    ``--max-seq-len=64`` and ``max_seq_len: 64`` are the same flag; giving one twice is an error.
+    """
+    if flags is None:
+        return {}
+    out: dict[str, Any] = {}
+    if isinstance(flags, Mapping):
+        items = [(canonical_flag(k), v) for k, v in flags.items()]
+    elif isinstance(flags, (list, tuple)):
+        items = []
+        for item in flags:
+            text = str(item).strip()
+            if not text.startswith("-"):
+                text = "--" + text
+            name, sep, value = text.partition("=")
+            items.append((canonical_flag(name), value if sep else True))
+    else:
+        raise ArmsError(
+            f"extra flags must be a mapping (max_seq_len: 2048) or a list (--max-seq-len=2048), not {flags!r}."
+        )
+    for name, value in items:
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+            raise ArmsError(f"extra flag {name!r} is not a nanochat flag name (expected e.g. max_seq_len).")
+        if name in out:
+            raise ArmsError(f"extra flag --{name} is given twice; give each nanochat flag once.")
+        out[name] = value
+    return out
+
+
+def _render_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "True" if value else "False"
+    return str(value)
+
+
+def render_flags(flags: Mapping[str, Any], style: str) -> list[str]:
+    """``--name=value`` items in ``style`` (underscores for configurator/underscore, dashes for dash).
+
+    None values are left out. A boolean is a switch for argparse (True -> ``--fp8``, False -> left
+    out) and ``--fp8=True``/``--fp8=False`` for the configurator.
+    """
+    if style not in STYLES:
+        raise ArmsError(f"flag style {style!r} is not one of {', '.join(STYLES)}.")
+    out = []
+    for raw_name, value in flags.items():
+        name = canonical_flag(raw_name)
+        if style == "dash":
+            name = name.replace("_", "-")
+        if value is None:
+            continue
+        if isinstance(value, bool) and style != "configurator":
+            if value:
+                out.append(f"--{name}")
+            continue
+        out.append(f"--{name}={_render_value(value)}")
+    return out
+
+
+def flag_value(flags: Mapping[str, Any] | Sequence[str] | None, name: str, default: Any = None) -> Any:
+    """The value of one extra flag (any spelling), or ``default``."""
+    return normalize_flags(flags).get(canonical_flag(name), default)
+
+
+def int_flag(flags: Mapping[str, Any], name: str, default: int) -> int:
+    """A whole-number extra flag (e.g. max_seq_len), or ``default``; ArmsError when it is not one."""
+    value = flags.get(name, default)
+    try:
+        return int(str(value))
+    except ValueError:
+        raise ArmsError(f"extra flag --{name} must be a whole number, got {value!r}.") from None

@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from ansible.module_utils.arms_common import inventory_arg
+from ansible.module_utils.arms_common import playbook_command
 
 # ---------------------------------------------------------------------------------------------
 # progress
@@ -221,30 +222,31 @@ def progress_line(parsed: dict[str, Any]) -> str:
 # diagnosis
 # ---------------------------------------------------------------------------------------------
 
+
 EXPERIMENT_FILE = "inventory/group_vars/all/experiment.yml"
 
 
-def repair_command(tag: str, host: str | None = None) -> str:
+def repair_command(tag: str, host: str | None = None, inventory: str | None = None) -> str:
     """The exact repair command for a repair.yml tag (deps, tf32, crlf, wandb, hf)."""
-    return f"ansible-playbook playbooks/repair.yml {inventory_arg()} --tags {tag} -l {host or '<host>'}"
+    return playbook_command("repair", inventory, tags=tag, limit=_limit(host))
 
 
 def _limit(host: str | None) -> str:
     return host or "<host>"
 
 
-def _only(arm: str | None) -> str:
-    return '-e \'{"arms_only": ["' + (arm or "<arm>") + "\"]}'"
+def _only(arm: str | None) -> dict[str, Any]:
+    return {"arms_only": [arm or "<arm>"]}
 
 
-def train_command(arm: str | None = None) -> str:
+def train_command(arm: str | None = None, inventory: str | None = None) -> str:
     """Launch one arm again: by arms_only, not --limit (the preflight needs every arm's hosts)."""
-    return f"ansible-playbook playbooks/train.yml {inventory_arg()} {_only(arm)}"
+    return playbook_command("train", inventory, extra_vars=_only(arm))
 
 
-def restart_command(arm: str | None = None) -> str:
+def restart_command(arm: str | None = None, inventory: str | None = None) -> str:
     """Stop one arm (all of its hosts) and launch it again."""
-    return f"ansible-playbook playbooks/stop.yml {inventory_arg()} {_only(arm)} && {train_command(arm)}"
+    return f"{playbook_command('stop', inventory, extra_vars=_only(arm))} && {train_command(arm, inventory)}"
 
 
 _MISSING_MODULE = re.compile(r"(?:ModuleNotFoundError|ImportError): No module named '?([\w.]+)'?")
@@ -283,6 +285,11 @@ _SIGNAL_NAMES = {
     "1": "SIGHUP",
 }
 
+_CRLF_TITLE = (
+    "A shell script has Windows (CRLF) line endings: the crlf role converts nanochat's "
+    "*.sh files to LF and makes them executable."
+)
+
 
 def _finding(fid: str, title: str, evidence: str, repair: str, severity: str = "error") -> dict[str, str]:
     evidence = evidence.strip()
@@ -291,10 +298,218 @@ def _finding(fid: str, title: str, evidence: str, repair: str, severity: str = "
     return {"id": fid, "title": title, "evidence": evidence, "repair": repair, "severity": severity}
 
 
+@dataclass(frozen=True)
+class _Where:
+    """What a finding's repair command names: the host (``-l``), the arm (``arms_only``), the inventory (``-i``)."""
+
+    host: str | None
+    arm: str | None
+    inventory: str | None
+    device_batch_size: int | None
+
+    def repair(self, tag: str) -> str:
+        return repair_command(tag, self.host, self.inventory)
+
+    def restart(self) -> str:
+        return restart_command(self.arm, self.inventory)
+
+    def train(self) -> str:
+        return train_command(self.arm, self.inventory)
+
+
+# a signature reads one log line and gives (key, finding) pairs: a finding is kept once per (id, key)
+Signature = Callable[[str, _Where], list[tuple[str, dict[str, str]]]]
+
+
+def _missing_module(line: str, where: _Where) -> list[tuple[str, dict[str, str]]]:
+    if not (m := _MISSING_MODULE.search(line)):
+        return []
+    module = m.group(1)
+    top = module.split(".")[0]
+    if top in ("scripts", "nanochat"):
+        title = (
+            f"Python cannot import '{module}': training was not started from the nanochat "
+            "checkout (or the checkout is incomplete)."
+        )
+        return [(top, _finding("not_in_checkout", title, line, where.repair("checkout")))]
+    title = (
+        f"Python module '{top}' is missing from the nanochat venv; the deps role installs "
+        "nanochat's dependencies (rustbpe, psutil, ...) into it."
+    )
+    return [(top, _finding("missing_module", title, line, where.repair("deps")))]
+
+
+def _wandb(line: str, where: _Where) -> list[tuple[str, dict[str, str]]]:
+    out = []
+    if m := _WANDB_KEY_LEN.search(line):
+        got = f" (the key has {m.group(1)} characters)" if m.group(1) else ""
+        title = (
+            "wandb in the venv is older than 0.22.3 and rejects the new 86-character wandb_v1_ API "
+            f"key{got}; a re-login does not help: the deps role upgrades wandb in the venv."
+        )
+        out.append(("", _finding("wandb_key_length", title, line, where.repair("deps"))))
+    if _WANDB_NO_KEY.search(line):
+        title = (
+            "W&B has no API key on this host: the credentials role writes it (or use the run name "
+            "'dummy' to train without W&B)."
+        )
+        out.append(("", _finding("wandb_no_key", title, line, where.repair("wandb"))))
+    return out
+
+
+def _tf32(line: str, where: _Where) -> list[tuple[str, dict[str, str]]]:
+    if not _TF32.search(line):
+        return []
+    title = (
+        "torch.compile/Inductor crashed on nanochat's mix of the legacy and new TF32 APIs: the "
+        "tf32 role rewrites the TF32 line in nanochat/common.py to "
+        'torch.set_float32_matmul_precision("high").'
+    )
+    return [("", _finding("tf32_mixed_api", title, line, where.repair("tf32")))]
+
+
+def _oom(line: str, where: _Where) -> list[tuple[str, dict[str, str]]]:
+    if not _OOM.search(line):
+        return []
+    dbs = where.device_batch_size
+    half = f" (e.g. {max(dbs // 2, 1)}, half of {dbs})" if dbs else ""
+    title = (
+        "A GPU ran out of memory: use a smaller device batch size"
+        f"{half}; the total batch size stays, nanochat accumulates more gradient steps, and "
+        "every arm must get the same value."
+    )
+    repair = (
+        f"set experiment.model.device_batch_size in {EXPERIMENT_FILE} to a smaller power of two"
+        f"{half} (every arm), then: {playbook_command('stop', where.inventory)} && "
+        f"{playbook_command('train', where.inventory)}"
+    )
+    return [("", _finding("cuda_oom", title, line, repair))]
+
+
+def _nccl(line: str, where: _Where) -> list[tuple[str, dict[str, str]]]:
+    if _NCCL_TIMEOUT.search(line):
+        title = (
+            "A collective operation timed out (NCCL watchdog): a rank hung or died, or the "
+            "network between nodes stalled; check the other ranks' hosts, nvidia-smi and the "
+            "interconnect, then restart (resume from the last checkpoint if one exists)."
+        )
+        return [("", _finding("nccl_timeout", title, line, where.restart()))]
+    if _NCCL.search(line):
+        title = (
+            "NCCL reported an error (GPU communication): check nvidia-smi and the driver on the host "
+            "(and the network between nodes for a multi-node arm), then restart."
+        )
+        return [("", _finding("nccl_error", title, line, where.restart()))]
+    return []
+
+
+def _rendezvous(line: str, where: _Where) -> list[tuple[str, dict[str, str]]]:
+    if not _RDZV.search(line):
+        return []
+    title = (
+        "torchrun could not rendezvous: another process holds the rendezvous port, or the "
+        "arm's first host is unreachable on it from the other nodes (firewall, wrong address); "
+        "all nodes of an arm must be launched together."
+    )
+    return [("", _finding("rendezvous", title, line, where.restart()))]
+
+
+def _crlf(line: str, where: _Where) -> list[tuple[str, dict[str, str]]]:
+    if not _CRLF.search(line):
+        return []
+    return [("", _finding("crlf", _CRLF_TITLE, line, where.repair("crlf")))]
+
+
+def _hf_unauthenticated(line: str, where: _Where) -> list[tuple[str, dict[str, str]]]:
+    if not _HF_UNAUTH.search(line):
+        return []
+    title = (
+        "Requests to the Hugging Face Hub are unauthenticated (low rate limits, slow or failed "
+        "downloads): the credentials role sets HF_TOKEN for the runs."
+    )
+    return [("", _finding("hf_unauthenticated", title, line, where.repair("hf"), severity="warning"))]
+
+
+def _killed(line: str, where: _Where) -> list[tuple[str, dict[str, str]]]:
+    if not (m := _SIGNAL.search(line)):
+        return []
+    number = m.group("n1") or m.group("n2") or m.group("n3")
+    name = m.group("name") or _SIGNAL_NAMES.get(number, f"signal {number}")
+    if name not in ("SIGKILL", "SIGTERM", "SIGHUP", "SIGINT"):
+        return []
+    title = (
+        f"A training process received {name}: stopped by hand, by the kernel's "
+        "out-of-memory killer (check `dmesg | grep -i killed` on the host) or by the "
+        "machine going down."
+    )
+    return [("", _finding("killed", title, line, where.train()))]
+
+
+# in the order their findings are added for one line
+SIGNATURES: tuple[Signature, ...] = (
+    _missing_module,
+    _wandb,
+    _tf32,
+    _oom,
+    _nccl,
+    _rendezvous,
+    _crlf,
+    _hf_unauthenticated,
+    _killed,
+)
+
+
+def _signature_findings(text: str, lines: list[str], where: _Where) -> list[dict[str, str]]:
+    """Each signature's findings, once per (id, key): in the order they first appear, with the last evidence."""
+    found: dict[tuple[str, str], tuple[int, dict[str, str]]] = {}
+
+    def add(pos: int, key: str, finding: dict[str, str]) -> None:
+        ident = (finding["id"], key)
+        first = found[ident][0] if ident in found else pos
+        found[ident] = (first, finding)  # keep the first position, the last evidence line
+
+    for pos, line in enumerate(lines):
+        if line.startswith("step ") and "|" in line:
+            continue  # a step line is progress, never a failure (fast path for long logs)
+        for signature in SIGNATURES:
+            for key, finding in signature(line, where):
+                add(pos, key, finding)
+    if raw := _CRLF_RAW.search(text):
+        evidence = raw.group(0).replace("\r", "^M")
+        add(len(lines), "", _finding("crlf", _CRLF_TITLE, evidence, where.repair("crlf")))
+    return [f for _, f in sorted(found.values(), key=lambda item: item[0])]
+
+
+def _end_finding(lines: list[str], exit_code: int | None, where: _Where) -> dict[str, str]:
+    """Why a gone process's unfinished log ended when no signature says: ``died`` or ``vanished``."""
+    last_exc = next(
+        (line for line in reversed(lines) if _EXCEPTION.match(line) and "ChildFailedError" not in line),
+        None,
+    )
+    if last_exc is not None or (exit_code is not None and exit_code != 0):
+        return _finding(
+            "died",
+            "Training stopped on an error that matches no known signature"
+            + (f" (exit code {exit_code})" if exit_code is not None else "")
+            + ": read the log's last lines (the evidence is the last exception printed, or the last "
+            "line).",
+            last_exc or (lines[-1] if lines else "(empty log)"),
+            playbook_command("status", where.inventory, limit=_limit(where.host)),
+        )
+    return _finding(
+        "vanished",
+        "The training process is gone and its log ends without an error or the end lines: it "
+        "was killed from outside (kill -9, the out-of-memory killer, a reboot).",
+        lines[-1] if lines else "(empty log)",
+        where.train(),
+    )
+
+
 def diagnose(
     text: str,
     host: str | None = None,
     *,
+    inventory: str | None = None,
     device_batch_size: int | None = None,
     arm: str | None = None,
     process_gone: bool = False,
@@ -304,231 +519,23 @@ def diagnose(
 
     Each finding is ``{id, title, evidence, repair, severity}``: ``evidence`` is the (last) matching
     log line, ``repair`` the exact command that fixes it (``host`` fills ``-l``, ``arm`` fills
-    ``arms_only``; ``<host>``/``<arm>`` when unknown). Ids: ``missing_module`` (one per module),
-    ``not_in_checkout``, ``wandb_key_length``, ``wandb_no_key``, ``tf32_mixed_api``, ``cuda_oom``,
-    ``nccl_timeout``, ``nccl_error``,
+    ``arms_only``, ``inventory`` the ``-i ...`` part; ``<host>``/``<arm>``/``-i inventory/`` when
+    unknown). Ids: ``missing_module`` (one per module), ``not_in_checkout``, ``wandb_key_length``,
+    ``wandb_no_key``, ``tf32_mixed_api``, ``cuda_oom``, ``nccl_timeout``, ``nccl_error``,
     ``rendezvous``, ``crlf``, ``hf_unauthenticated`` (a warning), ``killed`` (only when no other
     error explains it: torchrun itself signals the other ranks when one fails) and, when
     ``process_gone`` and nothing else explains the end of an unfinished log, ``died`` (last
     exception line, or a non-zero ``exit_code``) or ``vanished`` (no error and no exit code: killed
-    from outside). Errors come first, in
-    the order they first appear in the log; warnings after them.
+    from outside). Errors come first, in the order they first appear in the log; warnings after them.
     """
+    where = _Where(host=host, arm=arm, inventory=inventory, device_batch_size=device_batch_size)
     lines = split_lines(text)
-    found: dict[tuple[str, str], tuple[int, dict[str, str]]] = {}
-
-    def add(pos: int, key: str, finding: dict[str, str]) -> None:
-        ident = (finding["id"], key)
-        first = found[ident][0] if ident in found else pos
-        found[ident] = (first, finding)  # keep the first position, the last evidence line
-
-    limit = _limit(host)
-    for pos, line in enumerate(lines):
-        if line.startswith("step ") and "|" in line:
-            continue  # a step line is progress, never a failure (fast path for long logs)
-        if m := _MISSING_MODULE.search(line):
-            module = m.group(1)
-            top = module.split(".")[0]
-            if top in ("scripts", "nanochat"):
-                add(
-                    pos,
-                    top,
-                    _finding(
-                        "not_in_checkout",
-                        f"Python cannot import '{module}': training was not started from the nanochat "
-                        "checkout (or the checkout is incomplete).",
-                        line,
-                        f"ansible-playbook playbooks/repair.yml {inventory_arg()} --tags checkout -l " + limit,
-                    ),
-                )
-            else:
-                add(
-                    pos,
-                    top,
-                    _finding(
-                        "missing_module",
-                        f"Python module '{top}' is missing from the nanochat venv; the deps role installs "
-                        "nanochat's dependencies (rustbpe, psutil, ...) into it.",
-                        line,
-                        repair_command("deps", host),
-                    ),
-                )
-        if m := _WANDB_KEY_LEN.search(line):
-            got = f" (the key has {m.group(1)} characters)" if m.group(1) else ""
-            add(
-                pos,
-                "",
-                _finding(
-                    "wandb_key_length",
-                    "wandb in the venv is older than 0.22.3 and rejects the new 86-character wandb_v1_ API "
-                    f"key{got}; a re-login does not help: the deps role upgrades wandb in the venv.",
-                    line,
-                    repair_command("deps", host),
-                ),
-            )
-        if _WANDB_NO_KEY.search(line):
-            add(
-                pos,
-                "",
-                _finding(
-                    "wandb_no_key",
-                    "W&B has no API key on this host: the credentials role writes it (or use the run name "
-                    "'dummy' to train without W&B).",
-                    line,
-                    repair_command("wandb", host),
-                ),
-            )
-        if _TF32.search(line):
-            add(
-                pos,
-                "",
-                _finding(
-                    "tf32_mixed_api",
-                    "torch.compile/Inductor crashed on nanochat's mix of the legacy and new TF32 APIs: the "
-                    "tf32 role rewrites the TF32 line in nanochat/common.py to "
-                    'torch.set_float32_matmul_precision("high").',
-                    line,
-                    repair_command("tf32", host),
-                ),
-            )
-        if _OOM.search(line):
-            half = f" (e.g. {max(device_batch_size // 2, 1)}, half of {device_batch_size})" if device_batch_size else ""
-            add(
-                pos,
-                "",
-                _finding(
-                    "cuda_oom",
-                    "A GPU ran out of memory: use a smaller device batch size"
-                    f"{half}; the total batch size stays, nanochat accumulates more gradient steps, and "
-                    "every arm must get the same value.",
-                    line,
-                    f"set experiment.model.device_batch_size in {EXPERIMENT_FILE} to a smaller power of two"
-                    f"{half} (every arm), then: ansible-playbook playbooks/stop.yml {inventory_arg()} && "
-                    f"ansible-playbook playbooks/train.yml {inventory_arg()}",
-                ),
-            )
-        if _NCCL_TIMEOUT.search(line):
-            add(
-                pos,
-                "",
-                _finding(
-                    "nccl_timeout",
-                    "A collective operation timed out (NCCL watchdog): a rank hung or died, or the "
-                    "network between nodes stalled; check the other ranks' hosts, nvidia-smi and the "
-                    "interconnect, then restart (resume from the last checkpoint if one exists).",
-                    line,
-                    restart_command(arm),
-                ),
-            )
-        elif _NCCL.search(line):
-            add(
-                pos,
-                "",
-                _finding(
-                    "nccl_error",
-                    "NCCL reported an error (GPU communication): check nvidia-smi and the driver on the host "
-                    "(and the network between nodes for a multi-node arm), then restart.",
-                    line,
-                    restart_command(arm),
-                ),
-            )
-        if _RDZV.search(line):
-            add(
-                pos,
-                "",
-                _finding(
-                    "rendezvous",
-                    "torchrun could not rendezvous: another process holds the rendezvous port, or the "
-                    "arm's first host is unreachable on it from the other nodes (firewall, wrong address); "
-                    "all nodes of an arm must be launched together.",
-                    line,
-                    restart_command(arm),
-                ),
-            )
-        if _CRLF.search(line):
-            add(
-                pos,
-                "",
-                _finding(
-                    "crlf",
-                    "A shell script has Windows (CRLF) line endings: the crlf role converts nanochat's "
-                    "*.sh files to LF and makes them executable.",
-                    line,
-                    repair_command("crlf", host),
-                ),
-            )
-        if _HF_UNAUTH.search(line):
-            add(
-                pos,
-                "",
-                _finding(
-                    "hf_unauthenticated",
-                    "Requests to the Hugging Face Hub are unauthenticated (low rate limits, slow or failed "
-                    "downloads): the credentials role sets HF_TOKEN for the runs.",
-                    line,
-                    repair_command("hf", host),
-                    severity="warning",
-                ),
-            )
-        if m := _SIGNAL.search(line):
-            number = m.group("n1") or m.group("n2") or m.group("n3")
-            name = m.group("name") or _SIGNAL_NAMES.get(number, f"signal {number}")
-            if name in ("SIGKILL", "SIGTERM", "SIGHUP", "SIGINT"):
-                add(
-                    pos,
-                    "",
-                    _finding(
-                        "killed",
-                        f"A training process received {name}: stopped by hand, by the kernel's "
-                        "out-of-memory killer (check `dmesg | grep -i killed` on the host) or by the "
-                        "machine going down.",
-                        line,
-                        train_command(arm),
-                    ),
-                )
-    if raw := _CRLF_RAW.search(text):
-        add(
-            len(lines),
-            "",
-            _finding(
-                "crlf",
-                "A shell script has Windows (CRLF) line endings: the crlf role converts nanochat's "
-                "*.sh files to LF and makes them executable.",
-                raw.group(0).replace("\r", "^M"),
-                repair_command("crlf", host),
-            ),
-        )
-    findings = [f for _, f in sorted(found.values(), key=lambda item: item[0])]
+    findings = _signature_findings(text, lines, where)
     errors = [f for f in findings if f["severity"] == "error"]
     warnings = [f for f in findings if f["severity"] != "error"]
     if any(f["id"] != "killed" for f in errors):
         # torchrun signals the other ranks when one fails: then a signal is a consequence, not the cause
         errors = [f for f in errors if f["id"] != "killed"]
     if process_gone and not errors and not parse_log(text, max_steps=0)["finished"]:
-        last_exc = next(
-            (line for line in reversed(lines) if _EXCEPTION.match(line) and "ChildFailedError" not in line),
-            None,
-        )
-        if last_exc is not None or (exit_code is not None and exit_code != 0):
-            errors.append(
-                _finding(
-                    "died",
-                    "Training stopped on an error that matches no known signature"
-                    + (f" (exit code {exit_code})" if exit_code is not None else "")
-                    + ": read the log's last lines (the evidence is the last exception printed, or the last "
-                    "line).",
-                    last_exc or (lines[-1] if lines else "(empty log)"),
-                    f"ansible-playbook playbooks/status.yml {inventory_arg()} -l {limit}",
-                )
-            )
-        else:
-            errors.append(
-                _finding(
-                    "vanished",
-                    "The training process is gone and its log ends without an error or the end lines: it "
-                    "was killed from outside (kill -9, the out-of-memory killer, a reboot).",
-                    lines[-1] if lines else "(empty log)",
-                    train_command(arm),
-                )
-            )
+        errors.append(_end_finding(lines, exit_code, where))
     return errors + warnings

@@ -21,7 +21,7 @@ import stat
 import tokenize
 from dataclasses import dataclass, field
 
-from ansible.module_utils.arms_common import ArmsError, atomic_write_bytes, inventory_arg
+from ansible.module_utils.arms_common import ArmsError, atomic_write_bytes, playbook_command
 
 # where nanochat keeps its shell scripts: the root (speedrun.sh, run1000.sh... until 2026-01-18),
 # dev/ (dev/runcpu.sh until 2026-01-18) and runs/ (all of them from 2026-01-18 on)
@@ -63,15 +63,15 @@ def _string_value(token: str) -> object:
         return None
 
 
-def _damaged(path: str, what: str) -> str:
+def _damaged(path: str, what: str, inventory: str | None = None) -> str:
     return (
         f"{path} is not valid Python ({what}), so the TF32 repair cannot tell its code from its comments; "
         f"the checkout looks damaged: check it out again with "
-        f"ansible-playbook playbooks/repair.yml {inventory_arg()} --tags checkout,tf32."
+        f"{playbook_command('repair', inventory, tags='checkout,tf32')}."
     )
 
 
-def _source_lines(text: str, path: str) -> list[_SourceLine]:
+def _source_lines(text: str, path: str, inventory: str | None = None) -> list[_SourceLine]:
     """Each physical line split into code and comment, and whether its code names a TF32 API.
 
     Python's tokenizer does the reading, so a ``#`` inside a string does not start a comment, a TF32
@@ -90,9 +90,9 @@ def _source_lines(text: str, path: str) -> list[_SourceLine]:
                 tf32_rows.add(tok.start[0])
     except tokenize.TokenError as exc:
         what, (row, _col) = exc.args
-        raise ArmsError(_damaged(path, f"{what.lower()} from line {row}")) from exc
+        raise ArmsError(_damaged(path, f"{what.lower()} from line {row}", inventory)) from exc
     except SyntaxError as exc:
-        raise ArmsError(_damaged(path, f"{exc.msg} on line {exc.lineno}")) from exc
+        raise ArmsError(_damaged(path, f"{exc.msg} on line {exc.lineno}", inventory)) from exc
     out: list[_SourceLine] = []
     # lines as the tokenizer counts them (only \n ends a line; str.splitlines would also split at \f...)
     for number, raw in enumerate(io.StringIO(text).readlines(), start=1):
@@ -116,14 +116,15 @@ def _indent(code: str) -> str:
     return code[: len(code) - len(code.lstrip())]
 
 
-def tf32_plan(text: str, path: str = "nanochat/common.py") -> Tf32Result:
+def tf32_plan(text: str, path: str = "nanochat/common.py", inventory: str | None = None) -> Tf32Result:
     """Decide what the TF32 repair does to ``text`` (the content of nanochat/common.py).
 
     Comments never count. A line whose code is a new-API assignment is rewritten to
     :data:`TF32_FIXED` (indent and comment kept; a run of such lines becomes one call); a line that
     is the fixed call alone is left; any other code naming a TF32 API raises :class:`ArmsError`.
+    ``inventory`` is the ``-i ...`` part of the repair command a refusal names.
     """
-    lines = _source_lines(text, path)
+    lines = _source_lines(text, path, inventory)
     new_api: list[_SourceLine] = []
     fixed = False
     for line in lines:
@@ -154,7 +155,7 @@ def tf32_plan(text: str, path: str = "nanochat/common.py") -> Tf32Result:
     return Tf32Result(False, "no_tf32", text, text, [], f"{path} does not set TF32: nothing to patch")
 
 
-def tf32_apply(checkout: str, check_mode: bool = False) -> Tf32Result:
+def tf32_apply(checkout: str, check_mode: bool = False, inventory: str | None = None) -> Tf32Result:
     path = os.path.join(checkout, "nanochat", "common.py")
     try:
         with open(path, encoding="utf-8", newline="") as fh:
@@ -164,10 +165,10 @@ def tf32_apply(checkout: str, check_mode: bool = False) -> Tf32Result:
             f"{path} does not exist: is {checkout} a nanochat checkout? Run the checkout role first."
         ) from exc
     except UnicodeDecodeError as exc:
-        raise ArmsError(_damaged(path, f"not UTF-8 text: {exc.reason} at byte {exc.start}")) from exc
+        raise ArmsError(_damaged(path, f"not UTF-8 text: {exc.reason} at byte {exc.start}", inventory)) from exc
     except OSError as exc:
         raise ArmsError(_unwritable(path, exc, "read")) from exc
-    result = tf32_plan(text, "nanochat/common.py")
+    result = tf32_plan(text, "nanochat/common.py", inventory)
     if result.changed and not check_mode:
         try:
             mode = stat.S_IMODE(os.stat(path).st_mode)

@@ -16,15 +16,15 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ansible.module_utils.arms_common import ArmsError, human_bytes, inventory_arg, load_env_file
-from ansible.module_utils.arms_launch import (
+from ansible.module_utils.arms_budget import (
     compare_budgets,
     held_tokens,
     planned_tokens,
     scaling_params,
-    train_flags,
     validate_hyperparameters,
 )
+from ansible.module_utils.arms_command import train_flags
+from ansible.module_utils.arms_common import ArmsError, human_bytes, load_env_file, playbook_command
 from ansible.module_utils.arms_manifest import read_manifest, sha256_file, verify_data_dir
 from ansible.module_utils.arms_patch import tf32_plan
 
@@ -38,8 +38,8 @@ NANOCHAT_FILES_PROBE = (
 )
 
 
-def repair(tag: str, host: str) -> str:
-    return f"ansible-playbook playbooks/repair.yml {inventory_arg()} --tags {tag} -l {host}"
+def repair(tag: str, host: str, inventory: str | None = None) -> str:
+    return playbook_command("repair", inventory, tags=tag, limit=host)
 
 
 def _git_head(checkout: str) -> str | None:
@@ -146,6 +146,284 @@ def checkpoint_bytes(depth: int) -> int:
     return scaling_params(depth) * 4 * 3
 
 
+def check_commits(
+    facts: Mapping[str, Mapping[str, Any]], arm_hosts: Sequence[str], pin_sha: str | None, inventory: str | None
+) -> list[str]:
+    """The same nanochat commit (the pin) and TF32 state on every arm host."""
+    problems: list[str] = []
+    for host in arm_hosts:
+        f = facts[host]
+        if pin_sha and f.get("commit") != pin_sha:
+            problems.append(
+                f"{host}: nanochat is at {str(f.get('commit'))[:12]} but the experiment pins {pin_sha[:12]}; "
+                f"move it with: {repair('checkout', host, inventory)}"
+            )
+        if f.get("tf32") in ("needs_patch", "unknown", "missing"):
+            what = {
+                "needs_patch": "still sets TF32 through the new fp32_precision API (torch.compile will crash)",
+                "unknown": "sets TF32 in a way the TF32 role does not know",
+                "missing": "has no nanochat/common.py",
+            }[f["tf32"]]
+            problems.append(f"{host}: nanochat/common.py {what}; repair with: {repair('tf32', host, inventory)}")
+    commits = {facts[h].get("commit") for h in arm_hosts}
+    if len(commits) > 1:
+        problems.append(
+            "arm hosts are at different nanochat commits ("
+            + ", ".join(f"{h}: {str(facts[h].get('commit'))[:12]}" for h in arm_hosts)
+            + f"); put them all at the pin with: {repair('checkout', 'gpu', inventory)}"
+        )
+    tf32_states = {facts[h].get("tf32") for h in arm_hosts}
+    if len(tf32_states) > 1:
+        problems.append(
+            "arm hosts differ in their TF32 patch state ("
+            + ", ".join(f"{h}: {facts[h].get('tf32')}" for h in arm_hosts)
+            + f"); run: {repair('tf32', 'gpu', inventory)}"
+        )
+    return problems
+
+
+def check_arm_settings(arms: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Arms set nothing of their own but their data (and group and run name)."""
+    allowed = {"group", "run_name", "data"}
+    problems = []
+    for arm, spec in arms.items():
+        odd = sorted(set(spec) - allowed)
+        if odd:
+            problems.append(
+                f"arm {arm} sets {', '.join(odd)} of its own; arms may differ only in their data: move "
+                "model settings to experiment.model (shared by every arm)."
+            )
+    return problems
+
+
+def check_world_sizes(
+    arms: Mapping[str, Any], hosts_of: Mapping[str, Sequence[str]], model: Mapping[str, Any]
+) -> list[str]:
+    """Every arm trains on the same number of GPUs."""
+    world = {arm: int(model["gpus_per_node"]) * len(hosts_of.get(arm, [])) for arm in arms}
+    if len(set(world.values())) <= 1:
+        return []
+    return [
+        "arms train on different numbers of GPUs ("
+        + ", ".join(f"{a}: {w}" for a, w in world.items())
+        + "), so their batches and step counts differ: give every arm's host group the same number of hosts."
+    ]
+
+
+def check_hyperparameters(
+    arms: Mapping[str, Any], hosts_of: Mapping[str, Sequence[str]], model: Mapping[str, Any]
+) -> list[str]:
+    """nanochat's batch rules hold for every arm's world size."""
+    extra_flags = dict(model.get("extra_flags") or {})
+    problems = []
+    for arm in arms:
+        try:
+            validate_hyperparameters(
+                gpus_per_node=int(model["gpus_per_node"]),
+                nnodes=len(hosts_of.get(arm, [])),
+                device_batch_size=int(model["device_batch_size"]),
+                total_batch_size=int(model["total_batch_size"]),
+                max_seq_len=int(extra_flags.get("max-seq-len", extra_flags.get("max_seq_len", 2048))),
+                depth=int(model["depth"]),
+            )
+        except ArmsError as exc:
+            problems.append(f"arm {arm}: {exc}")
+    return problems
+
+
+def check_flags(arms: Mapping[str, Mapping[str, Any]], model: Mapping[str, Any]) -> list[str]:
+    """Every arm would launch base_train with the same flags (the run name aside)."""
+    flag_sets = {}
+    for arm, spec in arms.items():
+        flags = train_flags(
+            depth=int(model["depth"]),
+            run_name=spec.get("run_name", "dummy"),
+            device_batch_size=int(model["device_batch_size"]),
+            total_batch_size=int(model["total_batch_size"]),
+            extra_flags=model.get("extra_flags") or {},
+        )
+        flags.pop("run", None)
+        flag_sets[arm] = json.dumps(flags, sort_keys=True)
+    if len(set(flag_sets.values())) > 1:
+        return [f"arms would launch with different base_train flags: {flag_sets}"]
+    return []
+
+
+def check_tokenizers(
+    facts: Mapping[str, Mapping[str, Any]], arm_hosts: Sequence[str], inventory: str | None
+) -> list[str]:
+    """The same tokenizer files on every arm host."""
+    copy = playbook_command("tokenizer", inventory)
+    problems = []
+    reference_tok = None
+    for host in arm_hosts:
+        tok = facts[host].get("tokenizer") or {}
+        if not tok:
+            problems.append(
+                f"{host}: no tokenizer in {facts[host].get('base_dir')}/tokenizer; train it once on the CPU "
+                f"node and copy it with: {copy}"
+            )
+            continue
+        if reference_tok is None:
+            reference_tok = (host, tok)
+        elif tok != reference_tok[1]:
+            problems.append(
+                f"{host}: its tokenizer files differ from {reference_tok[0]}'s (checksums of "
+                f"{', '.join(sorted(set(tok) | set(reference_tok[1])))}); copy the one tokenizer to every arm "
+                f"host with: {copy}"
+            )
+    return problems
+
+
+def check_nanochat_reads(host: str, arm: str, f: Mapping[str, Any], inventory: str | None) -> list[str]:
+    """nanochat's own code lists exactly the manifest's files, in the arm's data dir."""
+    nano = f.get("nanochat", {})
+    if not nano.get("ok"):
+        return [
+            f"{host} ({arm}): could not ask nanochat which files it reads ({nano.get('error')}); check "
+            f"the venv with: {repair('deps', host, inventory)}"
+        ]
+    reads = [os.path.basename(p) for p in nano["files"]]
+    dirs = sorted({os.path.dirname(p) for p in nano["files"]})
+    if dirs and dirs != [os.path.normpath(f["data_dir"])]:
+        return [
+            f"{host} ({arm}): nanochat will read {', '.join(dirs)}, not the arm's data dir "
+            f"{f['data_dir']} (e.g. a base_data_climbmix folder, which newer commits prefer); "
+            "move that folder away or pin a commit that reads base_data."
+        ]
+    if reads != sorted(f.get("manifest_files", [])):
+        unexpected = sorted(set(reads) - set(f.get("manifest_files", [])))
+        absent = sorted(set(f.get("manifest_files", [])) - set(reads))
+        return [
+            f"{host} ({arm}): the files nanochat will read differ from the manifest"
+            + (f"; not in the manifest: {', '.join(unexpected[:5])}" if unexpected else "")
+            + (f"; not read: {', '.join(absent[:5])}" if absent else "")
+            + ". Remove stray parquet files from the data dir or re-run the arm's data step."
+        ]
+    return []
+
+
+def check_host_data(host: str, arm: str, f: Mapping[str, Any], inventory: str | None) -> list[str]:
+    """One arm host's data dir: it has a manifest, matches it, and is what nanochat reads."""
+    if not f.get("manifest"):
+        return [
+            f"{host} ({arm}): {f.get('data_dir')} has no manifest.json "
+            f"{'(' + f['manifest_error'] + ') ' if f.get('manifest_error') else ''}so its shards cannot be "
+            "trusted; fetch or transfer the arm's data with site.yml (or playbooks/data.yml)."
+        ]
+    problems = []
+    ver = f.get("verify", {})
+    if ver.get("bad"):
+        problems.append(
+            f"{host} ({arm}): the data dir does not match its manifest ({ver.get('summary')}); re-run the "
+            "arm's download or transfer, which fetches only what is bad."
+        )
+    return problems + check_nanochat_reads(host, arm, f, inventory)
+
+
+def val_reference(facts: Mapping[str, Mapping[str, Any]], arm_hosts: Sequence[str]) -> tuple[str, Any] | None:
+    """(host, sha256) of the first arm host with a manifest whose last file is the shared val shard."""
+    for host in arm_hosts:
+        f = facts[host]
+        if f.get("manifest") and f.get("last_file") == VAL_NAME:
+            return host, f.get("last_sha256")
+    return None
+
+
+def check_val_shard(host: str, arm: str, f: Mapping[str, Any], reference: tuple[str, Any] | None) -> list[str]:
+    """The shared validation shard is the host's last file in sort order, with the reference host's bytes."""
+    last = f.get("last_file")
+    if last != VAL_NAME:
+        return [
+            f"{host} ({arm}): the last file in sort order is {last}, not the shared validation shard "
+            f"{VAL_NAME}, so this arm would validate on its own data; place the shared val shard with "
+            "site.yml (playbooks/data.yml)."
+        ]
+    if reference is not None and f.get("last_sha256") != reference[1]:
+        return [
+            f"{host} ({arm}): its {VAL_NAME} differs from {reference[0]}'s (sha256 "
+            f"{str(f.get('last_sha256'))[:12]} vs {str(reference[1])[:12]}); every arm must validate on the "
+            "same shard: re-run playbooks/data.yml."
+        ]
+    return []
+
+
+def check_data(
+    facts: Mapping[str, Mapping[str, Any]], arm_of_host: Sequence[tuple[str, str]], inventory: str | None
+) -> list[str]:
+    """Every arm host's data: it matches its manifest, nanochat reads exactly it, the same val shard is last."""
+    reference = val_reference(facts, [host for _, host in arm_of_host])
+    problems = []
+    for arm, host in arm_of_host:
+        f = facts[host]
+        problems += check_host_data(host, arm, f, inventory)
+        if f.get("manifest"):
+            problems += check_val_shard(host, arm, f, reference)
+    return problems
+
+
+def data_budget(
+    facts: Mapping[str, Mapping[str, Any]],
+    arms: Mapping[str, Any],
+    hosts_of: Mapping[str, Sequence[str]],
+    model: Mapping[str, Any],
+    *,
+    commit_date: str | None,
+    allow_unequal_repeats: bool,
+    repeat_tolerance: float,
+) -> dict[str, Any]:
+    """Tokens each arm's run reads against tokens it holds (``compare_budgets``), with ``plan``; ArmsError when
+    the plan cannot be made or the arms would repeat their data differently."""
+    plan = planned_tokens(
+        depth=int(model["depth"]),
+        total_batch_size=int(model["total_batch_size"]),
+        extra_flags=model.get("extra_flags") or {},
+        commit_date=commit_date,
+    )
+    rows = []
+    for arm in arms:
+        hosts = hosts_of.get(arm, [])
+        held = (facts[hosts[0]].get("held") or {}).get("tokens", 0) if hosts else 0
+        if hosts and facts[hosts[0]].get("manifest"):
+            rows.append({"name": arm, "tokens_needed": plan["tokens"], "tokens_held": held})
+    budget = compare_budgets(rows, tolerance=repeat_tolerance, allow_unequal_repeats=allow_unequal_repeats)
+    budget["plan"] = plan
+    return budget
+
+
+def check_resources(
+    host: str,
+    arm: str,
+    f: Mapping[str, Any],
+    *,
+    model: Mapping[str, Any],
+    run_name: str,
+    check_gpus: bool,
+    inventory: str | None,
+) -> list[str]:
+    """GPUs, disk for a checkpoint and the W&B key on one arm host."""
+    problems = []
+    if check_gpus:
+        gpus = f.get("gpus")
+        if gpus is None or gpus < int(model["gpus_per_node"]):
+            problems.append(
+                f"{host} ({arm}): nvidia-smi sees {gpus if gpus is not None else 'no'} GPUs but the arm asks "
+                f"for {model['gpus_per_node']} per node; fix the node or experiment.model.gpus_per_node."
+            )
+    need_disk = checkpoint_bytes(int(model["depth"]))
+    if f.get("free_bytes", 0) < need_disk:
+        problems.append(
+            f"{host} ({arm}): {human_bytes(f.get('free_bytes', 0))} free under {f.get('base_dir')}, less than "
+            f"the {human_bytes(need_disk)} a depth-{model['depth']} checkpoint needs; free some disk."
+        )
+    if run_name != "dummy" and not f.get("wandb_key"):
+        problems.append(
+            f"{host} ({arm}): no W&B key in the secrets env file, but the run {run_name} logs to "
+            f"W&B; give WANDB_API_KEY and run: {repair('wandb', host, inventory)}"
+        )
+    return problems
+
+
 def compare(
     facts: Mapping[str, Mapping[str, Any]],
     *,
@@ -157,203 +435,41 @@ def compare(
     check_gpus: bool,
     allow_unequal_repeats: bool = False,
     repeat_tolerance: float = 0.1,
+    inventory: str | None = None,
 ) -> dict[str, Any]:
-    """Every reason the arms are not comparable, as sentences; plus warnings and the budget table."""
-    problems: list[str] = []
-    warnings: list[str] = []
+    """Every reason the arms are not comparable, as sentences; plus warnings and the budget table.
+
+    ``inventory`` is the ``-i ...`` part of the commands the sentences name (``-i inventory/`` when not given).
+    """
     arm_hosts = [h for arm in arms for h in hosts_of.get(arm, [])]
-    extra_flags = model.get("extra_flags") or {}
-
-    # the same commit and TF32 state everywhere
-    for host in arm_hosts:
-        f = facts[host]
-        if pin_sha and f.get("commit") != pin_sha:
-            problems.append(
-                f"{host}: nanochat is at {str(f.get('commit'))[:12]} but the experiment pins {pin_sha[:12]}; "
-                f"move it with: {repair('checkout', host)}"
-            )
-        if f.get("tf32") in ("needs_patch", "unknown", "missing"):
-            what = {
-                "needs_patch": "still sets TF32 through the new fp32_precision API (torch.compile will crash)",
-                "unknown": "sets TF32 in a way the TF32 role does not know",
-                "missing": "has no nanochat/common.py",
-            }[f["tf32"]]
-            problems.append(f"{host}: nanochat/common.py {what}; repair with: {repair('tf32', host)}")
-    commits = {facts[h].get("commit") for h in arm_hosts}
-    if len(commits) > 1:
-        problems.append(
-            "arm hosts are at different nanochat commits ("
-            + ", ".join(f"{h}: {str(facts[h].get('commit'))[:12]}" for h in arm_hosts)
-            + f"); put them all at the pin with: {repair('checkout', 'gpu')}"
-        )
-    tf32_states = {facts[h].get("tf32") for h in arm_hosts}
-    if len(tf32_states) > 1:
-        problems.append(
-            "arm hosts differ in their TF32 patch state ("
-            + ", ".join(f"{h}: {facts[h].get('tf32')}" for h in arm_hosts)
-            + f"); run: {repair('tf32', 'gpu')}"
-        )
-
-    # identical hyperparameters: only the data may differ
-    allowed = {"group", "run_name", "data"}
-    for arm, spec in arms.items():
-        odd = sorted(set(spec) - allowed)
-        if odd:
-            problems.append(
-                f"arm {arm} sets {', '.join(odd)} of its own; arms may differ only in their data: move "
-                "model settings to experiment.model (shared by every arm)."
-            )
-    world = {arm: int(model["gpus_per_node"]) * len(hosts_of.get(arm, [])) for arm in arms}
-    if len(set(world.values())) > 1:
-        problems.append(
-            "arms train on different numbers of GPUs ("
-            + ", ".join(f"{a}: {w}" for a, w in world.items())
-            + "), so their batches and step counts differ: give every arm's host group the same number of hosts."
-        )
-    for arm in arms:
-        try:
-            validate_hyperparameters(
-                gpus_per_node=int(model["gpus_per_node"]),
-                nnodes=len(hosts_of.get(arm, [])),
-                device_batch_size=int(model["device_batch_size"]),
-                total_batch_size=int(model["total_batch_size"]),
-                max_seq_len=int(dict(extra_flags).get("max-seq-len", dict(extra_flags).get("max_seq_len", 2048))),
-                depth=int(model["depth"]),
-            )
-        except ArmsError as exc:
-            problems.append(f"arm {arm}: {exc}")
-    flag_sets = {}
-    for arm, spec in arms.items():
-        flags = train_flags(
-            depth=int(model["depth"]),
-            run_name=spec.get("run_name", "dummy"),
-            device_batch_size=int(model["device_batch_size"]),
-            total_batch_size=int(model["total_batch_size"]),
-            extra_flags=extra_flags,
-        )
-        flags.pop("run", None)
-        flag_sets[arm] = json.dumps(flags, sort_keys=True)
-    if len(set(flag_sets.values())) > 1:
-        problems.append(f"arms would launch with different base_train flags: {flag_sets}")
-
-    # the same tokenizer on every arm host
-    reference_tok = None
-    for host in arm_hosts:
-        tok = facts[host].get("tokenizer") or {}
-        if not tok:
-            problems.append(
-                f"{host}: no tokenizer in {facts[host].get('base_dir')}/tokenizer; train it once on the CPU "
-                f"node and copy it with: ansible-playbook playbooks/tokenizer.yml {inventory_arg()}"
-            )
-            continue
-        if reference_tok is None:
-            reference_tok = (host, tok)
-        elif tok != reference_tok[1]:
-            problems.append(
-                f"{host}: its tokenizer files differ from {reference_tok[0]}'s (checksums of "
-                f"{', '.join(sorted(set(tok) | set(reference_tok[1])))}); copy the one tokenizer to every arm "
-                f"host with: ansible-playbook playbooks/tokenizer.yml {inventory_arg()}"
-            )
-
-    # every arm's data: matches its manifest, nanochat reads exactly it, the same val shard is last
-    val_ref = None
-    for arm in arms:
-        for host in hosts_of.get(arm, []):
-            f = facts[host]
-            if not f.get("manifest"):
-                problems.append(
-                    f"{host} ({arm}): {f.get('data_dir')} has no manifest.json "
-                    f"{'(' + f['manifest_error'] + ') ' if f.get('manifest_error') else ''}so its shards cannot be "
-                    "trusted; fetch or transfer the arm's data with site.yml (or playbooks/data.yml)."
-                )
-                continue
-            ver = f.get("verify", {})
-            if ver.get("bad"):
-                problems.append(
-                    f"{host} ({arm}): the data dir does not match its manifest ({ver.get('summary')}); re-run the "
-                    "arm's download or transfer, which fetches only what is bad."
-                )
-            nano = f.get("nanochat", {})
-            if not nano.get("ok"):
-                problems.append(
-                    f"{host} ({arm}): could not ask nanochat which files it reads ({nano.get('error')}); check "
-                    f"the venv with: {repair('deps', host)}"
-                )
-            else:
-                reads = [os.path.basename(p) for p in nano["files"]]
-                dirs = sorted({os.path.dirname(p) for p in nano["files"]})
-                if dirs and dirs != [os.path.normpath(f["data_dir"])]:
-                    problems.append(
-                        f"{host} ({arm}): nanochat will read {', '.join(dirs)}, not the arm's data dir "
-                        f"{f['data_dir']} (e.g. a base_data_climbmix folder, which newer commits prefer); "
-                        "move that folder away or pin a commit that reads base_data."
-                    )
-                elif reads != sorted(f.get("manifest_files", [])):
-                    unexpected = sorted(set(reads) - set(f.get("manifest_files", [])))
-                    absent = sorted(set(f.get("manifest_files", [])) - set(reads))
-                    problems.append(
-                        f"{host} ({arm}): the files nanochat will read differ from the manifest"
-                        + (f"; not in the manifest: {', '.join(unexpected[:5])}" if unexpected else "")
-                        + (f"; not read: {', '.join(absent[:5])}" if absent else "")
-                        + ". Remove stray parquet files from the data dir or re-run the arm's data step."
-                    )
-            last = f.get("last_file")
-            if last != VAL_NAME:
-                problems.append(
-                    f"{host} ({arm}): the last file in sort order is {last}, not the shared validation shard "
-                    f"{VAL_NAME}, so this arm would validate on its own data; place the shared val shard with "
-                    "site.yml (playbooks/data.yml)."
-                )
-            elif val_ref is None:
-                val_ref = (host, f.get("last_sha256"))
-            elif f.get("last_sha256") != val_ref[1]:
-                problems.append(
-                    f"{host} ({arm}): its {VAL_NAME} differs from {val_ref[0]}'s (sha256 "
-                    f"{str(f.get('last_sha256'))[:12]} vs {str(val_ref[1])[:12]}); every arm must validate on the "
-                    "same shard: re-run playbooks/data.yml."
-                )
-
-    # the data budget
+    arm_of_host = [(arm, host) for arm in arms for host in hosts_of.get(arm, [])]
+    problems = [
+        *check_commits(facts, arm_hosts, pin_sha, inventory),
+        *check_arm_settings(arms),
+        *check_world_sizes(arms, hosts_of, model),
+        *check_hyperparameters(arms, hosts_of, model),
+        *check_flags(arms, model),
+        *check_tokenizers(facts, arm_hosts, inventory),
+    ]
+    problems += check_data(facts, arm_of_host, inventory)
+    warnings: list[str] = []
     budget: dict[str, Any] = {}
     try:
-        plan = planned_tokens(
-            depth=int(model["depth"]),
-            total_batch_size=int(model["total_batch_size"]),
-            extra_flags=extra_flags,
+        budget = data_budget(
+            facts,
+            arms,
+            hosts_of,
+            model,
             commit_date=commit_date,
+            allow_unequal_repeats=allow_unequal_repeats,
+            repeat_tolerance=repeat_tolerance,
         )
-        rows = []
-        for arm in arms:
-            hosts = hosts_of.get(arm, [])
-            held = (facts[hosts[0]].get("held") or {}).get("tokens", 0) if hosts else 0
-            if hosts and facts[hosts[0]].get("manifest"):
-                rows.append({"name": arm, "tokens_needed": plan["tokens"], "tokens_held": held})
-        budget = compare_budgets(rows, tolerance=repeat_tolerance, allow_unequal_repeats=allow_unequal_repeats)
-        budget["plan"] = plan
         warnings.extend(budget.get("warnings", []))
     except ArmsError as exc:
         problems.append(f"data budget: {exc}")
-
-    # GPUs, disk, credentials
-    need_disk = checkpoint_bytes(int(model["depth"]))
-    for arm, spec in arms.items():
-        for host in hosts_of.get(arm, []):
-            f = facts[host]
-            if check_gpus:
-                gpus = f.get("gpus")
-                if gpus is None or gpus < int(model["gpus_per_node"]):
-                    problems.append(
-                        f"{host} ({arm}): nvidia-smi sees {gpus if gpus is not None else 'no'} GPUs but the arm asks "
-                        f"for {model['gpus_per_node']} per node; fix the node or experiment.model.gpus_per_node."
-                    )
-            if f.get("free_bytes", 0) < need_disk:
-                problems.append(
-                    f"{host} ({arm}): {human_bytes(f.get('free_bytes', 0))} free under {f.get('base_dir')}, less than "
-                    f"the {human_bytes(need_disk)} a depth-{model['depth']} checkpoint needs; free some disk."
-                )
-            if spec.get("run_name", "dummy") != "dummy" and not f.get("wandb_key"):
-                problems.append(
-                    f"{host} ({arm}): no W&B key in the secrets env file, but the run {spec.get('run_name')} logs to "
-                    f"W&B; give WANDB_API_KEY and run: {repair('wandb', host)}"
-                )
+    for arm, host in arm_of_host:
+        run_name = arms[arm].get("run_name", "dummy")
+        problems += check_resources(
+            host, arm, facts[host], model=model, run_name=run_name, check_gpus=check_gpus, inventory=inventory
+        )
     return {"problems": problems, "warnings": warnings, "budget": budget, "ok": not problems}

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
-from ansible.module_utils.arms_results import format_count
+from arms_results import format_count
 from conftest import FRESH_HOSTS, ROOT, failure_text, inventory_variant, lab_overrides, on_host, play
 
 pytestmark = pytest.mark.lab

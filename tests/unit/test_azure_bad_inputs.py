@@ -131,7 +131,7 @@ def test_a_journal_naming_a_path_outside_the_data_dir_is_ignored(azurite: Azurit
 
 def test_the_random_subset_cli_names_a_data_dir_on_proc_too(tmp_path: Path) -> None:
     """scripts/prepare_hf_random_subset.py --data-dir /proc/x: the folder is wrong, not the free space."""
-    from ansible.module_utils.arms_fixture import make_fixture
+    from arms_fixture import make_fixture
 
     source = str(tmp_path / "fortified")
     make_fixture(source, 300, files_per_dump=1, dumps=1, seed=2, text_bytes_mean=200, row_group_rows=100)

@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from ansible.module_utils.arms_runner import OWNER_FILE, SECRETS_PREFIX, clean_stale, owner_token
+from arms_runner import OWNER_FILE, SECRETS_PREFIX, clean_stale, owner_token
 
 ROOT = Path(__file__).resolve().parents[2]
 ENTRY = ROOT / "scripts" / "nanochat_arms_run.py"
@@ -179,7 +179,7 @@ def test_the_guard_ends_its_whole_group_when_told_to_stop(tmp_path: Path, sig: i
     fake.chmod(0o755)
     code = (
         f"import sys; sys.path.insert(0, {str(ROOT / 'scripts')!r}); import _arms_path\n"
-        "from ansible.module_utils import arms_runner as r\n"
+        "import arms_runner as r\n"
         f"r.GRACE_S = 1.0\nsys.exit(r.guard_main([{marker!r}], playbook_bin={str(fake)!r}))\n"
     )
     guard = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)

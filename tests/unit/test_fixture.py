@@ -12,8 +12,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from ansible.module_utils.arms_fixture import EMBEDDING_DIM, SCHEMA, dump_names, make_fixture
 from ansible.module_utils.arms_source import _card_configs, resolve_source
+from arms_fixture import EMBEDDING_DIM, SCHEMA, dump_names, make_fixture
 from modtest import ROOT
 
 

@@ -17,35 +17,38 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from ansible.module_utils.arms_common import ArmsError
-from ansible.module_utils.arms_identity import current_identity, identity_changes
-from ansible.module_utils.arms_launch import (
-    boot_id,
+from ansible.module_utils.arms_budget import (
+    compare_budgets,
+    default_ratio,
+    held_tokens,
+    planned_tokens,
+    scaling_params,
+    validate_hyperparameters,
+)
+from ansible.module_utils.arms_command import (
     build_command,
     check_extra_env,
     choose_launcher,
-    compare_budgets,
-    default_ratio,
+    launched_program,
+    script_flags,
+)
+from ansible.module_utils.arms_common import ArmsError
+from ansible.module_utils.arms_flags import normalize_flags, render_flags
+from ansible.module_utils.arms_identity import current_identity, identity_changes
+from ansible.module_utils.arms_manifest import build_manifest, shard_entry
+from ansible.module_utils.arms_process import (
+    boot_id,
     find_trainings,
     group_is_ours,
     group_members,
-    held_tokens,
     is_alive,
     latest_checkpoint_step,
-    launched_program,
-    normalize_flags,
-    planned_tokens,
     proc_stat,
     read_pidfile,
-    render_flags,
     run_paths,
-    scaling_params,
-    script_flags,
     start_detached,
     stop,
-    validate_hyperparameters,
 )
-from ansible.module_utils.arms_manifest import build_manifest, shard_entry
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 VENV_TORCHRUN = os.path.join(ROOT, ".venv", "bin", "torchrun")
@@ -435,7 +438,7 @@ def test_the_run_survives_its_caller_exiting(tmp_path, cleanup) -> None:
             import sys
             sys.path.insert(0, {os.path.join(ROOT, "scripts")!r})
             import _arms_path
-            from ansible.module_utils.arms_launch import start_detached
+            from ansible.module_utils.arms_process import start_detached
             start_detached(
                 [sys.executable, "-c", "import time; time.sleep(300)"], {{}}, cwd={str(tmp_path)!r},
                 log_path={str(tmp_path / "r.log")!r}, pidfile={str(tmp_path / "r.pid.json")!r}, run_name="r",

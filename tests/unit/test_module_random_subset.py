@@ -9,7 +9,7 @@ import sys
 
 import pytest
 import yaml
-from ansible.module_utils.arms_fixture import make_fixture
+from arms_fixture import make_fixture
 from modtest import ROOT, load_module, run_module
 
 NAME = "nanochat_random_subset"

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
-from ansible.module_utils.arms_launch import group_members, read_pidfile
+from ansible.module_utils.arms_process import group_members, read_pidfile
 from modtest import load_module, run_module
 
 SECRET = "wandb_v1_" + "s3cr3t" * 12 + "abcde"  # 86 characters, like a new W&B key

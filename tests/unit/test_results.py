@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from ansible.module_utils.arms_common import ArmsError
 from ansible.module_utils.arms_manifest import build_manifest, shard_entry
-from ansible.module_utils.arms_results import (
+from arms_results import (
     ArmInput,
     build_rows,
     markdown_table,

@@ -9,7 +9,7 @@ import sys
 
 import pyarrow.parquet as pq
 import pytest
-from ansible.module_utils.arms_fixture import make_fixture
+from arms_fixture import make_fixture
 from modtest import ROOT
 
 SCRIPT = os.path.join(ROOT, "scripts", "prepare_hf_random_subset.py")

@@ -14,9 +14,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from ansible.module_utils.arms_common import ArmsError
-from ansible.module_utils.arms_fixture import make_fixture
 from ansible.module_utils.arms_shard import Options, prepare_random_subset
 from ansible.module_utils.arms_source import resolve_source
+from arms_fixture import make_fixture
 
 BASE = {"ratio": 0.3, "seed": 7, "rows_per_shard": 100, "world_size": 4, "workers": 1}
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 from ansible.module_utils.arms_common import ArmsError
-from ansible.module_utils.arms_fixture import make_fixture
 from ansible.module_utils.arms_shard import Options, prepare_random_subset
+from arms_fixture import make_fixture
 from modtest import ROOT
 
 SCRIPT = os.path.join(ROOT, "scripts", "prepare_hf_random_subset.py")

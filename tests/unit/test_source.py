@@ -12,7 +12,6 @@ import pyarrow.parquet as pq
 import pytest
 from ansible.module_utils import arms_source
 from ansible.module_utils.arms_common import ArmsError
-from ansible.module_utils.arms_fixture import make_fixture
 from ansible.module_utils.arms_source import (
     all_part_facts,
     check_columns,
@@ -20,6 +19,7 @@ from ansible.module_utils.arms_source import (
     part_facts,
     resolve_source,
 )
+from arms_fixture import make_fixture
 from fsspec.implementations.dirfs import DirFileSystem
 from fsspec.implementations.local import LocalFileSystem
 

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from ansible.module_utils.arms_runner import Summary
+from arms_runner import Summary
 from modtest import run_module
 from venvtest import VenvHost
 

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ansible.module_utils.arms_runner import Summary, run_playbook
+from arms_runner import Summary, run_playbook
 
 ROOT = Path(__file__).resolve().parents[2]
 BUNDLE = Path(os.environ.get("ARMS_NANOCHAT_BUNDLE", ROOT.parent / "shared" / "nanochat" / "nanochat.bundle"))

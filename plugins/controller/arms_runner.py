@@ -513,6 +513,39 @@ def failure_message(res: dict[str, Any]) -> str:
     return str(res.get("msg") or res.get("stderr") or "")
 
 
+def _runner_env(project_dir: str, env: dict[str, str]) -> dict[str, str]:
+    """The environment ansible-runner gives ansible-playbook (no secrets: they go through a vars file)."""
+    return {
+        "ANSIBLE_CONFIG": os.path.join(project_dir, "ansible.cfg"),
+        # the runner sets ANSIBLE_CALLBACK_PLUGINS to its own folder, which hides ansible.cfg's:
+        # name the project's too, or arms_progress "cannot be loaded" (a warning in every run)
+        "ANSIBLE_CALLBACK_PLUGINS": os.path.join(project_dir, "plugins", "callback"),
+        "ANSIBLE_FORCE_COLOR": "0",
+        "PYTHONUNBUFFERED": "1",
+        "PATH": os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", ""),
+        # ansible-runner turns host key checking off unless told: keep ansible.cfg's (on)
+        "ANSIBLE_HOST_KEY_CHECKING": env.get("ANSIBLE_HOST_KEY_CHECKING", "True"),
+        OWNER_ENV: owner_token(),
+    }
+
+
+def host_stats(stats: dict[str, Any]) -> dict[str, HostStats]:
+    """Per-host counts from ansible-runner's play recap stats."""
+    hosts = set().union(*[set((stats.get(k) or {}).keys()) for k in STAT_KEYS]) if stats else set()
+    return {
+        host: HostStats(
+            ok=(stats.get("ok") or {}).get(host, 0),
+            changed=(stats.get("changed") or {}).get(host, 0),
+            failed=(stats.get("failures") or {}).get(host, 0),
+            unreachable=(stats.get("dark") or {}).get(host, 0),
+            skipped=(stats.get("skipped") or {}).get(host, 0),
+            rescued=(stats.get("rescued") or {}).get(host, 0),
+            ignored=(stats.get("ignored") or {}).get(host, 0),
+        )
+        for host in sorted(hosts)
+    }
+
+
 def run_playbook(
     playbook: str,
     inventory: str,
@@ -568,18 +601,7 @@ def run_playbook(
             verbosity=verbosity,
             # the guard runs ansible-playbook (binary=): runner then leaves the playbook to the command line
             cmdline=shlex.join([*cmdline, playbook]),
-            envvars={
-                "ANSIBLE_CONFIG": os.path.join(project_dir, "ansible.cfg"),
-                # the runner sets ANSIBLE_CALLBACK_PLUGINS to its own folder, which hides ansible.cfg's:
-                # name the project's too, or arms_progress "cannot be loaded" (a warning in every run)
-                "ANSIBLE_CALLBACK_PLUGINS": os.path.join(project_dir, "plugins", "callback"),
-                "ANSIBLE_FORCE_COLOR": "0",
-                "PYTHONUNBUFFERED": "1",
-                "PATH": os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", ""),
-                # ansible-runner turns host key checking off unless told: keep ansible.cfg's (on)
-                "ANSIBLE_HOST_KEY_CHECKING": env.get("ANSIBLE_HOST_KEY_CHECKING", "True"),
-                OWNER_ENV: owner_token(),
-            },
+            envvars=_runner_env(project_dir, env),
             quiet=True,
             event_handler=_event_handler(summary, echo),
             cancel_callback=cancelled,
@@ -589,18 +611,7 @@ def run_playbook(
     summary.elapsed_s = round(time.time() - started, 2)
     summary.status = "canceled" if signalled() else result.status
     summary.rc = result.rc
-    stats = result.stats or {}
-    hosts = set().union(*[set((stats.get(k) or {}).keys()) for k in STAT_KEYS]) if stats else set()
-    for host in sorted(hosts):
-        summary.hosts[host] = HostStats(
-            ok=(stats.get("ok") or {}).get(host, 0),
-            changed=(stats.get("changed") or {}).get(host, 0),
-            failed=(stats.get("failures") or {}).get(host, 0),
-            unreachable=(stats.get("dark") or {}).get(host, 0),
-            skipped=(stats.get("skipped") or {}).get(host, 0),
-            rescued=(stats.get("rescued") or {}).get(host, 0),
-            ignored=(stats.get("ignored") or {}).get(host, 0),
-        )
+    summary.hosts.update(host_stats(result.stats or {}))
     try:
         summary.stdout = result.stdout.read()
     except (OSError, ValueError):

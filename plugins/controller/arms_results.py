@@ -4,7 +4,7 @@ The collect playbook fetches each arm's rank-0 training log (and its data manife
 controller; this turns them into what a person compares:
 
 - :func:`build_rows`: per arm, tokens seen (steps done x total batch size), epochs (tokens seen /
-  training tokens the arm holds, :func:`arms_launch.held_tokens` on its manifest), final and
+  training tokens the arm holds, :func:`arms_budget.held_tokens` on its manifest), final and
   minimum validation bpb, the last CORE metric, wall time and tok/sec (the median of the step
   lines: the first, compiling steps do not drag it down). The log is read by
   :func:`arms_logs.parse_log` only; it works on partial logs (mid-training, no end lines yet) and
@@ -29,8 +29,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
+from ansible.module_utils.arms_budget import held_tokens
 from ansible.module_utils.arms_common import ArmsError, atomic_write_bytes, human_bytes, human_seconds
-from ansible.module_utils.arms_launch import held_tokens
 from ansible.module_utils.arms_logs import parse_log
 
 RESULTS_MD = "results.md"
@@ -157,6 +157,33 @@ def _held(arm: ArmInput) -> dict[str, Any] | None:
         ) from None
 
 
+def _wall_time(facts: Mapping[str, Any], parsed: Mapping[str, Any] | None) -> tuple[float | None, str | None]:
+    """The run's wall time in seconds and where it comes from (the run's facts first, then the log)."""
+    started, ended = _timestamp(facts.get("started")), _timestamp(facts.get("ended"))
+    if started is not None and ended is not None and ended >= started:
+        return ended - started, "run facts (ended - started)"
+    if parsed and parsed["total_time_min"] is not None:
+        return parsed["total_time_min"] * 60.0, "log (nanochat's total training time)"
+    return None, None
+
+
+def _run_state(
+    facts: Mapping[str, Any], parsed: Mapping[str, Any] | None, last: Mapping[str, Any] | None
+) -> tuple[str, str]:
+    """(state, status): no_log, finished, not_started, partial, or stale (whatever the log says)."""
+    if facts.get("stale"):
+        # made from something else than the experiment declares now (nanochat_train's identity check)
+        changes = "; ".join(str(c) for c in facts.get("identity_changes") or []) or "its identity differs"
+        return "stale", f"STALE, not this experiment's result: {changes}"
+    if parsed is None:
+        return "no_log", "no log"
+    if parsed["finished"]:
+        return "finished", "finished"
+    if last is None:
+        return "not_started", "no step line yet"
+    return "partial", f"at step {last['step']}/{last['total']} ({last['pct']:.2f}%), not finished"
+
+
 def build_row(
     arm: ArmInput | Mapping[str, Any],
     total_batch_size: int | None = None,
@@ -190,30 +217,9 @@ def build_row(
     rates = [s["tok_per_sec"] for s in steps if s.get("tok_per_sec") is not None]
     core = parsed["core"] if parsed else []
 
-    started, ended = _timestamp(facts.get("started")), _timestamp(facts.get("ended"))
-    if started is not None and ended is not None and ended >= started:
-        wall_s: float | None = ended - started
-        wall_source = "run facts (ended - started)"
-    elif parsed and parsed["total_time_min"] is not None:
-        wall_s = parsed["total_time_min"] * 60.0
-        wall_source = "log (nanochat's total training time)"
-    else:
-        wall_s, wall_source = None, None
-
+    wall_s, wall_source = _wall_time(facts, parsed)
     finished = bool(parsed and parsed["finished"])
-    if parsed is None:
-        state, status = "no_log", "no log"
-    elif finished:
-        state, status = "finished", "finished"
-    elif last is None:
-        state, status = "not_started", "no step line yet"
-    else:
-        state = "partial"
-        status = f"at step {last['step']}/{last['total']} ({last['pct']:.2f}%), not finished"
-    if facts.get("stale"):
-        # made from something else than the experiment declares now (nanochat_train's identity check)
-        changes = "; ".join(str(c) for c in facts.get("identity_changes") or []) or "its identity differs"
-        state, status = "stale", f"STALE, not this experiment's result: {changes}"
+    state, status = _run_state(facts, parsed, last)
 
     return {
         "arm": arm.arm,

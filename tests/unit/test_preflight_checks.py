@@ -1,0 +1,204 @@
+"""The preflight's checks, each alone on the smallest facts that show it, then ``compare`` over all of them."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+from ansible.module_utils.arms_preflight import (
+    VAL_NAME,
+    check_arm_settings,
+    check_commits,
+    check_data,
+    check_flags,
+    check_host_data,
+    check_hyperparameters,
+    check_nanochat_reads,
+    check_resources,
+    check_tokenizers,
+    check_val_shard,
+    check_world_sizes,
+    compare,
+    data_budget,
+    val_reference,
+)
+
+PIN = "a" * 40
+MINE = "-i inventory-mine/"
+MODEL = {
+    "depth": 4,
+    "device_batch_size": 2,
+    "total_batch_size": 512,
+    "gpus_per_node": 2,
+    "extra_flags": {"max_seq_len": 128},
+}
+MODEL_10_STEPS = {**MODEL, "extra_flags": {"max_seq_len": 128, "num_iterations": 10}}
+ARMS = {"top": {"run_name": "dummy", "data": {}}, "random": {"run_name": "dummy", "data": {}}}
+HOSTS_OF = {"top": ["gpu-a"], "random": ["gpu-b"]}
+
+
+def host_facts(name: str) -> dict[str, Any]:
+    """Facts of an arm host that passes every check."""
+    data_dir = f"/data/{name}/base_data"
+    files = ["shard_00000.parquet", "shard_00001.parquet", VAL_NAME]
+    return {
+        "commit": PIN,
+        "tf32": "already_fixed",
+        "tokenizer": {"tokenizer.pkl": "t" * 64},
+        "data_dir": data_dir,
+        "base_dir": f"/data/{name}",
+        "manifest": True,
+        "verify": {"ok": 3, "bad": [], "extra": [], "summary": "3 ok"},
+        "manifest_files": files,
+        "held": {"tokens": 10_000_000},
+        "last_file": VAL_NAME,
+        "last_sha256": "v" * 64,
+        "nanochat": {"ok": True, "files": [f"{data_dir}/{f}" for f in files]},
+        "free_bytes": 10**12,
+        "gpus": 2,
+        "wandb_key": True,
+    }
+
+
+@pytest.fixture
+def facts() -> dict[str, dict[str, Any]]:
+    return {"gpu-a": host_facts("a"), "gpu-b": host_facts("b")}
+
+
+def test_commits_must_be_the_pin_with_tf32_fixed_everywhere(facts) -> None:
+    assert check_commits(facts, ["gpu-a", "gpu-b"], PIN, MINE) == []
+    facts["gpu-b"]["commit"] = "b" * 40
+    facts["gpu-b"]["tf32"] = "needs_patch"
+    problems = check_commits(facts, ["gpu-a", "gpu-b"], PIN, MINE)
+    assert problems[0] == (
+        f"gpu-b: nanochat is at bbbbbbbbbbbb but the experiment pins aaaaaaaaaaaa; move it with: "
+        f"ansible-playbook playbooks/repair.yml {MINE} --tags checkout -l gpu-b"
+    )
+    assert "new fp32_precision API" in problems[1] and problems[1].endswith("--tags tf32 -l gpu-b")
+    assert problems[2].startswith("arm hosts are at different nanochat commits")
+    assert problems[3].startswith("arm hosts differ in their TF32 patch state")
+
+
+def test_arms_may_set_only_their_data() -> None:
+    assert check_arm_settings(ARMS) == []
+    problems = check_arm_settings({**ARMS, "top": {"data": {}, "depth": 26}})
+    assert problems == [
+        "arm top sets depth of its own; arms may differ only in their data: move model settings to "
+        "experiment.model (shared by every arm)."
+    ]
+
+
+def test_arms_train_on_as_many_gpus() -> None:
+    assert check_world_sizes(ARMS, HOSTS_OF, MODEL) == []
+    problems = check_world_sizes(ARMS, {"top": ["gpu-a"], "random": ["gpu-b", "gpu-c"]}, MODEL)
+    assert problems and "(top: 2, random: 4)" in problems[0]
+
+
+def test_nanochats_batch_rules_hold_for_every_arm() -> None:
+    assert check_hyperparameters(ARMS, HOSTS_OF, MODEL) == []
+    problems = check_hyperparameters(ARMS, HOSTS_OF, {**MODEL, "total_batch_size": 1000})
+    assert len(problems) == 2 and problems[0].startswith("arm top: total batch size 1000 is not a multiple")
+    # nanochat's default sequence length when the experiment gives none
+    assert "max seq len 2048" in check_hyperparameters(ARMS, HOSTS_OF, {**MODEL, "extra_flags": {}})[0]
+
+
+def test_arms_launch_with_the_same_flags_whatever_their_run_names() -> None:
+    named = {"top": {"run_name": "exp-top"}, "random": {"run_name": "exp-random"}}
+    assert check_flags(named, MODEL) == []
+
+
+def test_every_arm_host_has_the_one_tokenizer(facts) -> None:
+    assert check_tokenizers(facts, ["gpu-a", "gpu-b"], MINE) == []
+    facts["gpu-b"]["tokenizer"] = {"tokenizer.pkl": "x" * 64}
+    facts["gpu-a"]["tokenizer"] = {}
+    problems = check_tokenizers(facts, ["gpu-a", "gpu-b"], MINE)
+    assert problems == [
+        "gpu-a: no tokenizer in /data/a/tokenizer; train it once on the CPU node and copy it with: "
+        f"ansible-playbook playbooks/tokenizer.yml {MINE}"
+    ]
+    facts["gpu-a"]["tokenizer"] = {"tokenizer.pkl": "t" * 64}
+    assert "its tokenizer files differ from gpu-a's" in check_tokenizers(facts, ["gpu-a", "gpu-b"], MINE)[0]
+
+
+def test_a_host_without_a_manifest_or_with_bad_shards_is_refused(facts) -> None:
+    f = facts["gpu-a"]
+    assert check_host_data("gpu-a", "top", f, MINE) == []
+    f["verify"]["bad"] = ["shard_00001.parquet"]
+    assert check_host_data("gpu-a", "top", f, MINE)[0].startswith("gpu-a (top): the data dir does not match")
+    no_manifest = {**f, "manifest": False, "manifest_error": "not JSON"}
+    assert check_host_data("gpu-a", "top", no_manifest, MINE) == [
+        "gpu-a (top): /data/a/base_data has no manifest.json (not JSON) so its shards cannot be trusted; fetch "
+        "or transfer the arm's data with site.yml (or playbooks/data.yml)."
+    ]
+
+
+def test_nanochat_must_read_exactly_the_manifests_files_in_the_arms_data_dir(facts) -> None:
+    f = facts["gpu-a"]
+    assert check_nanochat_reads("gpu-a", "top", f, MINE) == []
+    climbmix = {**f, "nanochat": {"ok": True, "files": ["/data/a/base_data_climbmix/shard_00000.parquet"]}}
+    assert (
+        "nanochat will read /data/a/base_data_climbmix, not" in check_nanochat_reads("gpu-a", "top", climbmix, MINE)[0]
+    )
+    stray = {**f, "nanochat": {"ok": True, "files": [*f["nanochat"]["files"], "/data/a/base_data/x.parquet"]}}
+    assert "not in the manifest: x.parquet" in check_nanochat_reads("gpu-a", "top", stray, MINE)[0]
+    broken = {**f, "nanochat": {"ok": False, "error": "No module named 'nanochat'"}}
+    assert check_nanochat_reads("gpu-a", "top", broken, MINE)[0].endswith(f"repair.yml {MINE} --tags deps -l gpu-a")
+
+
+def test_every_arm_validates_on_the_same_last_shard(facts) -> None:
+    reference = val_reference(facts, ["gpu-a", "gpu-b"])
+    assert reference == ("gpu-a", "v" * 64)
+    assert check_val_shard("gpu-b", "random", facts["gpu-b"], reference) == []
+    other_bytes = {**facts["gpu-b"], "last_sha256": "w" * 64}
+    assert "its shard_val.parquet differs from gpu-a's" in check_val_shard("gpu-b", "random", other_bytes, reference)[0]
+    own_val = {**facts["gpu-b"], "last_file": "shard_00009.parquet"}
+    assert "would validate on its own data" in check_val_shard("gpu-b", "random", own_val, reference)[0]
+
+
+def test_data_problems_come_host_by_host(facts) -> None:
+    facts["gpu-a"]["verify"]["bad"] = ["shard_00000.parquet"]
+    facts["gpu-a"]["last_file"] = "shard_00001.parquet"
+    facts["gpu-b"]["last_sha256"] = "w" * 64
+    problems = check_data(facts, [("top", "gpu-a"), ("random", "gpu-b")], MINE)
+    assert [p.split(":")[0] for p in problems] == ["gpu-a (top)", "gpu-a (top)"]  # gpu-b is the val reference
+    assert "does not match its manifest" in problems[0] and "would validate on its own data" in problems[1]
+
+
+def test_the_data_budget_table_and_unequal_repeats(facts) -> None:
+    budget = data_budget(
+        facts, ARMS, HOSTS_OF, MODEL_10_STEPS, commit_date=None, allow_unequal_repeats=False, repeat_tolerance=0.1
+    )
+    assert budget["plan"]["tokens"] == 10 * 512 and budget["comparable"] is True
+    facts["gpu-b"]["held"] = {"tokens": 1000}  # random would repeat its data 5 times, top not at all
+    with pytest.raises(Exception, match="arms repeat their data differently"):
+        data_budget(
+            facts, ARMS, HOSTS_OF, MODEL_10_STEPS, commit_date=None, allow_unequal_repeats=False, repeat_tolerance=0.1
+        )
+
+
+def test_gpus_disk_and_the_wandb_key_of_a_host(facts) -> None:
+    f = facts["gpu-a"]
+    kw = {"model": MODEL, "run_name": "exp-top", "check_gpus": True, "inventory": MINE}
+    assert check_resources("gpu-a", "top", f, **kw) == []
+    poor = {**f, "gpus": None, "free_bytes": 1000, "wandb_key": False}
+    problems = check_resources("gpu-a", "top", poor, **kw)
+    assert problems[0].startswith("gpu-a (top): nvidia-smi sees no GPUs but the arm asks for 2 per node")
+    assert "free under /data/a, less than" in problems[1]
+    assert problems[2].endswith(f"repair.yml {MINE} --tags wandb -l gpu-a")
+    assert check_resources("gpu-a", "top", poor, **{**kw, "check_gpus": False, "run_name": "dummy"})[0].startswith(
+        "gpu-a (top): 1.0 KB free"
+    )
+
+
+def test_compare_gathers_every_check(facts) -> None:
+    kw = {"arms": ARMS, "hosts_of": HOSTS_OF, "model": MODEL_10_STEPS, "pin_sha": PIN, "commit_date": None}
+    good = compare(copy.deepcopy(facts), **kw, check_gpus=True, inventory=MINE)
+    assert good["ok"] is True and good["problems"] == [] and good["budget"]["plan"]["tokens"] == 5120
+    facts["gpu-b"]["commit"] = "b" * 40
+    facts["gpu-a"]["wandb_key"] = False
+    bad = compare(facts, **{**kw, "arms": {**ARMS, "top": {"run_name": "exp-top"}}}, check_gpus=True, inventory=MINE)
+    assert bad["ok"] is False
+    assert bad["problems"][0].startswith("gpu-b: nanochat is at bbbbbbbbbbbb")  # commits first ...
+    assert bad["problems"][-1].startswith("gpu-a (top): no W&B key")  # ... resources last
+    assert all("-i inventory/ " not in p for p in bad["problems"])
