@@ -293,6 +293,12 @@ started:
   description: When the run was started (ISO 8601, UTC), or null.
   returned: always
   type: str
+ended:
+  description:
+    - When a run that is no longer alive ended (ISO 8601, UTC; its exit file's time, else its log's last
+      write): since then its GPUs are idle. Null while it runs or when it never ran.
+  returned: always
+  type: str
 alive:
   description: The run's process is alive (checked by pid and start time, so a reused pid does not count).
   returned: always

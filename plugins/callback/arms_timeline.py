@@ -99,7 +99,7 @@ class HostTimeline:
         out: dict[str, Any] = {"host": host, "reached": self.reached, "first_step": self.first_step}
         out["launch"] = self.launch
         if self.reached is None or (self.first_step is None and self.launch == "already"):
-            out["line"] = f"{host}: its arm was already training before this run (nothing was waited for)"
+            out["line"] = f"{host}: its arm's run was already running or finished before this run (nothing to wait for)"
             return out
         end = self.first_step if self.first_step is not None else (self.last or self.reached)
         total = end - self.reached

@@ -80,6 +80,8 @@ class Summary:
     failures: list[dict[str, Any]] = field(default_factory=list)
     runs: list[dict[str, Any]] = field(default_factory=list)
     progress: list[str] = field(default_factory=list)
+    # per GPU host: from first contact to its arm's first step line, broken down (the arms_timeline callback)
+    idle: list[dict[str, Any]] = field(default_factory=list)
     stdout: str = ""
 
     @property
@@ -576,6 +578,7 @@ def run_playbook(
     os.makedirs(pdd, exist_ok=True)
     os.chmod(pdd, 0o700)
     extra_secret_vars, secret_values = secrets_from_env(env)
+    timeline_file = os.path.join(pdd, "timeline.json")
     cmdline: list[str] = []
     if check:
         cmdline.append("--check")
@@ -601,7 +604,7 @@ def run_playbook(
             verbosity=verbosity,
             # the guard runs ansible-playbook (binary=): runner then leaves the playbook to the command line
             cmdline=shlex.join([*cmdline, playbook]),
-            envvars=_runner_env(project_dir, env),
+            envvars={**_runner_env(project_dir, env), "ARMS_TIMELINE_FILE": timeline_file},
             quiet=True,
             event_handler=_event_handler(summary, echo),
             cancel_callback=cancelled,
@@ -612,6 +615,7 @@ def run_playbook(
     summary.status = "canceled" if signalled() else result.status
     summary.rc = result.rc
     summary.hosts.update(host_stats(result.stats or {}))
+    summary.idle = read_timeline(timeline_file)
     try:
         summary.stdout = result.stdout.read()
     except (OSError, ValueError):
@@ -620,6 +624,15 @@ def run_playbook(
     if private_data_dir is None:
         shutil.rmtree(pdd, ignore_errors=True)  # nobody asked to keep the artifacts
     return summary
+
+
+def read_timeline(path: str) -> list[dict[str, Any]]:
+    """The arms_timeline callback's per-host figures, or [] when the run launched nothing."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return list(json.load(fh).get("hosts", []))
+    except (OSError, ValueError, AttributeError):
+        return []
 
 
 def write_summary(summary: Summary, path: str) -> None:

@@ -24,6 +24,27 @@ arms_common = importlib.util.module_from_spec(_spec)
 sys.modules[_spec.name] = arms_common  # its dataclasses look their module up there
 _spec.loader.exec_module(arms_common)
 
+_STATUS = os.path.join(PROJECT, "plugins", "module_utils", "arms_status.py")
+_sspec = importlib.util.spec_from_file_location("nanochat_arms_status", _STATUS)
+assert _sspec and _sspec.loader
+arms_status = importlib.util.module_from_spec(_sspec)
+sys.modules[_sspec.name] = arms_status
+_sspec.loader.exec_module(arms_status)
+
+
+def arms_status_rows(hosts: list[str], hostvars: Any) -> list[str]:
+    """status.yml's table: arms_status.status_rows for every host that read its run (``arms_status``)."""
+    rows: list[str] = []
+    for host in hosts:
+        hv = hostvars[host]
+        if "arms_status" not in hv:
+            continue
+        status = hv["arms_status"]
+        arm = (hv.get("arms_my_arm") or {}).get("key", "-")
+        util = (hv.get("arms_gpu") or {}).get("stdout_lines") or []
+        rows.extend(arms_status.status_rows(host, arm, dict(status), list(util)))
+    return rows
+
 
 def arms_inventory_arg(sources: list[str] | str | None) -> str:
     """The inventory sources of this run as ``-i`` arguments, relative to the project where they lie in it.
@@ -54,4 +75,8 @@ def arms_playbook_command(
 
 class FilterModule:
     def filters(self) -> dict[str, Any]:
-        return {"arms_inventory_arg": arms_inventory_arg, "arms_playbook_command": arms_playbook_command}
+        return {
+            "arms_inventory_arg": arms_inventory_arg,
+            "arms_status_rows": arms_status_rows,
+            "arms_playbook_command": arms_playbook_command,
+        }

@@ -37,11 +37,13 @@ def summarize(
     """The plan of one arm from its listed shard sizes (a decision on plain data, tested alone)."""
     where = f"{container}/{prefix}" if prefix else container
     if not sizes:
-        skipped = f" ({len(rejected)} blobs there are not shards, e.g. {rejected[0]['name']}: {rejected[0]['reason']})"
+        skipped = ""
+        if rejected:
+            first = rejected[0]
+            skipped = f" ({len(rejected)} blobs there are not shards, e.g. {first['name']}: {first['reason']})"
         raise ArmsError(
-            f"arm {arm}: Azure container {where} holds no .parquet shards"
-            f"{skipped if rejected else ''}; check the container and prefix in the experiment file "
-            "before renting the GPU nodes."
+            f"arm {arm}: Azure container {where} holds no .parquet shards{skipped}; check the container and "
+            "prefix in the experiment file before renting the GPU nodes."
         )
     total = sum(sizes)
     need = disk_need(total)

@@ -44,6 +44,7 @@ from ansible.module_utils.arms_process import (
     start_detached,
     stop,
 )
+from ansible.module_utils.arms_status import idle_note
 
 TAIL_LINES = 40
 NONZERO_RANK_GRACE = 5.0
@@ -173,6 +174,7 @@ def observe(record: dict[str, Any] | None, paths: dict[str, str], ref: RunRef) -
         "pid": record.get("pid") if record else None,
         "pgid": record.get("pgid") if record else None,
         "started": record.get("started") if record else None,
+        "ended": ended_at(paths) if record and not alive else None,
         "alive": alive,
         "finished": finished,
         "exit_code": code,
@@ -181,6 +183,16 @@ def observe(record: dict[str, Any] | None, paths: dict[str, str], ref: RunRef) -
         "diagnosis": findings,
         "log_tail": tail(text, TAIL_LINES) if not alive else [],
     }
+
+
+def ended_at(paths: dict[str, str]) -> str | None:
+    """When a run that is no longer alive ended (ISO 8601, UTC): its exit file's time, else its log's last write."""
+    for path in (paths["exit_file"], paths["log"]):
+        try:
+            return time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(os.stat(path).st_mtime))
+        except OSError:
+            continue
+    return None
 
 
 def _observe_now(paths: dict[str, str], ref: RunRef) -> dict[str, Any]:
@@ -337,11 +349,12 @@ def status_message(ref: RunRef, record: dict[str, Any] | None, result: dict[str,
         return f"run {name} was never started on this host (no {result['pidfile']})."
     if result["alive"]:
         return f"run {name} is running (pid {result['pid']}): {result['progress_line']}.{stale}"
+    idle = idle_note(result.get("ended"))
     if result["finished"]:
-        return f"run {name} finished: {result['progress_line']}.{stale}"
+        return f"run {name} finished: {result['progress_line']}.{stale}{idle}"
     if record.get("stopped"):
-        return f"run {name} was stopped at {record['stopped']}: {result['progress_line']}.{stale}"
-    return f"run {name} is not running and did not finish: {explain(result['diagnosis'])}."
+        return f"run {name} was stopped at {record['stopped']}: {result['progress_line']}.{stale}{idle}"
+    return f"run {name} is not running and did not finish: {explain(result['diagnosis'])}.{idle}"
 
 
 def run_status(ref: RunRef, spec: LaunchSpec | None = None, flag_style: str = "auto") -> dict[str, Any]:

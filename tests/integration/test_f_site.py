@@ -81,6 +81,17 @@ def test_site_runs_the_whole_experiment_and_the_ci_summary_says_so(site) -> None
     for host in ARMS:
         log = on_host(host, f"cat {launched[host]['log']}").stdout
         assert "step 00000/" in log, f"{host} never logged a step"
+    # what each GPU host's time before training went to: printed at the end and in the CI summary
+    assert "GPU time before training, per host" in proc.stdout
+    idle = {row["host"]: row for row in summary["idle"]}
+    assert set(idle) == set(ARMS), summary["idle"]
+    for host, row in idle.items():
+        assert row["launch"] == "launched" and row["first_step"] > row["reached"], row
+        parts = row["seconds"]
+        assert set(parts) == {"setup", "data", "preflight", "launch", "checks"}
+        assert parts["launch"] > 0 and parts["preflight"] > 0, row
+        assert abs(sum(parts.values()) + row["waiting_s"] - row["total_s"]) < 1.0, row
+        assert f"  {row['line']}" in proc.stdout and row["line"].startswith(f"{host}: reached ")
 
 
 def test_a_second_site_run_changes_nothing_and_launches_nothing(site) -> None:

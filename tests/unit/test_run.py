@@ -15,6 +15,7 @@ from ansible.module_utils.arms_run import (
     START,
     RunRef,
     decide_start,
+    idle_note,
     other_refusal,
     run_status,
     run_stop,
@@ -64,6 +65,18 @@ def test_status_message_names_what_the_record_says() -> None:
     assert status_message(ref, {"pid": 7}, stale).endswith("It is stale: tokenizer (sha256) a -> b.")
 
 
+def test_the_idle_note_says_since_when_a_runs_gpus_have_been_idle() -> None:
+    ended = "2026-12-01T13:02:00+00:00"
+    at_1343 = 1796132580.0  # 2026-12-01 13:43:00 UTC
+    note = idle_note(ended, now=at_1343)
+    assert note.startswith(" Its GPUs have been idle since 13:02 UTC (41 min): release the node")
+    assert "(3.0 h)" in idle_note("2026-12-01T10:43:00+00:00", now=at_1343)
+    assert idle_note(None) == "" and idle_note("not a time") == ""
+    ref = RunRef(state_dir="/s", run_name="r", host="h")
+    result = {"pidfile": "/s/r.pid.json", "identity_changes": [], "alive": False, "finished": True, "pid": 7}
+    assert "idle since" in status_message(ref, {"pid": 7}, {**result, "progress_line": "x", "ended": ended})
+
+
 def test_status_and_stop_need_only_the_runs_name_and_state_dir(lab, capsys) -> None:  # noqa: F811
     args = {**lab["args"], "extra_flags": {"max_seq_len": 128, "num_iterations": 100000}}
     started = run(capsys, args, wait_for_step=True, start_timeout=30)
@@ -79,7 +92,11 @@ def test_status_and_stop_need_only_the_runs_name_and_state_dir(lab, capsys) -> N
     stopped = run(capsys, by_name, state="stopped", stop_timeout=10)
     assert stopped["changed"] is True and stopped["alive"] is False
     assert group_members(started["pgid"]) == []
-    assert "was stopped at" in run(capsys, by_name, state="status")["msg"]
+    after = run(capsys, by_name, state="status")
+    assert "was stopped at" in after["msg"]
+    # a run that ended leaves its GPUs idle: status says since when, so the node can be released
+    assert after["ended"] and after["ended"].endswith("+00:00")
+    assert f"Its GPUs have been idle since {after['ended'][11:16]} UTC (0 min)" in after["msg"]
 
 
 def test_the_diagnosis_of_a_status_by_name_takes_the_arm_from_the_pid_file(lab, capsys) -> None:  # noqa: F811

@@ -60,7 +60,7 @@ def test_a_hosts_time_is_split_into_its_busy_spans_and_the_waiting_left_over() -
     assert "setup 1m00s, data 10s, preflight 5s, launch 30s, checks 2s, waiting on other hosts 23s" in top["line"]
     # an arm that was already training: nothing was waited for, and the line says so
     assert rows["random"]["first_step"] is None
-    assert "already training before this run" in rows["random"]["line"]
+    assert "already running or finished before this run" in rows["random"]["line"]
 
 
 def test_a_failed_launch_is_reported_with_the_time_spent_until_it_failed() -> None:
@@ -155,5 +155,6 @@ def test_the_callback_reports_a_real_playbook_run_and_writes_the_json(tmp_path: 
     (row,) = json.loads(out.read_text())["hosts"]
     assert row["host"] == "localhost" and row["launch"] == "launched"
     assert row["seconds"]["setup"] >= 1.2 and row["seconds"]["data"] >= 0.8 and row["seconds"]["launch"] >= 0.6
-    assert row["total_s"] >= row["seconds"]["setup"] + row["seconds"]["data"] + row["seconds"]["launch"]
+    busy = row["seconds"]["setup"] + row["seconds"]["data"] + row["seconds"]["launch"]
+    assert row["total_s"] >= busy - 0.2  # each figure is rounded to 0.1 s
     assert "localhost: reached" in proc.stdout and "first step" in proc.stdout
