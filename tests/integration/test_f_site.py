@@ -141,6 +141,9 @@ def test_collect_waits_for_the_runs_then_writes_the_table_and_the_plot_for_both_
     assert width >= 600 and height >= 300
     for arm in ARMS.values():
         assert (results / arm / "train.log").stat().st_size > 0
+        # the runs ended: collect says since when each arm's GPUs are idle, so the nodes can be released
+        ended = json.loads((results / arm / "run.json").read_text())["ended"]
+        assert f"Its GPUs have been idle since {ended[11:16]} UTC" in collected.stdout, collected.stdout[-3000:]
 
 
 def test_arms_only_launches_and_stops_only_the_named_arm(site, lab) -> None:
