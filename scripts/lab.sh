@@ -292,6 +292,26 @@ cmd_down() {
   say "down: lab users removed, processes stopped"
 }
 
+cmd_reset() {
+  # make the named lab hosts new again (user, home, processes, temp files), as if never set up
+  need_root
+  [ $# -gt 0 ] || die "usage: scripts/lab.sh reset HOST... (e.g. fresh-prep fresh-top fresh-random)"
+  local name found h hname user
+  for name in "$@"; do
+    found=""
+    for h in "${HOSTS[@]}"; do
+      IFS=: read -r hname user _ <<<"$h"
+      if [ "$hname" = "$name" ]; then
+        found=1
+        if id "$user" >/dev/null 2>&1; then remove_user "$user"; fi
+      fi
+    done
+    [ -n "$found" ] || die "no lab host named $name (hosts: ${HOSTS[*]%%:*})"
+  done
+  make_users
+  say "reset: $* made new"
+}
+
 cmd_status() {
   alive "$LAB/ssh/sshd.pid" && say "sshd: running (pid $(cat "$LAB/ssh/sshd.pid"))" || say "sshd: stopped"
   alive "$LAB/azurite.pid" && say "Azurite: running (pid $(cat "$LAB/azurite.pid"))" || say "Azurite: stopped"
@@ -305,5 +325,6 @@ case "${1:-}" in
   up) cmd_up ;;
   down) cmd_down ;;
   status) cmd_status ;;
-  *) die "usage: scripts/lab.sh up|down|status" ;;
+  reset) shift; cmd_reset "$@" ;;
+  *) die "usage: scripts/lab.sh up|down|status|reset HOST..." ;;
 esac

@@ -1,0 +1,127 @@
+"""GPU time before training, before and after the two-phase site.yml, on fresh lab hosts, side by side.
+
+    .venv/bin/python benchmarks/bench_phases.py [--before REV]
+
+For each variant (site.yml as it was at REV, and as it is now), the lab's three never-set-up hosts
+(fresh-prep, fresh-top, fresh-random) are made new (`scripts/lab.sh reset`), then site.yml runs
+against them as cpu, top and random. The arms_timeline callback (this checkout's, for both variants)
+measures each GPU host's time from first contact to its arm's first step line, broken down. Prints
+one row per variant and GPU host, and the ratio after/before. Needs the lab up (`make lab-up`) and
+root (the reset makes users); takes about 10 minutes on 2 cores. A benchmark, not a test: it only
+prints figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+LAB = ROOT / ".lab"
+FRESH = {"cpu": ("prep", "fresh-prep"), "top": ("arm_top", "fresh-top"), "random": ("arm_random", "fresh-random")}
+ADDR = {"fresh-prep": ("arms-fresh-prep", "127.0.0.6"), "fresh-top": ("arms-fresh-top", "127.0.0.7")}
+ADDR["fresh-random"] = ("arms-fresh-random", "127.0.0.8")
+
+
+def lab_env() -> dict[str, str]:
+    env = dict(os.environ)
+    for line in (LAB / "secrets.env").read_text().splitlines():
+        if "=" in line and not line.lstrip().startswith("#"):
+            key, value = line.split("=", 1)
+            env[key.removeprefix("export ").strip()] = value.strip().strip("'\"")
+    return env
+
+
+def fresh_inventory(checkout: Path, folder: Path) -> Path:
+    """The checkout's lab inventory with cpu/top/random on the fresh hosts, the lab's paths pinned to ROOT."""
+    src = checkout / "inventory" / "lab"
+    group_vars = folder / "group_vars" / "all"
+    group_vars.mkdir(parents=True)
+    for item in (src / "group_vars" / "all").iterdir():
+        text = item.read_text().replace("(inventory_dir ~ '/../..') | realpath", repr(str(ROOT)))
+        (group_vars / item.name).write_text(text)
+    hosts = yaml.safe_load((src / "hosts.yml").read_text())
+    hosts["all"]["vars"]["ansible_ssh_private_key_file"] = str(LAB / "ssh" / "id_ed25519")
+    for name, (group, fresh) in FRESH.items():
+        user, addr = ADDR[fresh]
+        hosts["all"]["children"][group]["hosts"][name] = {"ansible_host": addr, "ansible_user": user}
+    (folder / "hosts.yml").write_text(yaml.safe_dump(hosts))
+    return folder
+
+
+def run_site(checkout: Path, work: Path) -> list[dict[str, Any]]:
+    subprocess.run(["bash", str(ROOT / "scripts" / "lab.sh"), "reset", *ADDR], check=True, stdout=subprocess.DEVNULL)
+    inventory = fresh_inventory(checkout, work / "inventory")
+    timeline = work / "timeline.json"
+    env = lab_env()
+    env.update(
+        ANSIBLE_CONFIG=str(checkout / "ansible.cfg"),
+        ANSIBLE_CALLBACK_PLUGINS=f"{checkout / 'plugins' / 'callback'}:{ROOT / 'plugins' / 'callback'}",
+        ANSIBLE_CALLBACKS_ENABLED="arms_progress,arms_timeline",
+        ARMS_TIMELINE_FILE=str(timeline),
+    )
+    log = work / "site.log"
+    with log.open("w") as out:
+        proc = subprocess.run(
+            [str(ROOT / ".venv" / "bin" / "ansible-playbook"), "site.yml", "-i", str(inventory)],
+            cwd=checkout,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    if proc.returncode != 0 or not timeline.exists():
+        sys.exit(f"site.yml failed in {checkout} (rc {proc.returncode}); see {log}")
+    return json.loads(timeline.read_text())["hosts"]
+
+
+def row(variant: str, host: dict[str, Any]) -> str:
+    s = host.get("seconds", {})
+    return (
+        f"| {variant} | {host['host']} | {host.get('total_s', '-')} | {s.get('setup', '-')} | {s.get('data', '-')} | "
+        f"{s.get('preflight', '-')} | {s.get('launch', '-')} | {s.get('checks', '-')} | {host.get('waiting_s', '-')} |"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--before", default="3522ce3", help="the revision whose site.yml is the 'before'")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-phases-") as tmp:
+        before = Path(tmp) / "before"
+        subprocess.run(
+            ["git", "-C", str(ROOT), "worktree", "add", "-q", "--detach", str(before), args.before], check=True
+        )
+        try:
+            (before / ".lab").symlink_to(LAB)
+            results = {}
+            for variant, checkout in ((f"before ({args.before})", before), ("after (this checkout)", ROOT)):
+                work = Path(tmp) / variant.split()[0]
+                work.mkdir()
+                results[variant] = {h["host"]: h for h in run_site(checkout, work)}
+        finally:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(before)], check=False)
+            subprocess.run(["bash", str(ROOT / "scripts" / "lab.sh"), "reset", *ADDR], stdout=subprocess.DEVNULL)
+    print("GPU time before training on fresh lab hosts, seconds (reached -> first step line):")
+    print("| variant | host | total | setup | data | preflight | launch | checks | waiting |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for variant, hosts in results.items():
+        for host in sorted(hosts):
+            print(row(variant, hosts[host]))
+    (b, a) = results.values()
+    for host in sorted(a):
+        if "total_s" in a[host] and "total_s" in b.get(host, {}):
+            print(
+                f"{host}: after/before = {a[host]['total_s'] / b[host]['total_s']:.2f}x of the GPU time before training"
+            )
+
+
+if __name__ == "__main__":
+    main()
