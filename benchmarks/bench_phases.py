@@ -103,7 +103,7 @@ def main() -> None:
             (before / ".lab").symlink_to(LAB)
             results = {}
             for variant, checkout in ((f"before ({args.before})", before), ("after (this checkout)", ROOT)):
-                work = Path(tmp) / variant.split()[0]
+                work = Path(tmp) / ("run-" + variant.split()[0])
                 work.mkdir()
                 results[variant] = {h["host"]: h for h in run_site(checkout, work)}
         finally:
