@@ -26,6 +26,12 @@ options:
     description: Where Ansible keeps async job status files on the host.
     type: path
     default: ~/.ansible_async
+  wait:
+    description:
+      - Seconds to wait for the job to finish before returning C(finished=false) (it returns as soon as the
+        job ends). A short job is then seen finished right away instead of one C(until) delay later.
+    type: float
+    default: 2.0
 author: nanochat-arms
 """
 
@@ -55,7 +61,7 @@ result:
   returned: when finished
 """
 
-from ansible.module_utils.arms_jobs import job_status, log_tail
+from ansible.module_utils.arms_jobs import log_tail, wait_for_job
 from ansible.module_utils.basic import AnsibleModule
 
 
@@ -66,11 +72,12 @@ def main() -> None:
             "progress_file": {"type": "path"},
             "progress_log": {"type": "path"},
             "async_dir": {"type": "path", "default": "~/.ansible_async"},
+            "wait": {"type": "float", "default": 2.0},
         },
         supports_check_mode=True,
     )
     p = module.params
-    status = job_status(p["jid"], p["async_dir"], p["progress_file"], p["progress_log"])
+    status = wait_for_job(p["jid"], p["async_dir"], p["progress_file"], p["progress_log"], wait=p["wait"])
     if not status["finished"]:
         module.exit_json(changed=False, finished=False, progress_line=status["progress_line"])
     result = status["result"]

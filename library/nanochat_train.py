@@ -296,7 +296,7 @@ started:
 ended:
   description:
     - When a run that is no longer alive ended (ISO 8601, UTC; its exit file's time, else its log's last
-      write): since then its GPUs are idle. Null while it runs or when it never ran.
+      write). Its GPUs are idle since then. Null while it runs or when it never ran.
   returned: always
   type: str
 alive:

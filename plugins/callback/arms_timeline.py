@@ -166,9 +166,11 @@ class CallbackModule(CallbackBase):
         self.timeline = Timeline()
 
     @staticmethod
-    def _category(task: Any) -> str:
+    def _category(task: Any, result: dict[str, Any]) -> str:
         role = task._role.get_name(include_role_fqcn=False) if task._role else None
-        return category(task.action or "", role, list(task.tags or []), dict(task.args or {}))
+        # the arguments the module really got (the task's own may still be templates, e.g. state: "{{ x }}")
+        args = (result.get("invocation") or {}).get("module_args") or task.args or {}
+        return category(task.action or "", role, list(task.tags or []), dict(args))
 
     def v2_runner_on_start(self, host: Any, task: Any) -> None:
         self.timeline.start(host.get_name(), task._uuid, time.time())
@@ -176,7 +178,12 @@ class CallbackModule(CallbackBase):
     def _end(self, result: Any, status: str) -> None:
         task = result._task
         self.timeline.end(
-            result._host.get_name(), task._uuid, self._category(task), time.time(), status, result._result
+            result._host.get_name(),
+            task._uuid,
+            self._category(task, result._result),
+            time.time(),
+            status,
+            result._result,
         )
 
     def v2_runner_on_ok(self, result: Any) -> None:

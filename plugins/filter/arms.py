@@ -33,13 +33,13 @@ _sspec.loader.exec_module(arms_status)
 
 
 def arms_status_rows(hosts: list[str], hostvars: Any) -> list[str]:
-    """status.yml's table: arms_status.status_rows for every host that read its run (``arms_status``)."""
+    """status.yml's table: arms_status.status_rows for every host that read its run (``arms_run_result``)."""
     rows: list[str] = []
     for host in hosts:
         hv = hostvars[host]
-        if "arms_status" not in hv:
+        if "arms_run_result" not in hv:
             continue
-        status = hv["arms_status"]
+        status = hv["arms_run_result"]
         arm = (hv.get("arms_my_arm") or {}).get("key", "-")
         util = (hv.get("arms_gpu") or {}).get("stdout_lines") or []
         rows.extend(arms_status.status_rows(host, arm, dict(status), list(util)))

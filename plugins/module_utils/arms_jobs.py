@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any
 
 
@@ -73,3 +74,24 @@ def job_status(
     data.pop("finished", None)
     data.pop("results_file", None)
     return {"finished": True, "found": True, "result": data, "progress_line": line}
+
+
+def wait_for_job(
+    jid: str,
+    async_dir: str,
+    progress_file: str | None = None,
+    progress_log: str | None = None,
+    wait: float = 0.0,
+    interval: float = 0.1,
+) -> dict[str, Any]:
+    """:func:`job_status`, but waiting up to ``wait`` seconds for the job to finish (returns as soon as it does).
+
+    A short job (a no-op sync, a small transfer) is then seen finished within ``interval`` of its end,
+    instead of one ``until`` delay later; a long one still reports its progress every ``wait`` seconds.
+    """
+    deadline = time.monotonic() + max(0.0, wait)
+    while True:
+        status = job_status(jid, async_dir, progress_file, progress_log)
+        if status["finished"] or time.monotonic() >= deadline:
+            return status
+        time.sleep(interval)

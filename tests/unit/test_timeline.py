@@ -117,9 +117,11 @@ def test_the_callback_reports_a_real_playbook_run_and_writes_the_json(tmp_path: 
                   tags: [download]
                 - name: Launch
                   nanochat_train: {}
-                - name: Status (not a launch)
+                - name: Status (not a launch; its state comes from a variable, as in the arms_run role)
                   nanochat_train:
-                    state: status
+                    state: "{{ action }}"
+                  vars:
+                    action: status
             """
         )
     )
