@@ -15,7 +15,6 @@ import types
 from pathlib import Path
 
 import pytest
-from test_nanochat_eras import clone_nanochat, worktree
 
 PIN = "b07604e"
 
@@ -37,6 +36,8 @@ def hf_tokenizers_importable() -> None:
 
 
 def nanochat_at_pin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from test_nanochat_eras import clone_nanochat, worktree  # here: a bare subprocess imports this file too
+
     repo = clone_nanochat(tmp_path_factory)
     hf_tokenizers_importable()
     return worktree(repo, PIN, tmp_path_factory.mktemp("nanochat-pin") / "nanochat")
