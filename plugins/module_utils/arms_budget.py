@@ -115,14 +115,20 @@ def load_nanochat(checkout: str, base_dir: str | None = None) -> SimpleNamespace
                 os.environ.pop("NANOCHAT_BASE_DIR", None)
             else:
                 os.environ["NANOCHAT_BASE_DIR"] = saved
-    if hasattr(dataloader, BESTFIT):
+    # the loader base_train itself uses (43c29dd defines both and switches base_train to best-fit)
+    try:
+        with open(os.path.join(checkout, "scripts", "base_train.py"), encoding="utf-8") as fh:
+            train_code = fh.read()
+    except OSError:
+        train_code = ""
+    if BESTFIT in train_code and hasattr(dataloader, BESTFIT):
         packing = "bestfit"
-    elif hasattr(dataloader, STREAM):
+    elif STREAM in train_code and hasattr(dataloader, STREAM):
         packing = "stream"
     else:
         raise ArmsError(
-            f"nanochat at {checkout} has neither {BESTFIT} nor {STREAM} in nanochat/dataloader.py; this project "
-            "knows no other loader: pin a commit it knows."
+            f"scripts/base_train.py at {checkout} trains with neither {BESTFIT} nor {STREAM} from "
+            "nanochat/dataloader.py; this project knows no other loader: pin a commit it knows."
         )
     return SimpleNamespace(dataloader=dataloader, dataset=dataset, tokenizer=tokenizer, packing=packing)
 
@@ -288,7 +294,8 @@ def measure_budget(
             f"({len(groups)} row groups, seed {seed}); tokens held extrapolated by rows"
         )
     held = int(round(sample_tokens / sampled_rows * train_rows))
-    arm_rows = held * (1.0 - crop_rate) / capacity
+    # best-fit: a row takes T + 1 tokens and feeds T; streaming: a step takes B x T + 1 tokens and feeds B x T
+    arm_rows = held * (1.0 - crop_rate) / capacity if rows is not None else held / max_seq_len
     out: dict[str, Any] = {
         "data_dir": data_dir,
         "packing": nc.packing,

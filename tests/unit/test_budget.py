@@ -19,6 +19,7 @@ import pytest
 from ansible.module_utils.arms_budget import compare_passes, load_nanochat, load_tokenizer, measure_budget
 from ansible.module_utils.arms_common import ArmsError
 from ansible.module_utils.arms_fixture import make_table
+from modtest import run_module
 from nanochat_real import nanochat_at_pin
 
 T = 512
@@ -145,3 +146,73 @@ def test_a_single_file_arm_has_no_training_data(lab: dict[str, Any], tmp_path: P
     os.link(lab["base"] / "short" / "base_data" / "shard_00000.parquet", data / "shard_00000.parquet")
     with pytest.raises(ArmsError, match="holds 1 parquet file"):
         measure_budget(checkout=lab["checkout"], tokenizer_dir=lab["tokenizer_dir"], data_dir=str(data))
+
+
+def test_the_module_reports_the_budget(
+    lab: dict[str, Any], budgets: dict[str, dict[str, Any]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = {
+        "checkout": lab["checkout"],
+        "tokenizer_dir": lab["tokenizer_dir"],
+        "data_dir": str(lab["base"] / "long" / "base_data"),
+        "max_seq_len": T,
+        "sample_docs": 2000,
+        "seed": 7,
+        "num_iterations": ITERATIONS,
+        "total_batch_size": BATCH,
+    }
+    result = run_module("nanochat_data_budget", args, capsys, check_mode=True)
+    assert result["changed"] is False and result["budget"] == budgets["long"]
+    assert f"crop {budgets['long']['crop_rate']:.1%}" in result["msg"]
+    bad = run_module("nanochat_data_budget", {**args, "tokenizer_dir": str(lab["base"])}, capsys)
+    assert bad["failed"] and bad["msg"].startswith(f"no tokenizer.pkl in {lab['base']}")
+
+
+ERA_PROBE = """
+import json, sys
+sys.path[:0] = sys.argv[1].split(",")
+import _arms_path, nanochat_real
+nanochat_real.hf_tokenizers_importable()
+from ansible.module_utils.arms_budget import measure_budget
+print(json.dumps(measure_budget(checkout=sys.argv[2], tokenizer_dir=sys.argv[3], data_dir=sys.argv[4], max_seq_len=512,
+                                sample_docs=2000, seed=7)))
+"""
+
+
+@pytest.mark.parametrize(
+    ("commit", "packing"),
+    [("eb7bbc1", "stream"), ("43c29dd", "bestfit")],  # 2026-01-04: streams every token; 2026-01-13: first best-fit
+)
+def test_older_eras_measure_with_their_own_loader(
+    lab: dict[str, Any],
+    budgets: dict[str, dict[str, Any]],
+    tmp_path_factory: pytest.TempPathFactory,
+    commit: str,
+    packing: str,
+) -> None:
+    import json
+    import subprocess
+    import sys
+
+    from test_nanochat_eras import clone_nanochat, worktree
+
+    checkout = worktree(clone_nanochat(tmp_path_factory), commit, tmp_path_factory.mktemp(commit) / "nanochat")
+    here = os.path.dirname(os.path.abspath(__file__))
+    paths = ",".join([os.path.join(os.path.dirname(here), "..", "scripts"), os.path.dirname(here), here])
+    data = str(lab["base"] / "long" / "base_data")
+    proc = subprocess.run(
+        [sys.executable, "-c", ERA_PROBE, paths, str(checkout), lab["tokenizer_dir"], data],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "NANOCHAT_BASE_DIR": str(lab["base"])},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["packing"] == packing
+    assert result["tokens_held"] == budgets["long"]["tokens_held"]  # same tokenizer, same sample
+    if packing == "stream":  # nothing cropped: a pass yields what the arm holds
+        assert result["crop_rate"] == 0 and result["loader_tokens_per_pass"] == result["tokens_held"]
+    else:  # before e1dafc5 ("Reduce token waste in BOS bestfit by cropping shortest doc") it cropped the first
+        print(f"{commit}: crop {result['crop_rate']:.1%}, at the pin {budgets['long']['crop_rate']:.1%}")
+        assert budgets["long"]["crop_rate"] + 0.05 < result["crop_rate"] < 0.9

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from ansible.module_utils.arms_common import ArmsError
 from ansible.module_utils.arms_rowgroups import check_data_dir, check_ranks, rank_rows, starvation_cause
+from modtest import run_module
 from nanochat_real import nanochat_at_pin
 from test_nanochat_eras import clone_nanochat, show
 
@@ -163,3 +164,13 @@ def test_the_shares_are_what_the_real_loader_reads_and_a_starved_rank_hangs(
     problems = check_data_dir(str(data), 16)["problems"]
     assert problems[0].startswith("ranks 14, 15 of 16 have no row group in shard_00001.parquet (3 row groups)")
     assert rank_stream(checkout, data, 15, 16, timeout=20) is None
+
+
+def test_the_module_refuses_a_starving_rank_naming_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for i in range(2):
+        shard(tmp_path / f"shard_{i:05d}.parquet", 4000, 500)
+    shard(tmp_path / "shard_val.parquet", 300, 100)
+    refused = run_module("nanochat_rank_shares", {"data_dir": str(tmp_path), "world_size": 8}, capsys)
+    assert refused["failed"] and refused["msg"].startswith("ranks 3, 4, 5, 6, 7 of 8 have no row group in shard_val")
+    fine = run_module("nanochat_rank_shares", {"data_dir": str(tmp_path), "world_size": 2}, capsys)
+    assert not fine.get("failed") and fine["changed"] is False and fine["shares"] == [4000, 4000]
