@@ -61,6 +61,9 @@ DEFAULT_SAMPLE_DOCS = 20_000
 DIST_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE")
 WARM_DOCS = 5000  # documents the loader goes through before rows are counted
 MEASURE_DOCS = 10000  # documents the counted passes hold at least
+# at most this many documents of warm-up (a few minutes): with very few long documents the buffer fills
+# slowly, and the crop rate measured before it is full is a little low
+MAX_WARM_DOCS = 200_000
 
 
 def train_files(data_dir: str) -> list[str]:
@@ -175,7 +178,7 @@ def warmup_docs(nc: SimpleNamespace, long_fraction: float) -> int:
     """
     if long_fraction <= 0:
         return WARM_DOCS
-    return max(WARM_DOCS, math.ceil(3 * loader_buffer_size(nc) / long_fraction))
+    return min(MAX_WARM_DOCS, max(WARM_DOCS, math.ceil(3 * loader_buffer_size(nc) / long_fraction)))
 
 
 def rows_per_pass(nc: SimpleNamespace, tokenizer: Any, folder: str, max_seq_len: int, docs: int, warm: int) -> float:

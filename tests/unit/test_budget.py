@@ -216,3 +216,25 @@ def test_older_eras_measure_with_their_own_loader(
     else:  # before e1dafc5 ("Reduce token waste in BOS bestfit by cropping shortest doc") it cropped the first
         print(f"{commit}: crop {result['crop_rate']:.1%}, at the pin {budgets['long']['crop_rate']:.1%}")
         assert budgets["long"]["crop_rate"] + 0.05 < result["crop_rate"] < 0.9
+
+
+def test_a_python_without_nanochats_dependencies_gets_a_sentence(tmp_path: Path) -> None:
+    """A checkout whose loader cannot be imported (here: a dependency missing), in a process of its own."""
+    import subprocess
+    import sys
+
+    (tmp_path / "nanochat").mkdir()
+    (tmp_path / "nanochat" / "__init__.py").write_text("")
+    (tmp_path / "nanochat" / "dataloader.py").write_text("import a_dependency_this_python_lacks\n")
+    here = os.path.dirname(os.path.abspath(__file__))
+    code = (
+        "import sys; sys.path[:0] = sys.argv[1:3]\n"
+        "import _arms_path\n"
+        "from ansible.module_utils.arms_budget import load_nanochat\n"
+        "from ansible.module_utils.arms_common import ArmsError\n"
+        "try:\n    load_nanochat(sys.argv[3])\nexcept ArmsError as exc:\n    print(exc)\n"
+    )
+    scripts = os.path.join(os.path.dirname(os.path.dirname(here)), "scripts")
+    proc = subprocess.run([sys.executable, "-c", code, scripts, here, str(tmp_path)], capture_output=True, text=True)
+    assert proc.stdout.startswith(f"could not import nanochat's loader from {tmp_path} (ModuleNotFoundError: ")
+    assert "run this with the python of nanochat's venv" in proc.stdout
