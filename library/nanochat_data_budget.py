@@ -1,5 +1,5 @@
 #!/usr/bin/python
-"""Ansible module: an arm's data budget measured with nanochat's own loader (logic in arms_budget.py)."""
+"""Ansible module: an arm's data budget measured with nanochat's own loader (logic in arms_packing.py)."""
 
 from __future__ import annotations
 
@@ -73,8 +73,8 @@ budget:
   returned: success
 """
 
-from ansible.module_utils.arms_budget import DEFAULT_SAMPLE_DOCS, measure_budget
 from ansible.module_utils.arms_common import ArmsError
+from ansible.module_utils.arms_packing import DEFAULT_SAMPLE_DOCS, measure_budget
 from ansible.module_utils.basic import AnsibleModule
 
 

@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from ansible.module_utils.arms_budget import compare_passes, load_nanochat, load_tokenizer, measure_budget
 from ansible.module_utils.arms_common import ArmsError
 from ansible.module_utils.arms_fixture import make_table
+from ansible.module_utils.arms_packing import compare_passes, load_nanochat, load_tokenizer, measure_budget
 from modtest import run_module
 from nanochat_real import nanochat_at_pin
 
@@ -173,7 +173,7 @@ import json, sys
 sys.path[:0] = sys.argv[1].split(",")
 import _arms_path, nanochat_real
 nanochat_real.hf_tokenizers_importable()
-from ansible.module_utils.arms_budget import measure_budget
+from ansible.module_utils.arms_packing import measure_budget
 print(json.dumps(measure_budget(checkout=sys.argv[2], tokenizer_dir=sys.argv[3], data_dir=sys.argv[4], max_seq_len=512,
                                 sample_docs=2000, seed=7)))
 """
@@ -230,7 +230,7 @@ def test_a_python_without_nanochats_dependencies_gets_a_sentence(tmp_path: Path)
     code = (
         "import sys; sys.path[:0] = sys.argv[1:3]\n"
         "import _arms_path\n"
-        "from ansible.module_utils.arms_budget import load_nanochat\n"
+        "from ansible.module_utils.arms_packing import load_nanochat\n"
         "from ansible.module_utils.arms_common import ArmsError\n"
         "try:\n    load_nanochat(sys.argv[3])\nexcept ArmsError as exc:\n    print(exc)\n"
     )
