@@ -323,3 +323,44 @@ def place_val_shard(data_dir: str, val_file: str, name: str = "shard_val.parquet
     write_manifest(data_dir, updated)
     remember_verified(data_dir, name, digest)
     return True
+
+
+def require_complete(data_dir: str, *, deep: bool = False) -> dict[str, Any]:
+    """The manifest of ``data_dir`` when the folder is whole; ArmsError with a sentence otherwise.
+
+    A data dir is used (transferred, trained on) only whole: a prep or download killed midway leaves
+    finished shards and no ``manifest.json``, and nanochat reads such a folder without a word. Whole
+    means: a manifest, every shard it lists present with its byte count, and no ``*.parquet`` file it does
+    not list (nanochat would read that too). Sizes are checked from ``stat``; ``deep`` also re-hashes
+    every shard against its sha256 (through :func:`verify_data_dir` and its cache).
+    """
+    rerun = "re-run the arm's data step (prepare, download or transfer: it resumes and writes the manifest last)"
+    manifest = read_manifest(data_dir)
+    parquet = sorted(e for e in os.listdir(data_dir) if e.endswith(".parquet")) if os.path.isdir(data_dir) else []
+    if manifest is None:
+        held = f"{len(parquet)} parquet file(s) ({', '.join(parquet[:3])}{', ...' if len(parquet) > 3 else ''})"
+        raise ArmsError(
+            f"{data_dir} has no {MANIFEST_NAME} but holds {held}: that is what a prep or download killed midway "
+            f"leaves, and nanochat would train on it without a word; {rerun}."
+            if parquet
+            else f"{data_dir} has no {MANIFEST_NAME} and no shard: {rerun}."
+        )
+    listed = {s["name"]: s for s in manifest["shards"]}
+    missing = sorted(n for n in listed if not os.path.isfile(os.path.join(data_dir, n)))
+    resized = sorted(
+        n for n in listed if n not in missing and os.path.getsize(os.path.join(data_dir, n)) != listed[n]["bytes"]
+    )
+    extra = sorted(n for n in parquet if n not in listed)
+    if deep and not (missing or resized):
+        resized = verify_data_dir(data_dir, manifest, use_cache=False).wrong_hash
+    problems = []
+    for label, names in (
+        ("listed in the manifest but absent", missing),
+        ("of another size or sha256 than the manifest says", resized),
+        ("not in the manifest (nanochat would read them too)", extra),
+    ):
+        if names:
+            problems.append(f"{len(names)} shard(s) {label}: {', '.join(names[:5])}{' ...' if len(names) > 5 else ''}")
+    if problems:
+        raise ArmsError(f"{data_dir} is not whole: {'; '.join(problems)}; {rerun}, or move stray files away.")
+    return manifest

@@ -1,0 +1,127 @@
+#!/usr/bin/python
+"""Ansible module: nanochat's CORE eval bundle placed or checked on a host (logic in arms_eval_bundle.py)."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: nanochat_eval_bundle
+short_description: Place nanochat's CORE eval bundle under NANOCHAT_BASE_DIR, or check it
+description:
+  - base_train evaluates CORE every C(--core-metric-every) steps and, when C(<base_dir>/eval_bundle) is missing,
+    downloads C(eval_bundle.zip) while every GPU waits. This module puts the bundle there before launch, as
+    nanochat leaves it (C(<base_dir>/eval_bundle.zip) and the unzipped C(<base_dir>/eval_bundle/)), atomically,
+    and records the zip's sha256 in C(eval_bundle/.nanochat-arms-bundle.json).
+  - Idempotent by content, the zip's sha256. With O(expected_sha256) a host that already holds that bundle is
+    not fetched from again, and a zip with another checksum is refused.
+  - O(state=check) changes nothing and reports whether the bundle is whole and, with O(expected_sha256), the
+    expected one.
+options:
+  base_dir:
+    description: nanochat's base dir (C(NANOCHAT_BASE_DIR)) on the host.
+    type: path
+    required: true
+  src:
+    description:
+      - The bundle, as a URL (C(https://), C(file://)) or a zip on the host.
+      - Default, the URL nanochat itself uses (C(EVAL_BUNDLE_URL) in O(checkout)'s C(scripts/base_eval.py)).
+    type: str
+  checkout:
+    description: nanochat's checkout, to read the bundle's URL from when O(src) is not given.
+    type: path
+  expected_sha256:
+    description: The sha256 the zip must have (the one the CPU node fetched); refused otherwise.
+    type: str
+  state:
+    description: C(present) places the bundle; C(check) only reports.
+    type: str
+    choices: [present, check]
+    default: present
+  timeout:
+    description: Seconds a download may stall before it fails.
+    type: int
+    default: 600
+author: nanochat-arms
+"""
+
+EXAMPLES = r"""
+- name: The CPU node holds nanochat's eval bundle
+  nanochat_eval_bundle:
+    base_dir: ~/.cache/nanochat
+    checkout: ~/nanochat
+  register: bundle
+
+- name: Every arm host holds the same bundle as the CPU node
+  nanochat_eval_bundle:
+    base_dir: ~/.cache/nanochat
+    src: /tmp/eval_bundle.zip
+    expected_sha256: "{{ hostvars[groups['cpu'][0]].bundle.sha256 }}"
+
+- name: The bundle is there before launch
+  nanochat_eval_bundle:
+    base_dir: ~/.cache/nanochat
+    state: check
+    expected_sha256: "{{ hostvars[groups['cpu'][0]].bundle.sha256 }}"
+"""
+
+RETURN = r"""
+sha256:
+  description: The sha256 of the bundle's zip (placed, or recorded on the host).
+  type: str
+  returned: always
+path:
+  description: The bundle's folder, C(<base_dir>/eval_bundle).
+  type: str
+  returned: always
+files:
+  description: Files in the bundle's folder (state=present).
+  type: int
+  returned: success
+matches:
+  description: Whether the bundle is whole and, with expected_sha256, the expected one (state=check).
+  type: bool
+  returned: success
+problems:
+  description: What is wrong with the bundle on the host, as sentences (state=check).
+  type: list
+  elements: str
+  returned: success
+"""
+
+from ansible.module_utils.arms_common import ArmsError
+from ansible.module_utils.arms_eval_bundle import bundle_url, check_bundle, place_bundle
+from ansible.module_utils.basic import AnsibleModule
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "base_dir": {"type": "path", "required": True},
+            "src": {"type": "str"},
+            "checkout": {"type": "path"},
+            "expected_sha256": {"type": "str"},
+            "state": {"type": "str", "choices": ["present", "check"], "default": "present"},
+            "timeout": {"type": "int", "default": 600},
+        },
+        supports_check_mode=True,
+    )
+    p = module.params
+    try:
+        if p["state"] == "check":
+            found = check_bundle(p["base_dir"], p["expected_sha256"])
+            msg = "; ".join(found["problems"]) or f"{found['path']} holds the bundle {str(found['sha256'])[:12]}"
+            module.exit_json(changed=False, msg=msg, **found)
+        src = p["src"]
+        if not src:
+            if not p["checkout"]:
+                module.fail_json(msg="give src (the bundle's URL or zip) or checkout (to read nanochat's own URL).")
+            src = bundle_url(p["checkout"])
+        result = place_bundle(
+            p["base_dir"], src, expected_sha256=p["expected_sha256"], check_mode=module.check_mode, timeout=p["timeout"]
+        )
+    except ArmsError as exc:
+        module.fail_json(msg=str(exc))
+    module.exit_json(msg=f"eval bundle {str(result['sha256'])[:12]} at {result['path']}", **result)
+
+
+if __name__ == "__main__":
+    main()
