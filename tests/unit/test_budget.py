@@ -17,8 +17,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from ansible.module_utils.arms_common import ArmsError
-from ansible.module_utils.arms_fixture import make_table
 from ansible.module_utils.arms_packing import compare_passes, load_nanochat, load_tokenizer, measure_budget
+from arms_fixture import make_table
 from modtest import run_module
 from nanochat_real import nanochat_at_pin
 

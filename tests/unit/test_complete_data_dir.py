@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 from ansible.module_utils.arms_common import ArmsError
-from ansible.module_utils.arms_fixture import make_fixture
 from ansible.module_utils.arms_manifest import require_complete
+from arms_fixture import make_fixture
 from test_shard_resume import cli, start_and_kill
 
 
