@@ -9,7 +9,7 @@ Between the same two lab hosts (scripts/lab.sh up), sender ``cpu`` (arms-prep) a
 * raw: ``rsync -a --partial`` run on the sender into ~/bench-transfer/raw/, with a key pair made on the
   sender for the bench and appended to the receiver's ~/.ssh/authorized_keys (that exact line is removed
   afterwards, also on failure): what one would do by hand. Timed on the sender, rsync alone.
-* playbook: benchmarks/transfer_bench.yml, which includes playbooks/tasks/transfer.yml with the vars
+* playbook: benchmarks/transfer_bench.yml, which applies the arms_transfer role with the vars
   transfer_random.yml passes, into ~/bench-transfer/play/. Timed from the controller, the whole
   ansible-playbook command: start-up, facts, ephemeral key made/authorised/removed, async rsync, wait loop.
   Its rsync job alone is timed too (the ``delta`` of the async job's result on the sender), which splits
@@ -50,7 +50,7 @@ PLAYBOOK = os.path.join("benchmarks", "transfer_bench.yml")
 HOSTS = {"cpu": ("arms-prep", "127.0.0.2"), "random2": ("arms-random2", "127.0.0.5")}
 SENDER, RECEIVER = "cpu", "random2"
 RECEIVER_ALIAS = "bench-random2"  # the receiver's inventory name in the bench's own inventory
-PLAY_COMMENT = f"arms-transfer-{RECEIVER_ALIAS}"  # what tasks/transfer.yml puts on its key
+PLAY_COMMENT = f"arms-transfer-{RECEIVER_ALIAS}"  # what the arms_transfer role puts on its key
 BENCH = "bench-transfer"  # under each host's home; the only folder the bench writes
 SSH_OPTS = "-o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o IdentitiesOnly=yes"
 MB = 1_000_000
