@@ -1,8 +1,9 @@
 """GPU time before training, before and after the two-phase site.yml, on fresh lab hosts, side by side.
 
-    .venv/bin/python benchmarks/bench_phases.py [--before REV]
+    .venv/bin/python benchmarks/bench_phases.py [--before REV] [--after REV]
 
-For each variant (site.yml as it was at REV, and as it is now), the lab's three never-set-up hosts
+For each variant (site.yml as it was at REV, and at HEAD: each from a worktree of its own, so the
+checkout can change while it runs), the lab's three never-set-up hosts
 (fresh-prep, fresh-top, fresh-random) are made new (`scripts/lab.sh reset`), then site.yml runs
 against them as cpu, top and random. The arms_timeline callback (this checkout's, for both variants)
 measures each GPU host's time from first contact to its arm's first step line, broken down. Prints
