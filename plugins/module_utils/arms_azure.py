@@ -9,8 +9,8 @@ One container + prefix (a "folder": blob ``<prefix>/shard_00000.parquet`` become
   Blobs larger than one GET have their footer read first (a ranged read of the tail); smaller ones
   are checked after download, before the rename (same cost as the download itself).
 * Many blobs at once (``concurrency``), large blobs in parallel ranges (``chunk_concurrency``,
-  the SDK's ``max_concurrency``), written under hidden ``.<name>.azsync-XXXX.tmp`` names (nanochat
-  skips ``.tmp``), hashed once while they stream to disk (sha256, the manifest's checksum, on a
+  the SDK's ``max_concurrency``), written under hidden ``.<name>.arms-XXXX.tmp`` names (arms_datadir; nanochat
+  skips them), hashed once while they stream to disk (sha256, the manifest's checksum, on a
   thread of its own beside the network threads), fsync'd and renamed. The download is pinned to the
   listed etag.
 * One checksum per byte. The blob's Content-MD5 is not recomputed by default: what it would catch is
@@ -42,16 +42,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import hashlib
 import json
 import os
 import random
 import re
-import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -69,6 +67,7 @@ from ansible.module_utils.arms_common import (
     human_bytes,
     human_seconds,
 )
+from ansible.module_utils.arms_datadir import claimed_folder, sweep_leftovers, tmp_path
 from ansible.module_utils.arms_manifest import (
     VERIFY_CACHE_NAME,
     _load_cache,
@@ -84,9 +83,6 @@ KIND = "azure_blob"
 DOWNLOAD_MODES = ("bulk",)
 JOURNAL_NAME = ".azure-sync.json"
 JOURNAL_FORMAT = "nanochat-arms-azure-journal/1"
-LOCK_NAME = ".azure-sync.lock"
-TMP_MARK = ".azsync-"
-TMP_SUFFIX = ".tmp"
 TEXT_COLUMN = "text"
 TAIL_READ = 64 * 1024
 HASH_READ = 4 * 1024 * 1024
@@ -611,7 +607,7 @@ def hash_file(path: str, want_md5: bool) -> tuple[str, str | None]:
 
 
 # --------------------------------------------------------------------------------------------
-# Local state: journal, verification cache, temp files, lock
+# Local state: journal, verification cache (the lock, temp names and sweeping: arms_datadir)
 
 
 def _read_journal(data_dir: str) -> dict[str, dict[str, Any]]:
@@ -654,40 +650,6 @@ def _remember_many(data_dir: str, items: list[tuple[str, str]]) -> None:
             continue
         cache[name] = [st.st_size, st.st_mtime_ns, digest]
     atomic_write_json(os.path.join(data_dir, VERIFY_CACHE_NAME), cache)
-
-
-def _is_our_tmp(entry: str) -> bool:
-    return entry.startswith(".") and TMP_MARK in entry and entry.endswith(TMP_SUFFIX)
-
-
-def _tmp_name(rel: str) -> str:
-    return f".{rel}{TMP_MARK}{secrets.token_hex(4)}{TMP_SUFFIX}"
-
-
-def _remove_stale_tmps(data_dir: str) -> int:
-    removed = 0
-    for entry in os.listdir(data_dir):
-        if _is_our_tmp(entry):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(data_dir, entry))
-                removed += 1
-    return removed
-
-
-@contextlib.contextmanager
-def _locked(data_dir: str) -> Iterator[None]:
-    fd = os.open(os.path.join(data_dir, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ArmsError(
-                f"another Azure sync is writing to {data_dir} (it holds {LOCK_NAME}); wait for it to finish "
-                "or stop it, then run again."
-            ) from None
-        yield
-    finally:
-        os.close(fd)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1137,7 +1099,7 @@ class AzureSync:
             with self._network:
                 self.check_footer(blob)  # before committing to a large download
         bc = self.client.get_blob_client(blob.name)
-        tmp = os.path.join(self.data_dir, _tmp_name(blob.rel))
+        tmp = tmp_path(os.path.join(self.data_dir, blob.rel))
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)  # read back to hash out-of-order ranges
         check_md5 = self.verify_content_md5 and blob.md5 is not None
         writer = HashingWriter(fd, want_md5=check_md5, on_bytes=self.report.add_bytes)
@@ -1222,8 +1184,7 @@ class AzureSync:
             os.makedirs(self.data_dir, exist_ok=True)
         except OSError as exc:
             raise disk_error(exc, self.data_dir, "creating the data dir") from None
-        with _locked(self.data_dir):
-            _remove_stale_tmps(self.data_dir)
+        with claimed_folder(self.data_dir):
             # the journal only ever names files whose bytes match their record
             journal = {n: plan.records[n] for n in plan.skip}
             journal.update(plan.adopt)
@@ -1310,7 +1271,7 @@ class AzureSync:
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
-            _remove_stale_tmps(self.data_dir)
+            sweep_leftovers(self.data_dir)
         return error
 
     def _check_footers(self, fetch: list[BlobInfo]) -> None:

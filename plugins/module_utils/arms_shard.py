@@ -33,9 +33,8 @@ shard is a pure function of the kept rows.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
-import errno
-import fcntl
 import hashlib
 import json
 import math
@@ -64,6 +63,7 @@ from ansible.module_utils.arms_common import (
     fsync_dir,
     human_bytes,
 )
+from ansible.module_utils.arms_datadir import claimed_folder, is_leftover_name, sweep_leftovers, tmp_path
 from ansible.module_utils.arms_manifest import (
     MANIFEST_NAME,
     VERIFY_CACHE_NAME,
@@ -75,6 +75,20 @@ from ansible.module_utils.arms_manifest import (
     shard_entry,
     verify_data_dir,
     write_manifest,
+)
+from ansible.module_utils.arms_shard_decide import (
+    DEFAULT_FORCE_HINT,
+    REFUSE,
+    REPAIR,
+    REPLACE,
+    RESUME,
+    REUSE,
+    Decision,
+    Found,
+    Wanted,
+    decide,
+    decide_after_listing,
+    prediction,
 )
 from ansible.module_utils.arms_source import (
     Part,
@@ -311,14 +325,6 @@ def _source_description(opts: Options) -> dict[str, Any]:
     }
 
 
-def _differences(old: dict[str, Any], new: dict[str, Any]) -> str:
-    keys = sorted(set(old) | set(new))
-    diffs = [f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k) and k != "rule"]
-    if old.get("rule") != new.get("rule"):
-        diffs.append("the sampling rule (made by another tool version)")
-    return ", ".join(diffs[:6])
-
-
 # ------------------------------------------------------------------------------------- worker plumbing
 
 _PROGRESS_Q: Any = None
@@ -378,7 +384,7 @@ def _spill_schema(part_schema: pa.Schema, extras: tuple[str, ...]) -> pa.Schema:
 def spill_unit(job: UnitJob) -> dict[str, Any]:
     """Pass 1 for one unit: sample its rows and spill the kept ones grouped by bucket. Returns its stats."""
     arrow_path, json_path = _unit_paths(job.spill_dir, job.index)
-    tmp_path = arrow_path + ".tmp"
+    tmp = tmp_path(arrow_path)
     n_buckets = 1 << job.bits
     pf = open_parquet(job.part)
     schema = pf.schema_arrow
@@ -403,7 +409,7 @@ def spill_unit(job: UnitJob) -> dict[str, Any]:
     buffered = 0
     batches_written = 0
 
-    writer = ipc.new_file(tmp_path, spill_schema)
+    writer = ipc.new_file(tmp, spill_schema)
 
     def flush() -> None:
         # every buffered table is already sorted by group: a group's rows are one contiguous slice of
@@ -480,15 +486,15 @@ def spill_unit(job: UnitJob) -> dict[str, Any]:
             writer.close()
         except Exception:
             pass
-        if os.path.exists(tmp_path):
-            os.unlink(tmp_path)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
         raise
-    fd = os.open(tmp_path, os.O_RDONLY)
+    fd = os.open(tmp, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
-    os.replace(tmp_path, arrow_path)
+    os.replace(tmp, arrow_path)
     result = {
         "unit": job.index,
         "stats": stats,
@@ -521,6 +527,7 @@ class ShardJob:
     world_size: int
     extra_columns: tuple[str, ...]
     compression_level: int = DEFAULT_COMPRESSION_LEVEL
+    force_hint: str = DEFAULT_FORCE_HINT  # how the caller's user sets force, for a spill changed behind its back
 
 
 _BUCKET_CACHE: dict[BucketRef, tuple[pa.Table, pa.Array]] = {}
@@ -543,7 +550,7 @@ def _sort_keys(table: pa.Table) -> list[tuple[str, str]]:
     return keys
 
 
-def load_bucket(ref: BucketRef) -> tuple[pa.Table, pa.Array]:
+def load_bucket(ref: BucketRef, force_hint: str = DEFAULT_FORCE_HINT) -> tuple[pa.Table, pa.Array]:
     """One bucket's rows from every unit's spill (one contiguous table) and the permutation that sorts
     them by (o, text, sortable extras). Cached, one bucket at a time.
 
@@ -563,13 +570,13 @@ def load_bucket(ref: BucketRef) -> tuple[pa.Table, pa.Array]:
             batches += [reader.get_batch(i) for i in numbers]
     if schema is None:
         raise ArmsError(
-            f"bucket {ref.group} has no spill data although {ref.rows} rows were counted; re-run with force."
+            f"bucket {ref.group} has no spill data although {ref.rows} rows were counted; {force_hint} to start over."
         )
     table = pa.Table.from_batches(batches, schema=schema).combine_chunks()
     if table.num_rows != ref.rows:
         raise ArmsError(
             f"the work dir's spill for bucket {ref.group} holds {table.num_rows} rows, expected {ref.rows}; "
-            "it was changed behind this run's back: re-run with force."
+            f"it was changed behind this run's back: {force_hint} to start over."
         )
     order = pc.sort_indices(table, sort_keys=_sort_keys(table))
     _BUCKET_CACHE[ref] = (table, order)
@@ -583,7 +590,7 @@ def _rows(job: ShardJob, start: int, end: int) -> pa.Table:
         lo, hi = max(start, ref.offset), min(end, ref.offset + ref.rows)
         if lo >= hi:
             continue
-        table, order = load_bucket(ref)
+        table, order = load_bucket(ref, job.force_hint)
         pieces.append(table.take(order.slice(lo - ref.offset, hi - lo)))
     table = pa.concat_tables(pieces) if len(pieces) > 1 else pieces[0]
     cols = [table.column("text")] + [table.column(c) for c in job.extra_columns]
@@ -593,7 +600,7 @@ def _rows(job: ShardJob, start: int, end: int) -> pa.Table:
 def write_shard(job: ShardJob) -> dict[str, Any]:
     """Write one shard: row groups per :func:`row_group_sizes`, temp name, fsync, sha256, rename."""
     final = os.path.join(job.data_dir, job.name)
-    tmp = os.path.join(job.data_dir, f".{job.name}.tmp")
+    tmp = tmp_path(final)
     sizes = row_group_sizes(job.end - job.start, job.world_size)
     writer = None
     try:
@@ -689,18 +696,6 @@ def _choose_bits(kept_bytes: float) -> int:
     return min(16, math.ceil(math.log2(kept_bytes / BUCKET_TARGET_BYTES)))
 
 
-def _lock(data_dir: str) -> int:
-    fd = os.open(data_dir, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        os.close(fd)
-        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-            raise ArmsError(f"another run is preparing {data_dir} right now; wait for it to finish.") from None
-        raise
-    return fd
-
-
 def _nearest_existing(path: str) -> str:
     probe = path
     while not os.path.exists(probe):
@@ -718,7 +713,7 @@ def _check_writable(path: str, what: str) -> None:
 def _make_dir(path: str, what: str) -> None:
     try:
         os.makedirs(path, exist_ok=True)
-        probe = os.path.join(path, f".arms-write-probe-{os.getpid()}")
+        probe = tmp_path(os.path.join(path, "write-probe"))
         with open(probe, "wb") as fh:
             fh.write(b"ok")
         os.unlink(probe)
@@ -732,19 +727,9 @@ def _our_files(data_dir: str) -> list[str]:
         return []
     out = []
     for name in os.listdir(data_dir):
-        if (
-            name.endswith(".parquet")
-            or name in (MANIFEST_NAME, VERIFY_CACHE_NAME)
-            or (name.startswith(".shard_") and name.endswith(".tmp"))
-        ):
+        if name.endswith(".parquet") or name in (MANIFEST_NAME, VERIFY_CACHE_NAME) or is_leftover_name(name):
             out.append(os.path.join(data_dir, name))
     return out
-
-
-def _remove_tmp(data_dir: str) -> None:
-    for name in os.listdir(data_dir):
-        if name.startswith(".shard_") and name.endswith(".tmp"):
-            os.unlink(os.path.join(data_dir, name))
 
 
 def _wipe(data_dir: str, work_dir: str, val_dir: str) -> None:
@@ -828,222 +813,84 @@ def _workers(n: int) -> int:
 
 
 def prepare_random_subset(
-    opts: Options, *, check_mode: bool = False, echo: Callable[[str], None] | None = None
+    opts: Options,
+    *,
+    check_mode: bool = False,
+    echo: Callable[[str], None] | None = None,
+    force_hint: str = DEFAULT_FORCE_HINT,
 ) -> dict[str, Any]:
     """Make (or check, or resume) the data dir described by ``opts``. Returns the module's result dict.
 
-    Raises ArmsError with a sentence for anything the user has to fix.
+    Reads what is there, decides (arms_shard_decide), then acts: check mode predicts from the same decision.
+    ``force_hint`` is how the caller's user sets force (``pass --force``, the task's ``force: true``): every
+    refusal names it. Raises ArmsError with a sentence for anything the user has to fix.
     """
     validate_options(opts)
     started = time.time()
-    data_dir, val_dir, work_dir = opts.paths()
-    source_desc = _source_description(opts)
-    params = opts.params()
+    wanted = _wanted(opts)
+    found = inspect_data_dir(wanted, force=opts.force, deep=not check_mode, force_hint=force_hint)
+    decision = decide(found, wanted, force=opts.force, force_hint=force_hint)
+    if decision.action == REFUSE:
+        raise ArmsError(decision.refusal)
+    if decision.action == REUSE:
+        if check_mode:
+            return _predicted_result(decision, wanted, found.manifest)
+        return _reuse(decision, wanted, found)
+    if check_mode and decision.action == REPAIR:
+        return _predicted_result(decision, wanted, found.manifest)
 
-    # 1. what is there already
-    manifest = read_manifest(data_dir) if not opts.force else _try_read_manifest(data_dir)
-    repair: list[str] = []
-    wipe = False
-    resume_state: dict[str, Any] | None = None
-    if manifest is not None:
-        same = (
-            manifest.get("kind") == KIND and manifest.get("source") == source_desc and manifest.get("params") == params
-        )
-        if same:
-            if check_mode:
-                bad = _stat_check(data_dir, manifest)
-                extra = _extra_parquet(data_dir, manifest)
-                if extra and not opts.force:
-                    raise _foreign_error(data_dir, extra)
-                if not bad and not extra and _val_artifact_ok(val_dir, manifest):
-                    return _result(False, data_dir, manifest, val_dir, False, f"{data_dir} is complete; nothing to do.")
-                if bad:
-                    return _check_result(data_dir, manifest, val_dir, bad)
-                fixes = [f"remove {n}" for n in extra] or [f"restore the validation artifact in {val_dir}"]
-                return _result(True, data_dir, manifest, val_dir, False, f"would {', '.join(fixes)}")
-            check = verify_data_dir(data_dir, manifest)
-            if check.extra and not opts.force:
-                raise _foreign_error(data_dir, check.extra)
-            if check.passed:
-                # the shards are right: at most foreign files (force) and the val artifact to fix
-                changes = []
-                for name in check.extra:
-                    os.unlink(os.path.join(data_dir, name))
-                    changes.append(f"removed {name}")
-                if not _val_artifact_ok(val_dir, manifest):
-                    val = next(e for e in manifest["shards"] if e.get("role") == "val")
-                    _write_val_artifact(data_dir, val_dir, val, source_desc, params)
-                    changes.append(f"restored the validation artifact in {val_dir}")
-                shutil.rmtree(work_dir, ignore_errors=True)
-                summary = f"{data_dir} is complete and verified ({check.summary()})"
-                return _result(
-                    bool(changes), data_dir, manifest, val_dir, False, summary + "".join(f"; {c}" for c in changes)
-                )
-            repair = check.bad
-        elif not opts.force:
-            what = "; ".join(
-                d
-                for d in (
-                    _differences(manifest.get("source", {}), source_desc),
-                    _differences(manifest.get("params", {}), params),
-                )
-                if d
-            )
-            raise ArmsError(
-                f"{data_dir} holds shards made with other parameters ({what or 'kind ' + str(manifest.get('kind'))}); "
-                "pass force=true to replace it whole, or choose another data_dir."
-            )
-        else:
-            wipe = True
-    else:
-        state = _read_state(work_dir)
-        if state is not None and state.get("source") == source_desc and state.get("params") == params:
-            resume_state = state
-        elif state is not None and not opts.force:
-            raise ArmsError(
-                f"{data_dir} has an interrupted run with other parameters (its work dir {work_dir}: "
-                f"{_differences(state.get('params', {}), params) or 'another source'}); pass force=true to "
-                "replace it, or re-run with the same parameters to finish it."
-            )
-        elif state is not None:
-            wipe = True
-        foreign = [n for n in sorted(os.listdir(data_dir)) if n.endswith(".parquet")] if os.path.isdir(data_dir) else []
-        if foreign and resume_state is None:
-            if not opts.force:
-                raise _foreign_error(data_dir, foreign)
-            wipe = True
-
-    # 2. the source: parts, footers, columns
-    set_hub_token(hf_token(opts.hf_token))
-    source = resolve_source(opts.dataset, opts.config, opts.split, token=opts.hf_token)
-    facts = all_part_facts(source.parts)
-    needed = {opts.text_column: "text_column", opts.id_column: "id_column"}
-    for col in opts.extra_columns:
-        needed.setdefault(col, "extra_columns")
-    check_columns(source.parts, facts, needed)
-    for part, fact in zip(source.parts, facts, strict=True):
-        if fact.columns[opts.text_column] not in ("string", "large_string"):
-            raise ArmsError(
-                f"{part.path}: column {opts.text_column!r} holds {fact.columns[opts.text_column]}, not text; "
-                "set text_column to the column with the documents."
-            )
-    plan = _make_plan(source, facts, opts)
-    parts_sig = [[p.path, p.size] for p in source.parts]
-    if resume_state is not None and resume_state.get("parts") != parts_sig:
-        if not opts.force:
-            raise ArmsError(
-                f"the source's files changed since the interrupted run in {work_dir} started; pass force=true "
-                "to start over from the current files."
-            )
-        wipe, resume_state = True, None
-    est_kept = plan.total_rows * opts.ratio
-    est_text = plan.text_bytes * opts.ratio
-
-    # 3. free space (only for what is still to write)
-    done_units = _done_units(work_dir) if resume_state else set()
-    if resume_state:
-        bits = int(resume_state["bits"])
-        units = [(int(u[0]), tuple(u[1])) for u in resume_state["units"]]
-    else:
-        bits, units = plan.bits, plan.units
+    source, plan = _read_source(opts)
+    parts = [[p.path, p.size] for p in source.parts]
+    decision = decide_after_listing(decision, found, parts, wanted, force=opts.force, force_hint=force_hint)
+    if decision.action == REFUSE:
+        raise ArmsError(decision.refusal)
+    layout = _layout(decision, found.state, plan, wanted.work_dir)
     # where first, then how much: a data_dir on /proc is not "not enough free disk"
-    _check_writable(data_dir, "data_dir")
-    _check_writable(work_dir, "work_dir")
+    _check_writable(wanted.data_dir, "data_dir")
+    _check_writable(wanted.work_dir, "work_dir")
     if opts.val_fraction > 0:
-        _check_writable(val_dir, "val_dir")
-    _check_space(opts, plan, facts, units, done_units, data_dir, work_dir, val_dir, wipe)
-
+        _check_writable(wanted.val_dir, "val_dir")
+    wipe = decision.action == REPLACE
+    _check_space(opts, plan, plan.facts, layout.units, layout.done, wanted.data_dir, wanted.work_dir, wipe)
     if check_mode:
-        n_shards = max(1, round(est_kept * (1 - opts.val_fraction) / opts.rows_per_shard))
-        what = "replace" if wipe else ("repair" if repair else ("resume" if resume_state else "write"))
-        return {
-            "changed": True,
-            "data_dir": data_dir,
-            "manifest": os.path.join(data_dir, MANIFEST_NAME),
-            "shards": n_shards + (1 if opts.val_fraction > 0 else 0),
-            "train_rows": int(est_kept * (1 - opts.val_fraction)),
-            "val_rows": int(est_kept * opts.val_fraction),
-            "rows_read": 0,
-            "realised_fraction": 0.0,
-            "val_shard": os.path.join(data_dir, VAL_NAME) if opts.val_fraction > 0 else None,
-            "val_artifact": os.path.join(val_dir, VAL_NAME) if opts.val_fraction > 0 else None,
-            "resumed": bool(resume_state),
-            "msg": (
-                f"would {what} {data_dir}: about {n_shards} shards, ~{int(est_kept)} of {plan.total_rows} rows "
-                f"(~{human_bytes(est_text)} of text) from {len(source.parts)} parquet files"
-            ),
-        }
-
-    # 4. run (locked)
-    created_data_dir = not os.path.exists(data_dir)
-    _make_dir(data_dir, "data_dir")
-    lock_fd = _lock(data_dir)
-    try:
-        if wipe:
-            _wipe(data_dir, work_dir, val_dir)
-            resume_state, done_units = None, set()
-            bits, units = plan.bits, plan.units
-        _remove_tmp(data_dir)
-        for name in repair:
-            path = os.path.join(data_dir, name)
-            if os.path.exists(path):
-                os.unlink(path)
-        _make_dir(work_dir, "work_dir")
-        spill_dir = os.path.join(work_dir, "spill")
-        os.makedirs(spill_dir, exist_ok=True)
-        for name in os.listdir(spill_dir):
-            if name.endswith(".tmp"):
-                os.unlink(os.path.join(spill_dir, name))
-        fresh = resume_state is None
-        if fresh:
-            atomic_write_json(
-                os.path.join(work_dir, STATE_NAME),
-                {
-                    "format": STATE_FORMAT,
-                    "source": source_desc,
-                    "params": params,
-                    "parts": parts_sig,
-                    "units": [[u[0], list(u[1])] for u in units],
-                    "bits": bits,
-                },
-            )
-        try:
-            outcome = _run(opts, source, units, bits, done_units, data_dir, work_dir, spill_dir, echo, plan)
-        except ArmsError:
-            # bad input found while reading: leave nothing half-written behind
-            shutil.rmtree(work_dir, ignore_errors=True)
-            if not os.listdir(data_dir) and created_data_dir:
-                os.rmdir(data_dir)
-            elif not repair and manifest is None:
-                for path in _our_files(data_dir):
-                    os.unlink(path)
-            raise
-        entries, stats = outcome
-        entries.sort(key=lambda e: e["name"])
-        stats["seconds"] = round(time.time() - started, 3)
-        stats["rows_per_second"] = round(stats["rows_read"] / max(stats["seconds"], 1e-9), 1)
-        stats["source_files"] = len(source.parts)
-        stats["source_bytes"] = plan.file_bytes
-        new_manifest = build_manifest(KIND, source_desc, params, entries, stats)
-        write_manifest(data_dir, new_manifest)
-        val_entries = [e for e in entries if e["role"] == "val"]
-        if val_entries:
-            _write_val_artifact(data_dir, val_dir, val_entries[0], source_desc, params)
-        shutil.rmtree(work_dir, ignore_errors=True)
-    finally:
-        os.close(lock_fd)
-    reused = stats.get("shards_reused", 0)
-    resumed = bool(not fresh or repair or reused)
-    n_val = len(val_entries)
-    totals = new_manifest["totals"]
-    msg = (
-        f"{len(entries) - n_val} training shards{' + shard_val.parquet' if n_val else ''} in {data_dir} "
-        f"({len(entries) - reused} written{f', {reused} kept from an earlier run' if reused else ''}"
-        f"{', resumed' if not fresh else ''}): {totals['train_rows']} training"
-        f"{' + ' + str(totals['val_rows']) + ' validation' if n_val else ''} rows kept of {stats['rows_read']} "
-        f"read (realised fraction {stats['realised_fraction']:.4f}) in {stats['seconds']:.1f}s"
+        return _estimated_result(decision, wanted, opts, plan)
+    return _execute(
+        opts, decision, found, wanted, source, plan, layout, parts, echo=echo, started=started, force_hint=force_hint
     )
-    return _result(True, data_dir, new_manifest, val_dir, resumed, msg)
+
+
+# ---------------------------------------------------------------------------------- reading what is there
+
+
+def _wanted(opts: Options) -> Wanted:
+    data_dir, val_dir, work_dir = opts.paths()
+    return Wanted(KIND, _source_description(opts), opts.params(), data_dir, work_dir, val_dir)
+
+
+def inspect_data_dir(wanted: Wanted, *, force: bool, deep: bool, force_hint: str = DEFAULT_FORCE_HINT) -> Found:
+    """What the data dir and the work dir hold. ``deep`` verifies shards by sha256 (cached); else by size.
+
+    Reads only this host's files, never the source. A manifest that cannot be read is refused (naming
+    ``force_hint``) unless ``force``, which replaces it.
+    """
+    data_dir = wanted.data_dir
+    manifest = _try_read_manifest(data_dir) if force else read_manifest(data_dir, force_hint=force_hint)
+    if manifest is None:
+        parquet = sorted(n for n in os.listdir(data_dir) if n.endswith(".parquet")) if os.path.isdir(data_dir) else []
+        return Found(state=_read_state(wanted.work_dir), parquet=tuple(parquet))
+    if manifest.get("kind") != wanted.kind or manifest.get("source") != wanted.source:
+        return Found(manifest=manifest)
+    if manifest.get("params") != wanted.params:
+        return Found(manifest=manifest)
+    if deep:
+        check = verify_data_dir(data_dir, manifest)
+        bad, extra = check.bad, check.extra
+        summary = check.summary()
+    else:
+        bad, extra = _stat_check(data_dir, manifest), _extra_parquet(data_dir, manifest)
+        summary = f"{len(manifest['shards']) - len(bad)} present by size"
+    val_ok = bool(bad) or _val_artifact_ok(wanted.val_dir, manifest)
+    return Found(manifest=manifest, bad=tuple(bad), extra=tuple(extra), val_ok=val_ok, checked=summary)
 
 
 def _try_read_manifest(data_dir: str) -> dict[str, Any] | None:
@@ -1067,17 +914,195 @@ def _extra_parquet(data_dir: str, manifest: dict[str, Any]) -> list[str]:
     return [n for n in sorted(os.listdir(data_dir)) if n.endswith(".parquet") and n not in names]
 
 
-def _foreign_error(data_dir: str, names: list[str]) -> ArmsError:
-    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
-    return ArmsError(
-        f"{data_dir} holds parquet files this run did not make ({shown}); nanochat would train on them too: "
-        "pass force=true to replace the data dir whole, or choose another data_dir."
+def _read_source(opts: Options) -> tuple[Source, _Plan]:
+    """The source's parts and footers, its columns checked, and the work planned from them."""
+    set_hub_token(hf_token(opts.hf_token))
+    source = resolve_source(opts.dataset, opts.config, opts.split, token=opts.hf_token)
+    facts = all_part_facts(source.parts)
+    needed = {opts.text_column: "text_column", opts.id_column: "id_column"}
+    for col in opts.extra_columns:
+        needed.setdefault(col, "extra_columns")
+    check_columns(source.parts, facts, needed)
+    for part, fact in zip(source.parts, facts, strict=True):
+        if fact.columns[opts.text_column] not in ("string", "large_string"):
+            raise ArmsError(
+                f"{part.path}: column {opts.text_column!r} holds {fact.columns[opts.text_column]}, not text; "
+                "set text_column to the column with the documents."
+            )
+    return source, _make_plan(source, facts, opts)
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Units and buckets of the work: the interrupted run's when resuming (with its finished units), else the plan's."""
+
+    bits: int
+    units: list[tuple[int, tuple[int, ...]]]
+    done: set[int]
+    fresh: bool
+
+
+def _layout(decision: Decision, state: dict[str, Any] | None, plan: _Plan, work_dir: str) -> _Layout:
+    if decision.action == RESUME and state is not None:
+        units = [(int(u[0]), tuple(u[1])) for u in state["units"]]
+        return _Layout(int(state["bits"]), units, _done_units(work_dir), False)
+    return _Layout(plan.bits, plan.units, set(), True)
+
+
+# ------------------------------------------------------------------------------------- check mode
+
+
+def _predicted_result(decision: Decision, wanted: Wanted, manifest: dict[str, Any] | None) -> dict[str, Any]:
+    """Check mode's result for reuse and repair: the manifest's figures, the decision's words."""
+    assert manifest is not None
+    changed, msg = prediction(decision, wanted)
+    resumed = decision.action == REPAIR
+    return _result(changed, wanted.data_dir, manifest, wanted.val_dir, resumed, msg)
+
+
+def _estimated_result(decision: Decision, wanted: Wanted, opts: Options, plan: _Plan) -> dict[str, Any]:
+    """Check mode's result for prepare, resume and replace: the decision's words, figures estimated from the plan."""
+    _, what = prediction(decision, wanted)
+    est_kept = plan.total_rows * opts.ratio
+    n_shards = max(1, round(est_kept * (1 - opts.val_fraction) / opts.rows_per_shard))
+    with_val = opts.val_fraction > 0
+    return {
+        "changed": True,
+        "data_dir": wanted.data_dir,
+        "manifest": os.path.join(wanted.data_dir, MANIFEST_NAME),
+        "shards": n_shards + (1 if with_val else 0),
+        "train_rows": int(est_kept * (1 - opts.val_fraction)),
+        "val_rows": int(est_kept * opts.val_fraction),
+        "rows_read": 0,
+        "realised_fraction": 0.0,
+        "val_shard": os.path.join(wanted.data_dir, VAL_NAME) if with_val else None,
+        "val_artifact": os.path.join(wanted.val_dir, VAL_NAME) if with_val else None,
+        "resumed": decision.action == RESUME,
+        "msg": (
+            f"{what}: about {n_shards} shards, ~{int(est_kept)} of {plan.total_rows} rows "
+            f"(~{human_bytes(plan.text_bytes * opts.ratio)} of text) from {len(plan.parts)} parquet files"
+        ),
+    }
+
+
+# ------------------------------------------------------------------------------------------ acting
+
+
+def _reuse(decision: Decision, wanted: Wanted, found: Found) -> dict[str, Any]:
+    """The shards are right: remove foreign files (force), restore the val artifact, sweep a killed run's leftovers."""
+    manifest = found.manifest
+    assert manifest is not None
+    data_dir, val_dir = wanted.data_dir, wanted.val_dir
+    changes = []
+    with claimed_folder(data_dir) as swept:
+        for name in decision.remove:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(data_dir, name))
+            changes.append(f"removed {name}")
+        if decision.restore_val:
+            val = next(e for e in manifest["shards"] if e.get("role") == "val")
+            _write_val_artifact(data_dir, val_dir, val, wanted.source, wanted.params)
+            changes.append(f"restored the validation artifact in {val_dir}")
+        shutil.rmtree(wanted.work_dir, ignore_errors=True)
+    summary = f"{data_dir} is complete and verified ({found.checked})"
+    if swept:  # temporary files are no data: sweeping them is not a change to report as one
+        summary += f"; swept {len(swept)} temporary files a killed run left"
+    return _result(bool(changes), data_dir, manifest, val_dir, False, summary + "".join(f"; {c}" for c in changes))
+
+
+def _execute(
+    opts: Options,
+    decision: Decision,
+    found: Found,
+    wanted: Wanted,
+    source: Source,
+    plan: _Plan,
+    layout: _Layout,
+    parts: list[list[Any]],
+    *,
+    echo: Callable[[str], None] | None,
+    started: float,
+    force_hint: str,
+) -> dict[str, Any]:
+    """Write (prepare, resume, repair or replace) the data dir, under its lock."""
+    data_dir, work_dir, val_dir = wanted.data_dir, wanted.work_dir, wanted.val_dir
+    created_data_dir = not os.path.exists(data_dir)
+    _make_dir(data_dir, "data_dir")
+    with claimed_folder(data_dir):
+        if decision.action == REPLACE:
+            _wipe(data_dir, work_dir, val_dir)
+            layout = _Layout(plan.bits, plan.units, set(), True)
+        for name in decision.repair + decision.remove:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(data_dir, name))
+        sweep_leftovers(val_dir)
+        spill_dir = _prepare_work_dir(work_dir)
+        if layout.fresh:
+            state = {"format": STATE_FORMAT, "source": wanted.source, "params": wanted.params, "parts": parts}
+            state |= {"units": [[u[0], list(u[1])] for u in layout.units], "bits": layout.bits}
+            atomic_write_json(os.path.join(work_dir, STATE_NAME), state)
+        try:
+            entries, stats = _run(
+                opts, source, layout.units, layout.bits, layout.done, data_dir, spill_dir, echo, plan, force_hint
+            )
+        except ArmsError:
+            # bad input found while reading: leave nothing half-written behind
+            shutil.rmtree(work_dir, ignore_errors=True)
+            if not os.listdir(data_dir) and created_data_dir:
+                os.rmdir(data_dir)
+            elif not decision.repair and found.manifest is None:
+                for path in _our_files(data_dir):
+                    os.unlink(path)
+            raise
+        manifest = _write_outputs(entries, stats, wanted, source, plan, started)
+    resumed = bool(not layout.fresh or decision.repair or stats.get("shards_reused", 0))
+    return _result(True, data_dir, manifest, val_dir, resumed, _done_message(manifest, stats, data_dir, layout.fresh))
+
+
+def _prepare_work_dir(work_dir: str) -> str:
+    """The work dir and its spill folder exist, without a killed run's temporary files; returns the spill folder."""
+    _make_dir(work_dir, "work_dir")
+    spill_dir = os.path.join(work_dir, "spill")
+    os.makedirs(spill_dir, exist_ok=True)
+    sweep_leftovers(spill_dir)
+    return spill_dir
+
+
+def _write_outputs(
+    entries: list[dict[str, Any]],
+    stats: dict[str, Any],
+    wanted: Wanted,
+    source: Source,
+    plan: _Plan,
+    started: float,
+) -> dict[str, Any]:
+    """The manifest (last: it says the data dir is complete), the val artifact; the work dir goes."""
+    entries.sort(key=lambda e: e["name"])
+    stats["seconds"] = round(time.time() - started, 3)
+    stats["rows_per_second"] = round(stats["rows_read"] / max(stats["seconds"], 1e-9), 1)
+    stats["source_files"] = len(source.parts)
+    stats["source_bytes"] = plan.file_bytes
+    manifest = build_manifest(KIND, wanted.source, wanted.params, entries, stats)
+    write_manifest(wanted.data_dir, manifest)
+    val_entries = [e for e in entries if e["role"] == "val"]
+    if val_entries:
+        _write_val_artifact(wanted.data_dir, wanted.val_dir, val_entries[0], wanted.source, wanted.params)
+    shutil.rmtree(wanted.work_dir, ignore_errors=True)
+    return manifest
+
+
+def _done_message(manifest: dict[str, Any], stats: dict[str, Any], data_dir: str, fresh: bool) -> str:
+    reused = stats.get("shards_reused", 0)
+    entries = manifest["shards"]
+    n_val = sum(1 for e in entries if e.get("role") == "val")
+    totals = manifest["totals"]
+    return (
+        f"{len(entries) - n_val} training shards{' + shard_val.parquet' if n_val else ''} in {data_dir} "
+        f"({len(entries) - reused} written{f', {reused} kept from an earlier run' if reused else ''}"
+        f"{', resumed' if not fresh else ''}): {totals['train_rows']} training"
+        f"{' + ' + str(totals['val_rows']) + ' validation' if n_val else ''} rows kept of {stats['rows_read']} "
+        f"read (realised fraction {stats['realised_fraction']:.4f}) in {stats['seconds']:.1f}s"
     )
-
-
-def _check_result(data_dir: str, manifest: dict[str, Any], val_dir: str, bad: list[str]) -> dict[str, Any]:
-    shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
-    return _result(True, data_dir, manifest, val_dir, True, f"would repair {data_dir}: rewrite {shown}")
 
 
 def _make_plan(source: Source, facts: list[PartFacts], opts: Options) -> _Plan:
@@ -1118,7 +1143,6 @@ def _check_space(
     done_units: set[int],
     data_dir: str,
     work_dir: str,
-    val_dir: str,
     wipe: bool,
 ) -> None:
     todo_text = 0
@@ -1169,10 +1193,10 @@ def _run(
     bits: int,
     done_units: set[int],
     data_dir: str,
-    work_dir: str,
     spill_dir: str,
     echo: Callable[[str], None] | None,
     plan: _Plan,
+    force_hint: str = DEFAULT_FORCE_HINT,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     global _PROGRESS_CB
     t, v = thresholds(opts.ratio, opts.val_fraction)
@@ -1285,6 +1309,7 @@ def _run(
             "world_size": opts.world_size,
             "extra_columns": tuple(opts.extra_columns),
             "compression_level": opts.compression_level,
+            "force_hint": force_hint,
         }
         shard_jobs: list[ShardJob] = []
         for i, (lo, hi) in enumerate(bounds):

@@ -281,7 +281,7 @@ def test_a_second_run_on_the_same_data_dir_is_refused_while_one_holds_it(source:
     fd = os.open(data_dir, os.O_RDONLY)
     fcntl.flock(fd, fcntl.LOCK_EX)
     try:
-        with pytest.raises(ArmsError, match="another run is preparing"):
+        with pytest.raises(ArmsError, match=r"another run is writing to .*data right now"):
             run(source, str(tmp_path))
     finally:
         os.close(fd)
