@@ -381,46 +381,32 @@ def _spill_schema(part_schema: pa.Schema, extras: tuple[str, ...]) -> pa.Schema:
     return pa.schema(fields)
 
 
-def spill_unit(job: UnitJob) -> dict[str, Any]:
-    """Pass 1 for one unit: sample its rows and spill the kept ones grouped by bucket. Returns its stats."""
-    arrow_path, json_path = _unit_paths(job.spill_dir, job.index)
-    tmp = tmp_path(arrow_path)
-    n_buckets = 1 << job.bits
-    pf = open_parquet(job.part)
-    schema = pf.schema_arrow
-    text_type = schema.field(job.text_column).type
-    if not (pa.types.is_string(text_type) or pa.types.is_large_string(text_type)):
-        raise ArmsError(
-            f"{job.part.path}: column {job.text_column!r} holds {text_type}, expected strings (text_column)."
-        )
-    read_cols = list(dict.fromkeys([job.text_column, job.id_column, *job.extra_columns]))
-    spill_schema = _spill_schema(schema, job.extra_columns)
-    stats = {
-        "rows_read": 0,
-        "rows_null_text": 0,
-        "train_rows": 0,
-        "val_rows": 0,
-        "text_bytes_read": 0,
-        "kept_bytes": 0,
-    }
-    index: list[list[int]] = []  # [group, batch number, rows]
-    counts: dict[int, int] = {}
-    buffer: list[tuple[pa.Table, np.ndarray]] = []
-    buffered = 0
-    batches_written = 0
+class _SpillWriter:
+    """A unit's spill file: kept rows buffered, then written grouped by bucket, with an index of its batches."""
 
-    writer = ipc.new_file(tmp, spill_schema)
+    def __init__(self, path: str, schema: pa.Schema) -> None:
+        self.writer = ipc.new_file(path, schema)
+        self.index: list[list[int]] = []  # [group, batch number, rows]
+        self.counts: dict[int, int] = {}
+        self.buffer: list[tuple[pa.Table, np.ndarray]] = []
+        self.buffered = 0
+        self.batches_written = 0
 
-    def flush() -> None:
+    def add(self, sub: pa.Table, groups: np.ndarray) -> None:
+        self.buffer.append((sub, groups))
+        self.buffered += sub.nbytes
+        if self.buffered >= SPILL_FLUSH_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
         # every buffered table is already sorted by group: a group's rows are one contiguous slice of
         # each, so coalescing a group is a plain copy of a few slices (no gather)
-        nonlocal buffer, buffered, batches_written
-        if not buffer:
+        if not self.buffer:
             return
-        present = np.unique(np.concatenate([b[1] for b in buffer]))
+        present = np.unique(np.concatenate([b[1] for b in self.buffer]))
         for g in present.tolist():
             pieces = []
-            for sub, groups in buffer:
+            for sub, groups in self.buffer:
                 a = int(np.searchsorted(groups, g, side="left"))
                 b = int(np.searchsorted(groups, g, side="right"))
                 if b > a:
@@ -430,62 +416,92 @@ def spill_unit(job: UnitJob) -> dict[str, Any]:
                 table = table.combine_chunks()
             for rb in table.to_batches():
                 if rb.num_rows:
-                    writer.write_batch(rb)
-                    index.append([g, batches_written, rb.num_rows])
-                    batches_written += 1
-            counts[g] = counts.get(g, 0) + table.num_rows
-        buffer, buffered = [], 0
+                    self.writer.write_batch(rb)
+                    self.index.append([g, self.batches_written, rb.num_rows])
+                    self.batches_written += 1
+            self.counts[g] = self.counts.get(g, 0) + table.num_rows
+        self.buffer, self.buffered = [], 0
 
+    def close(self) -> None:
+        self.flush()
+        self.writer.close()
+
+    def abandon(self) -> None:
+        try:
+            self.writer.close()
+        except Exception:
+            pass
+
+
+def _sample_batch(
+    batch: pa.RecordBatch, job: UnitJob, spill_schema: pa.Schema, stats: dict[str, int]
+) -> tuple[pa.Table, np.ndarray] | None:
+    """The kept rows of one record batch, sorted by group (bucket; val buckets after train), and their groups."""
+    n = batch.num_rows
+    ids = batch.column(job.id_column)
+    if ids.null_count:
+        raise ArmsError(
+            f"{job.part.path} has {ids.null_count} rows without an id in column {job.id_column!r}; "
+            "the sampling rule needs an id on every row: set id_column to a column that always has one."
+        )
+    text = batch.column(job.text_column)
+    u, o = hash_ids(ids, job.key)
+    kept, val = sample_masks(u, job.t, job.v)
+    if text.null_count:
+        valid = text.is_valid().to_numpy(zero_copy_only=False)
+        stats["rows_null_text"] += int(n - valid.sum())
+        kept &= valid
+        val &= valid
+    stats["rows_read"] += n
+    stats["text_bytes_read"] += int(text.nbytes)
+    idx = np.flatnonzero(kept)
+    if not len(idx):
+        return None
+    groups = bucket_of(o[idx], job.bits) + np.where(val[idx], 1 << job.bits, 0)
+    order = np.argsort(groups, kind="stable")
+    idx, groups = idx[order], groups[order]
+    take = _arrow(idx.astype(np.int64), pa.int64())
+    kept_text = text.take(take)
+    if not pa.types.is_string(kept_text.type):
+        kept_text = kept_text.cast(pa.string())
+    cols = [kept_text, _arrow(o[idx], pa.uint64())]
+    cols += [batch.column(name).take(take) for name in job.extra_columns]
+    sub = pa.Table.from_arrays(cols, schema=spill_schema)
+    n_val = int(val[idx].sum())
+    stats["val_rows"] += n_val
+    stats["train_rows"] += len(idx) - n_val
+    stats["kept_bytes"] += int(sub.column(0).nbytes)
+    return sub, groups
+
+
+def spill_unit(job: UnitJob) -> dict[str, Any]:
+    """Pass 1 for one unit: sample its rows and spill the kept ones grouped by bucket. Returns its stats."""
+    arrow_path, json_path = _unit_paths(job.spill_dir, job.index)
+    tmp = tmp_path(arrow_path)
+    pf = open_parquet(job.part)
+    schema = pf.schema_arrow
+    text_type = schema.field(job.text_column).type
+    if not (pa.types.is_string(text_type) or pa.types.is_large_string(text_type)):
+        raise ArmsError(
+            f"{job.part.path}: column {job.text_column!r} holds {text_type}, expected strings (text_column)."
+        )
+    read_cols = list(dict.fromkeys([job.text_column, job.id_column, *job.extra_columns]))
+    spill_schema = _spill_schema(schema, job.extra_columns)
+    stats = dict.fromkeys(("rows_read", "rows_null_text", "train_rows", "val_rows", "text_bytes_read", "kept_bytes"), 0)
+    spill = _SpillWriter(tmp, spill_schema)
     try:
         for batch in pf.iter_batches(
             batch_size=BATCH_ROWS, row_groups=list(job.row_groups), columns=read_cols, use_threads=False
         ):
-            n = batch.num_rows
-            ids = batch.column(job.id_column)
-            if ids.null_count:
-                raise ArmsError(
-                    f"{job.part.path} has {ids.null_count} rows without an id in column {job.id_column!r}; "
-                    "the sampling rule needs an id on every row: set id_column to a column that always has one."
-                )
-            text = batch.column(job.text_column)
-            u, o = hash_ids(ids, job.key)
-            kept, val = sample_masks(u, job.t, job.v)
-            if text.null_count:
-                valid = text.is_valid().to_numpy(zero_copy_only=False)
-                stats["rows_null_text"] += int(n - valid.sum())
-                kept &= valid
-                val &= valid
-            text_bytes = int(text.nbytes)
-            stats["rows_read"] += n
-            stats["text_bytes_read"] += text_bytes
-            idx = np.flatnonzero(kept)
-            if len(idx):
-                groups = bucket_of(o[idx], job.bits) + np.where(val[idx], n_buckets, 0)
-                order = np.argsort(groups, kind="stable")
-                idx, groups = idx[order], groups[order]
-                take = _arrow(idx.astype(np.int64), pa.int64())
-                kept_text = text.take(take)
-                if not pa.types.is_string(kept_text.type):
-                    kept_text = kept_text.cast(pa.string())
-                cols = [kept_text, _arrow(o[idx], pa.uint64())]
-                cols += [batch.column(name).take(take) for name in job.extra_columns]
-                sub = pa.Table.from_arrays(cols, schema=spill_schema)
-                n_val = int(val[idx].sum())
-                stats["val_rows"] += n_val
-                stats["train_rows"] += len(idx) - n_val
-                stats["kept_bytes"] += int(sub.column(0).nbytes)
-                buffer.append((sub, groups))
-                buffered += sub.nbytes
-            _report(n, text_bytes, len(idx))
-            if buffered >= SPILL_FLUSH_BYTES:
-                flush()
-        flush()
-        writer.close()
+            read_before, kept_before = stats["text_bytes_read"], stats["train_rows"] + stats["val_rows"]
+            sampled = _sample_batch(batch, job, spill_schema, stats)
+            if sampled is not None:
+                spill.add(*sampled)
+            kept = stats["train_rows"] + stats["val_rows"] - kept_before
+            _report(batch.num_rows, stats["text_bytes_read"] - read_before, kept)
+        spill.close()
     except BaseException:
-        try:
-            writer.close()
-        except Exception:
-            pass
+        spill.abandon()
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
@@ -498,8 +514,8 @@ def spill_unit(job: UnitJob) -> dict[str, Any]:
     result = {
         "unit": job.index,
         "stats": stats,
-        "counts": {str(k): v for k, v in sorted(counts.items())},
-        "index": index,
+        "counts": {str(k): v for k, v in sorted(spill.counts.items())},
+        "index": spill.index,
     }
     atomic_write_json(json_path, result)
     return result
@@ -1186,6 +1202,32 @@ def _buckets_for(
     return refs
 
 
+@dataclass
+class _Pool:
+    """The worker processes of a run (None for one worker: everything runs in this process)."""
+
+    workers: int
+    pool: ProcessPoolExecutor | None = None
+    queue: Any = None
+
+    @classmethod
+    def start(cls, workers: int) -> _Pool:
+        if workers <= 1:
+            return cls(workers)
+        ctx = multiprocessing.get_context("fork")
+        queue = ctx.Queue()
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(queue,))
+        return cls(workers, pool, queue)
+
+    def close(self, *, cancel: bool) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=cancel)
+            self.pool = None
+        if self.queue is not None:
+            self.queue.close()
+            self.queue = None
+
+
 def _run(
     opts: Options,
     source: Source,
@@ -1198,11 +1240,43 @@ def _run(
     plan: _Plan,
     force_hint: str = DEFAULT_FORCE_HINT,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Pass 1 (sample and spill every unit not done), the shard plan, pass 2 (write every shard not there)."""
+    workers = _Pool.start(_workers(opts.workers))
+    progress = ProgressWriter(opts.progress_file, phase="sampling", unit="rows", total=plan.total_rows, echo=echo)
+    try:
+        pass1_started = time.time()
+        results = _sample_units(opts, source, units, bits, done_units, spill_dir, plan, progress, workers)
+        stats, counts, sources = _totals(results, len(units), spill_dir)
+        stats["pass1_seconds"] = round(time.time() - pass1_started, 3)
+        stats["buckets"] = 1 << bits
+        stats["workers"] = workers.workers
+        shard_jobs = _shard_jobs(opts, stats, counts, sources, bits, data_dir, force_hint)
+        entries = _write_pass(shard_jobs, data_dir, stats, progress, workers)
+        stats["pass2_seconds"] = round(time.time() - pass1_started - stats["pass1_seconds"], 3)
+        progress.finish(phase="done")
+        return entries, stats
+    except BaseException:
+        workers.close(cancel=True)
+        raise
+    finally:
+        workers.close(cancel=False)
+
+
+def _sample_units(
+    opts: Options,
+    source: Source,
+    units: list[tuple[int, tuple[int, ...]]],
+    bits: int,
+    done_units: set[int],
+    spill_dir: str,
+    plan: _Plan,
+    progress: ProgressWriter,
+    workers: _Pool,
+) -> dict[int, dict[str, Any]]:
+    """Pass 1: every unit's result (its stats, bucket counts and spill index), the finished ones read back."""
     global _PROGRESS_CB
     t, v = thresholds(opts.ratio, opts.val_fraction)
     key = sample_key(opts.seed)
-    n_workers = _workers(opts.workers)
-    progress = ProgressWriter(opts.progress_file, phase="sampling", unit="rows", total=plan.total_rows, echo=echo)
     kept_seen = 0
 
     def on_progress(rows: int, nbytes: int, kept: int) -> None:
@@ -1211,163 +1285,143 @@ def _run(
         progress.advance(rows, nbytes, extra={"kept": kept_seen, "shards written": 0})
 
     results: dict[int, dict[str, Any]] = {}
-    pass1_started = time.time()
     for i in sorted(done_units):
         with open(_unit_paths(spill_dir, i)[1], encoding="utf-8") as fh:
             results[i] = json.load(fh)
         st = results[i]["stats"]
         on_progress(st["rows_read"], st["text_bytes_read"], st["train_rows"] + st["val_rows"])
     progress.update(force=True)
+    columns = (opts.text_column, opts.id_column, tuple(opts.extra_columns))
     jobs = [
-        UnitJob(
-            i,
-            source.parts[pi],
-            rgs,
-            spill_dir,
-            opts.text_column,
-            opts.id_column,
-            tuple(opts.extra_columns),
-            key,
-            t,
-            v,
-            bits,
-        )
+        UnitJob(i, source.parts[pi], rgs, spill_dir, *columns, key, t, v, bits)
         for i, (pi, rgs) in enumerate(units)
         if i not in done_units
     ]
     # the largest units first, so the workers finish pass 1 together (the order changes no byte: every
     # unit spills to its own file and pass 2 reads them by unit number)
     jobs.sort(key=lambda job: -_unit_bytes(plan.facts[units[job.index][0]], job.row_groups, opts.text_column))
-    pool: ProcessPoolExecutor | None = None
-    queue: Any = None
+    if workers.pool is not None:
+        for res in _run_pool(workers.pool, spill_unit, jobs, workers.queue, on_progress):
+            results[res["unit"]] = res
+        return results
+    _PROGRESS_CB = on_progress
     try:
-        if n_workers > 1:
-            ctx = multiprocessing.get_context("fork")
-            queue = ctx.Queue()
-            pool = ProcessPoolExecutor(
-                max_workers=n_workers, mp_context=ctx, initializer=_init_worker, initargs=(queue,)
-            )
-            for res in _run_pool(pool, spill_unit, jobs, queue, on_progress):
-                results[res["unit"]] = res
-        else:
-            _PROGRESS_CB = on_progress
-            try:
-                for job in jobs:
-                    res = spill_unit(job)
-                    results[res["unit"]] = res
-            finally:
-                _PROGRESS_CB = None
-
-        # totals and the shard plan
-        stats = {
-            k: 0
-            for k in (
-                "rows_read",
-                "rows_null_text",
-                "train_rows",
-                "val_rows",
-                "text_bytes_read",
-                "kept_bytes",
-            )
-        }
-        counts: dict[int, int] = {}
-        sources: dict[int, list[tuple[str, list[int]]]] = {}
-        for i in range(len(units)):
-            res = results[i]
-            for k in stats:
-                stats[k] += res["stats"][k]
-            by_group: dict[int, list[int]] = {}
-            for g, batch_no, _rows in res["index"]:
-                by_group.setdefault(g, []).append(batch_no)
-            arrow_path = _unit_paths(spill_dir, i)[0]
-            for g, numbers in by_group.items():
-                sources.setdefault(g, []).append((arrow_path, numbers))
-            for g, c in res["counts"].items():
-                counts[int(g)] = counts.get(int(g), 0) + c
-        n_buckets = 1 << bits
-        n_train, n_val = stats["train_rows"], stats["val_rows"]
-        bounds = plan_shards(n_train, opts.rows_per_shard, opts.world_size)
-        if opts.val_fraction > 0 and n_val < opts.world_size:
-            raise ArmsError(
-                f"val_fraction {opts.val_fraction} kept only {n_val} validation rows, fewer than world_size "
-                f"{opts.world_size}: every rank needs a row group of the validation shard; raise val_fraction."
-            )
-        if opts.val_fraction == 0 and len(bounds) < 2:
-            raise ArmsError(
-                f"the {n_train} kept rows make a single shard, and nanochat reads the last file as validation, "
-                "leaving no training data; lower rows_per_shard or set val_fraction."
-            )
-        stats["pass1_seconds"] = round(time.time() - pass1_started, 3)
-        stats["rows_kept"] = n_train + n_val
-        stats["realised_fraction"] = round(stats["rows_kept"] / stats["rows_read"], 6) if stats["rows_read"] else 0.0
-        stats["buckets"] = n_buckets
-        stats["workers"] = n_workers
-        train_refs = _buckets_for(counts, sources, 0, n_buckets)
-        val_refs = _buckets_for(counts, sources, n_buckets, n_buckets)
-        common = {
-            "data_dir": data_dir,
-            "world_size": opts.world_size,
-            "extra_columns": tuple(opts.extra_columns),
-            "compression_level": opts.compression_level,
-            "force_hint": force_hint,
-        }
-        shard_jobs: list[ShardJob] = []
-        for i, (lo, hi) in enumerate(bounds):
-            refs = tuple(r for r in train_refs if r.offset < hi and r.offset + r.rows > lo)
-            shard_jobs.append(ShardJob(shard_name(i), lo, hi, refs, role="train", **common))
-        if n_val:
-            shard_jobs.append(ShardJob(VAL_NAME, 0, n_val, tuple(val_refs), role="val", **common))
-
-        # which shards are already there (written by the interrupted run, or intact in a repaired dir)
-        entries: list[dict[str, Any]] = []
-        todo: list[ShardJob] = []
-        for job in shard_jobs:
-            existing = _existing_entry(data_dir, job)
-            if existing is not None:
-                entries.append(existing)
-            else:
-                todo.append(job)
-        stats["shards_reused"] = len(entries)
-        progress.update(
-            force=True,
-            phase="writing shards",
-            unit="shards",
-            done=len(entries),
-            total=len(shard_jobs),
-            bytes_done=0,
-            started=time.time(),
-            extra={"kept": stats["rows_kept"], "shards written": len(entries)},
-        )
-        batches = _group_jobs(todo, n_workers)
-
-        def on_shard(res: list[dict[str, Any]]) -> None:
-            for entry in res:
-                path = os.path.join(data_dir, entry["name"])
-                full = {**entry, "bytes": os.path.getsize(path)}
-                remember_verified(data_dir, entry["name"], entry["sha256"])
-                entries.append(full)
-                progress.advance(1, full["bytes"], extra={"shards written": len(entries)})
-
-        if pool is not None and len(batches) > 1:
-            for res in _run_pool(pool, write_shards, batches, None, None):
-                on_shard(res)
-        else:
-            for batch in batches:
-                on_shard(write_shards(batch))
-        fsync_dir(data_dir)
-        stats["pass2_seconds"] = round(time.time() - pass1_started - stats["pass1_seconds"], 3)
-        progress.finish(phase="done")
-        return entries, stats
-    except BaseException:
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
-            pool = None
-        raise
+        for job in jobs:
+            res = spill_unit(job)
+            results[res["unit"]] = res
     finally:
-        if pool is not None:
-            pool.shutdown(wait=True)
-        if queue is not None:
-            queue.close()
+        _PROGRESS_CB = None
+    return results
+
+
+def _totals(
+    results: dict[int, dict[str, Any]], n_units: int, spill_dir: str
+) -> tuple[dict[str, Any], dict[int, int], dict[int, list[tuple[str, list[int]]]]]:
+    """(summed stats, rows per bucket, each bucket's spill batches by unit file), in unit order."""
+    stats: dict[str, Any] = dict.fromkeys(
+        ("rows_read", "rows_null_text", "train_rows", "val_rows", "text_bytes_read", "kept_bytes"), 0
+    )
+    counts: dict[int, int] = {}
+    sources: dict[int, list[tuple[str, list[int]]]] = {}
+    for i in range(n_units):
+        res = results[i]
+        for k in stats:
+            stats[k] += res["stats"][k]
+        by_group: dict[int, list[int]] = {}
+        for g, batch_no, _rows in res["index"]:
+            by_group.setdefault(g, []).append(batch_no)
+        arrow_path = _unit_paths(spill_dir, i)[0]
+        for g, numbers in by_group.items():
+            sources.setdefault(g, []).append((arrow_path, numbers))
+        for g, c in res["counts"].items():
+            counts[int(g)] = counts.get(int(g), 0) + c
+    stats["rows_kept"] = stats["train_rows"] + stats["val_rows"]
+    stats["realised_fraction"] = round(stats["rows_kept"] / stats["rows_read"], 6) if stats["rows_read"] else 0.0
+    return stats, counts, sources
+
+
+def _shard_jobs(
+    opts: Options,
+    stats: dict[str, Any],
+    counts: dict[int, int],
+    sources: dict[int, list[tuple[str, list[int]]]],
+    bits: int,
+    data_dir: str,
+    force_hint: str,
+) -> list[ShardJob]:
+    """Every shard of the output (the val shard last) with the buckets it spans; refuses too few rows."""
+    n_buckets = 1 << bits
+    n_train, n_val = stats["train_rows"], stats["val_rows"]
+    bounds = plan_shards(n_train, opts.rows_per_shard, opts.world_size)
+    if opts.val_fraction > 0 and n_val < opts.world_size:
+        raise ArmsError(
+            f"val_fraction {opts.val_fraction} kept only {n_val} validation rows, fewer than world_size "
+            f"{opts.world_size}: every rank needs a row group of the validation shard; raise val_fraction."
+        )
+    if opts.val_fraction == 0 and len(bounds) < 2:
+        raise ArmsError(
+            f"the {n_train} kept rows make a single shard, and nanochat reads the last file as validation, "
+            "leaving no training data; lower rows_per_shard or set val_fraction."
+        )
+    train_refs = _buckets_for(counts, sources, 0, n_buckets)
+    val_refs = _buckets_for(counts, sources, n_buckets, n_buckets)
+    common = {
+        "data_dir": data_dir,
+        "world_size": opts.world_size,
+        "extra_columns": tuple(opts.extra_columns),
+        "compression_level": opts.compression_level,
+        "force_hint": force_hint,
+    }
+    jobs: list[ShardJob] = []
+    for i, (lo, hi) in enumerate(bounds):
+        refs = tuple(r for r in train_refs if r.offset < hi and r.offset + r.rows > lo)
+        jobs.append(ShardJob(shard_name(i), lo, hi, refs, role="train", **common))
+    if n_val:
+        jobs.append(ShardJob(VAL_NAME, 0, n_val, tuple(val_refs), role="val", **common))
+    return jobs
+
+
+def _write_pass(
+    shard_jobs: list[ShardJob], data_dir: str, stats: dict[str, Any], progress: ProgressWriter, workers: _Pool
+) -> list[dict[str, Any]]:
+    """Pass 2: the entries of every shard, those an earlier run finished kept, the others written."""
+    entries: list[dict[str, Any]] = []
+    todo: list[ShardJob] = []
+    for job in shard_jobs:  # written by the interrupted run, or intact in a repaired dir
+        existing = _existing_entry(data_dir, job)
+        if existing is not None:
+            entries.append(existing)
+        else:
+            todo.append(job)
+    stats["shards_reused"] = len(entries)
+    progress.update(
+        force=True,
+        phase="writing shards",
+        unit="shards",
+        done=len(entries),
+        total=len(shard_jobs),
+        bytes_done=0,
+        started=time.time(),
+        extra={"kept": stats["rows_kept"], "shards written": len(entries)},
+    )
+    batches = _group_jobs(todo, workers.workers)
+
+    def on_shard(res: list[dict[str, Any]]) -> None:
+        for entry in res:
+            path = os.path.join(data_dir, entry["name"])
+            full = {**entry, "bytes": os.path.getsize(path)}
+            remember_verified(data_dir, entry["name"], entry["sha256"])
+            entries.append(full)
+            progress.advance(1, full["bytes"], extra={"shards written": len(entries)})
+
+    if workers.pool is not None and len(batches) > 1:
+        for res in _run_pool(workers.pool, write_shards, batches, None, None):
+            on_shard(res)
+    else:
+        for batch in batches:
+            on_shard(write_shards(batch))
+    fsync_dir(data_dir)
+    return entries
 
 
 def _existing_entry(data_dir: str, job: ShardJob) -> dict[str, Any] | None:
