@@ -63,7 +63,7 @@ from ansible.module_utils.arms_common import (
     fsync_dir,
     human_bytes,
 )
-from ansible.module_utils.arms_datadir import claimed_folder, is_leftover_name, sweep_leftovers, tmp_path
+from ansible.module_utils.arms_datadir import claimed_folder, leftovers, sweep_leftovers, tmp_path
 from ansible.module_utils.arms_manifest import (
     MANIFEST_NAME,
     VERIFY_CACHE_NAME,
@@ -741,11 +741,9 @@ def _our_files(data_dir: str) -> list[str]:
     """Files in ``data_dir`` that a random-subset run owns (removed by force)."""
     if not os.path.isdir(data_dir):
         return []
-    out = []
-    for name in os.listdir(data_dir):
-        if name.endswith(".parquet") or name in (MANIFEST_NAME, VERIFY_CACHE_NAME) or is_leftover_name(name):
-            out.append(os.path.join(data_dir, name))
-    return out
+    out = [n for n in os.listdir(data_dir) if n.endswith(".parquet") or n in (MANIFEST_NAME, VERIFY_CACHE_NAME)]
+    # temporary files by arms_datadir's rule: only regular files with a name this project makes
+    return [os.path.join(data_dir, n) for n in out + leftovers(data_dir)]
 
 
 def _wipe(data_dir: str, work_dir: str, val_dir: str) -> None:

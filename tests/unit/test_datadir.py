@@ -8,6 +8,7 @@ however similar its name, stays byte for byte.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import signal
@@ -198,6 +199,12 @@ def test_the_next_prepare_sweeps_a_killed_runs_leftovers_and_nothing_else(tmp_pa
     assert repaired["changed"] and digests(data_dir) == shards
     assert leftovers(data_dir) == [] and leftovers(val_dir) == []
     assert_untouched(data_dir, user)
+    # force replaces what a run owns, whole: the user's look-alikes (and a folder with our name) stay
+    os.mkdir(os.path.join(data_dir, ".tmp-abcdefgh.part"))
+    forced = prepare_random_subset(dataclasses.replace(opts, seed=2, force=True))
+    assert forced["changed"] and digests(data_dir) != shards
+    assert_untouched(data_dir, user)
+    assert os.path.isdir(os.path.join(data_dir, ".tmp-abcdefgh.part"))
 
 
 @pytest.fixture(scope="module")
