@@ -196,9 +196,12 @@ msg:
 
 import os
 
-from ansible.module_utils.arms_azure import sync
+from ansible.module_utils.arms_azure import Switch, sync
 from ansible.module_utils.arms_common import ArmsError, load_env_file
 from ansible.module_utils.basic import AnsibleModule
+
+# skip_download as a playbook user sets it (playbooks/tasks/azure_start.yml passes arms_skip_download)
+SKIP_DOWNLOAD = Switch("skip_download", "with -e arms_skip_download=false")
 
 ARGUMENT_SPEC = {
     "container": {"type": "str", "required": True},
@@ -243,6 +246,7 @@ def main() -> None:
             verify_content_md5=p["verify_content_md5"],
             progress_file=p["progress_file"],
             env={**os.environ, **load_env_file(p["env_file"])},
+            switch=SKIP_DOWNLOAD,
         )
     except ArmsError as exc:
         module.fail_json(msg=str(exc))

@@ -251,6 +251,9 @@ from ansible.module_utils.arms_common import ArmsError, load_env_file
 from ansible.module_utils.arms_shard import options_from_dict, prepare_random_subset
 from ansible.module_utils.basic import AnsibleModule
 
+# how a playbook user sets force, named by every refusal (no -e variable feeds it: the task's own argument)
+FORCE_HINT = "set force: true on the nanochat_random_subset task"
+
 
 def main() -> None:
     module = AnsibleModule(
@@ -288,7 +291,7 @@ def main() -> None:
         params["hf_token"] = secrets.get("HF_TOKEN") or secrets.get("HUGGINGFACE_HUB_TOKEN")
     token = params.get("hf_token")
     try:
-        result = prepare_random_subset(options_from_dict(params), check_mode=module.check_mode)
+        result = prepare_random_subset(options_from_dict(params), check_mode=module.check_mode, force_hint=FORCE_HINT)
     except ArmsError as exc:
         module.fail_json(msg=_scrub(str(exc), token))
     except OSError as exc:

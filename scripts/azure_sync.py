@@ -25,7 +25,7 @@ import json
 import sys
 
 import _arms_path  # noqa: F401
-from ansible.module_utils.arms_azure import DOWNLOAD_MODES, sync
+from ansible.module_utils.arms_azure import DOWNLOAD_MODES, Switch, sync
 from ansible.module_utils.arms_common import ArmsError
 
 
@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             verify_content_md5=args.verify_content_md5,
             progress_file=args.progress_file,
             echo=None if args.quiet else echo,
+            switch=Switch("--skip-download", "without --skip-download"),
         )
     except ArmsError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -82,7 +82,9 @@ def main(argv: list[str] | None = None) -> int:
         print(line, file=sys.stderr, flush=True)
 
     try:
-        result = prepare_random_subset(opts, check_mode=a.check, echo=None if a.quiet else echo)
+        result = prepare_random_subset(
+            opts, check_mode=a.check, echo=None if a.quiet else echo, force_hint="pass --force"
+        )
     except ArmsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -9,8 +9,8 @@ One container + prefix (a "folder": blob ``<prefix>/shard_00000.parquet`` become
   Blobs larger than one GET have their footer read first (a ranged read of the tail); smaller ones
   are checked after download, before the rename (same cost as the download itself).
 * Many blobs at once (``concurrency``), large blobs in parallel ranges (``chunk_concurrency``,
-  the SDK's ``max_concurrency``), written under hidden ``.<name>.azsync-XXXX.tmp`` names (nanochat
-  skips ``.tmp``), hashed once while they stream to disk (sha256, the manifest's checksum, on a
+  the SDK's ``max_concurrency``), written under hidden ``.<name>.arms-XXXX.tmp`` names (arms_datadir; nanochat
+  skips them), hashed once while they stream to disk (sha256, the manifest's checksum, on a
   thread of its own beside the network threads), fsync'd and renamed. The download is pinned to the
   listed etag.
 * One checksum per byte. The blob's Content-MD5 is not recomputed by default: what it would catch is
@@ -42,16 +42,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import hashlib
 import json
 import os
 import random
 import re
-import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -69,6 +67,7 @@ from ansible.module_utils.arms_common import (
     human_bytes,
     human_seconds,
 )
+from ansible.module_utils.arms_datadir import claimed_folder, sweep_leftovers, tmp_path
 from ansible.module_utils.arms_manifest import (
     VERIFY_CACHE_NAME,
     _load_cache,
@@ -84,9 +83,6 @@ KIND = "azure_blob"
 DOWNLOAD_MODES = ("bulk",)
 JOURNAL_NAME = ".azure-sync.json"
 JOURNAL_FORMAT = "nanochat-arms-azure-journal/1"
-LOCK_NAME = ".azure-sync.lock"
-TMP_MARK = ".azsync-"
-TMP_SUFFIX = ".tmp"
 TEXT_COLUMN = "text"
 TAIL_READ = 64 * 1024
 HASH_READ = 4 * 1024 * 1024
@@ -226,32 +222,7 @@ def resolve_auth(
                 "give exactly one way to authenticate (a connection string alone, or account_url with "
                 "sas_token or account_key)."
             )
-        parts = _parse_connection_string(connection_string)
-        for key in ("accountkey", "sharedaccesssignature"):
-            scrub.add(parts.get(key))
-        protocol = parts.get("defaultendpointsprotocol")
-        if protocol is not None and protocol.lower() not in ("http", "https"):
-            raise ArmsError(
-                f"the Azure connection string from {source} names DefaultEndpointsProtocol={protocol!r}; "
-                "Azure Blob storage is reached over https (or http for Azurite): set DefaultEndpointsProtocol=https."
-            )
-        if parts.get("blobendpoint"):
-            _split_url(parts["blobendpoint"], f"the connection string's BlobEndpoint (from {source})")
-        try:
-            from azure.storage.blob import BlobServiceClient
-
-            probe = BlobServiceClient.from_connection_string(connection_string)
-        except (ValueError, KeyError) as exc:
-            raise ArmsError(
-                f"the Azure connection string from {source} cannot be parsed ({scrub(str(exc))}); "
-                "expected 'DefaultEndpointsProtocol=...;AccountName=...;AccountKey=...' or "
-                "'BlobEndpoint=...;SharedAccessSignature=...'."
-            ) from None
-        url, _ = _strip_query(probe.url)
-        _split_url(url, f"the blob endpoint the Azure connection string from {source} gives")
-        return AzureAuth(
-            "connection_string", url.rstrip("/"), probe.account_name or "?", connection_string, None, scrub
-        )
+        return _auth_from_connection_string(connection_string, source, scrub)
     if not account_url:
         what = "sas_token" if sas_token else "account_key" if account_key else None
         if what:
@@ -281,6 +252,34 @@ def resolve_auth(
             "azure-identity in the data venv."
         ) from None
     return AzureAuth("default_credential", account_url, account_name, None, DefaultAzureCredential(), scrub)
+
+
+def _auth_from_connection_string(connection_string: str, source: str, scrub: Scrubber) -> AzureAuth:
+    """The account a connection string names (its key or SAS added to ``scrub``); ArmsError when it is malformed."""
+    parts = _parse_connection_string(connection_string)
+    for key in ("accountkey", "sharedaccesssignature"):
+        scrub.add(parts.get(key))
+    protocol = parts.get("defaultendpointsprotocol")
+    if protocol is not None and protocol.lower() not in ("http", "https"):
+        raise ArmsError(
+            f"the Azure connection string from {source} names DefaultEndpointsProtocol={protocol!r}; "
+            "Azure Blob storage is reached over https (or http for Azurite): set DefaultEndpointsProtocol=https."
+        )
+    if parts.get("blobendpoint"):
+        _split_url(parts["blobendpoint"], f"the connection string's BlobEndpoint (from {source})")
+    try:
+        from azure.storage.blob import BlobServiceClient
+
+        probe = BlobServiceClient.from_connection_string(connection_string)
+    except (ValueError, KeyError) as exc:
+        raise ArmsError(
+            f"the Azure connection string from {source} cannot be parsed ({scrub(str(exc))}); "
+            "expected 'DefaultEndpointsProtocol=...;AccountName=...;AccountKey=...' or "
+            "'BlobEndpoint=...;SharedAccessSignature=...'."
+        ) from None
+    url, _ = _strip_query(probe.url)
+    _split_url(url, f"the blob endpoint the Azure connection string from {source} gives")
+    return AzureAuth("connection_string", url.rstrip("/"), probe.account_name or "?", connection_string, None, scrub)
 
 
 def _account_name_from_url(url: str) -> str:
@@ -611,7 +610,7 @@ def hash_file(path: str, want_md5: bool) -> tuple[str, str | None]:
 
 
 # --------------------------------------------------------------------------------------------
-# Local state: journal, verification cache, temp files, lock
+# Local state: journal, verification cache (the lock, temp names and sweeping: arms_datadir)
 
 
 def _read_journal(data_dir: str) -> dict[str, dict[str, Any]]:
@@ -654,40 +653,6 @@ def _remember_many(data_dir: str, items: list[tuple[str, str]]) -> None:
             continue
         cache[name] = [st.st_size, st.st_mtime_ns, digest]
     atomic_write_json(os.path.join(data_dir, VERIFY_CACHE_NAME), cache)
-
-
-def _is_our_tmp(entry: str) -> bool:
-    return entry.startswith(".") and TMP_MARK in entry and entry.endswith(TMP_SUFFIX)
-
-
-def _tmp_name(rel: str) -> str:
-    return f".{rel}{TMP_MARK}{secrets.token_hex(4)}{TMP_SUFFIX}"
-
-
-def _remove_stale_tmps(data_dir: str) -> int:
-    removed = 0
-    for entry in os.listdir(data_dir):
-        if _is_our_tmp(entry):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(data_dir, entry))
-                removed += 1
-    return removed
-
-
-@contextlib.contextmanager
-def _locked(data_dir: str) -> Iterator[None]:
-    fd = os.open(os.path.join(data_dir, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ArmsError(
-                f"another Azure sync is writing to {data_dir} (it holds {LOCK_NAME}); wait for it to finish "
-                "or stop it, then run again."
-            ) from None
-        yield
-    finally:
-        os.close(fd)
 
 
 # --------------------------------------------------------------------------------------------
@@ -894,6 +859,51 @@ class _Reporter:
             self.writer.finish(phase=phase)
 
 
+# --------------------------------------------------------------------------------------------
+# Deciding: what the data dir holds, and what a sync does about it
+
+
+@dataclass
+class _Local:
+    """What the data dir says before a sync: the records of earlier syncs, the entries carried over, its names."""
+
+    records: dict[str, dict[str, Any]]  # name -> manifest entry of a file an earlier sync downloaded
+    carried: list[dict[str, Any]]  # manifest entries that did not come from Azure (e.g. a placed val shard)
+    present: list[str]  # names in the data dir
+
+    @property
+    def protected(self) -> dict[str, str]:
+        """Local names that did not come from Azure -> their role: a blob of the same name never overwrites them."""
+        return {s["name"]: str(s.get("role", "train")) for s in self.carried}
+
+
+def read_local(data_dir: str) -> _Local:
+    """The manifest's and the journal's records of ``data_dir`` (an unreadable manifest counts as none)."""
+    if not os.path.isdir(data_dir):
+        return _Local({}, [], [])
+    try:
+        manifest = read_manifest(data_dir)
+    except ArmsError:
+        manifest = None  # unreadable: rewritten from the container at the end of this sync
+    shards = (manifest or {}).get("shards", [])
+    records = {s["name"]: s for s in shards if isinstance(s.get("azure"), dict)}
+    records.update(_read_journal(data_dir))
+    carried = [s for s in shards if not isinstance(s.get("azure"), dict)]
+    return _Local(records, carried, sorted(os.listdir(data_dir)))
+
+
+def record_matches(record: dict[str, Any] | None, blob: BlobInfo) -> bool:
+    """Whether ``record`` describes this version of the blob (etag, last_modified, size, MD5 when both have one)."""
+    az = (record or {}).get("azure", {})
+    return bool(
+        record
+        and az.get("etag") == blob.etag
+        and az.get("last_modified") == blob.last_modified
+        and record.get("bytes") == blob.size
+        and (blob.md5 is None or az.get("md5") in (None, blob.md5))
+    )
+
+
 @dataclass
 class _Plan:
     accepted: list[BlobInfo]
@@ -905,6 +915,293 @@ class _Plan:
     carried: list[dict[str, Any]]
     unmanaged: list[str]
     records: dict[str, dict[str, Any]]
+
+
+def plan_sync(
+    accepted: list[BlobInfo],
+    rejected: list[dict[str, str]],
+    local: _Local,
+    verified: set[str],
+    adopted: dict[str, dict[str, Any]],
+) -> _Plan:
+    """What the sync does, from plain data: ``verified`` are the recorded files whose bytes match their
+    record, ``adopted`` the unrecorded files whose MD5 equals their blob's. Everything else accepted is
+    fetched, largest first (shortest makespan); files an earlier sync downloaded whose blob is gone are removed.
+    """
+    want = {b.rel for b in accepted}
+    protected = local.protected
+    fetch = sorted(
+        (b for b in accepted if b.rel not in verified and b.rel not in adopted), key=lambda b: (-b.size, b.rel)
+    )
+    present = set(local.present)
+    remove = sorted(n for n in local.records if n not in want and n not in protected and n in present)
+    known = want | set(protected) | set(local.records)
+    unmanaged = sorted(e for e in local.present if e.endswith(".parquet") and e not in known)
+    skip = sorted(verified & want)
+    return _Plan(accepted, rejected, fetch, skip, adopted, remove, local.carried, unmanaged, local.records)
+
+
+def local_facts(path: str) -> tuple[str | None, dict[str, Any]]:
+    """(why the file is no nanochat shard or None, its rows and row groups) from its parquet footer."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.ParquetFile(path).metadata
+    except (pa.ArrowException, OSError) as exc:
+        return f"it is not a readable parquet file ({str(exc).splitlines()[0]})", {}
+    problem = shard_problem(meta.schema.to_arrow_schema())
+    return problem, {"rows": meta.num_rows, "row_groups": meta.num_row_groups}
+
+
+def blob_record(blob: BlobInfo, facts: dict[str, Any], sha256: str) -> dict[str, Any]:
+    """A landed blob's manifest entry: the keys of arms_manifest.shard_entry, plus the blob's facts under "azure"."""
+    return {
+        "name": blob.rel,
+        "rows": facts["rows"],
+        "row_groups": facts["row_groups"],
+        "bytes": blob.size,
+        "sha256": sha256,
+        "role": "train",
+        "azure": blob.facts(),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Fetching: blobs to files, in parallel, verified, retried
+
+
+class _Fetcher:
+    """Downloads blobs into ``data_dir``: the client, footers, one blob with retries, many at once."""
+
+    def __init__(
+        self,
+        container: str,
+        data_dir: str,
+        auth: AzureAuth,
+        report: _Reporter,
+        *,
+        concurrency: int,
+        chunk_concurrency: int,
+        max_retries: int,
+        retry_backoff: float,
+        verify_content_md5: bool,
+        on_blob_done: Callable[[str], None] | None,
+        max_single_get_size: int | None,
+        max_chunk_get_size: int | None,
+    ) -> None:
+        self.container = container
+        self.data_dir = data_dir
+        self.auth = auth
+        self.report = report
+        self.concurrency = concurrency
+        self.chunk_concurrency = chunk_concurrency
+        self.max_retries = max_retries
+        self.retry_backoff = retry_backoff
+        self.backoff = _Backoff(retry_backoff)
+        self.verify_content_md5 = verify_content_md5
+        self.on_blob_done = on_blob_done
+        self._stop = threading.Event()
+        # ``concurrency`` downloads hold the network at once; waiting for the hash, fsync, the footer
+        # check and the rename happen outside it, on the extra threads of the pool (see download_all)
+        self._network = threading.BoundedSemaphore(concurrency)
+        self._client: Any = None
+        self._single_get = max_single_get_size or 32 * 1024 * 1024
+        self._chunk_get = max_chunk_get_size
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            pool = self.concurrency * self.chunk_concurrency + 4
+            self._client = container_client(
+                self.auth,
+                self.container,
+                pool_size=pool,
+                max_retries=self.max_retries,
+                retry_backoff=self.retry_backoff,
+                max_single_get_size=self._single_get,
+                max_chunk_get_size=self._chunk_get,
+            )
+        return self._client
+
+    def sdk(self, what: str, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except ArmsError:
+            raise
+        except Exception as exc:  # SDK errors become sentences, scrubbed
+            raise explain(exc, self.auth, self.container, what, self.data_dir) from None
+
+    def bad_shard(self, exc: _BadShard) -> ArmsError:
+        return ArmsError(
+            f"blob {exc.blob!r} in container {self.container!r} is not a nanochat shard: {exc.why}; nanochat "
+            "reads the string column 'text' of every *.parquet file in the data dir, so remove or fix that blob "
+            "(or sync a prefix without it). Finished files are kept; nothing half-written is left."
+        )
+
+    def check_footer(self, blob: BlobInfo) -> None:
+        """Read the blob's parquet footer with ranged reads; raise _BadShard when it is no shard."""
+        bc = self.client.get_blob_client(blob.name)
+        from azure.core import MatchConditions
+
+        def tail(n: int) -> bytes:
+            n = min(n, blob.size)
+            return bc.download_blob(
+                offset=blob.size - n, length=n, etag=blob.etag, match_condition=MatchConditions.IfNotModified
+            ).readall()
+
+        if blob.size < 12:
+            raise _BadShard(blob.name, f"it is {blob.size} bytes, too small for a parquet file")
+        try:
+            meta, need = footer_metadata(tail(TAIL_READ), blob.size)
+            if meta is None:
+                meta, _ = footer_metadata(tail(need), blob.size)
+        except ValueError as exc:
+            raise _BadShard(blob.name, f"it is not a parquet file ({exc})") from None
+        problem = shard_problem(meta.schema.to_arrow_schema())
+        if problem:
+            raise _BadShard(blob.name, problem)
+
+    def check_footers(self, fetch: list[BlobInfo]) -> None:
+        if not fetch:
+            return
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(fetch))) as pool:
+            futures = {pool.submit(self.check_footer, b): b for b in fetch}
+            for fut in futures:
+                try:
+                    fut.result()
+                except _BadShard as exc:
+                    raise self.bad_shard(exc) from None
+                except Exception as exc:
+                    raise explain(
+                        exc, self.auth, self.container, f"reading the footer of {futures[fut].name}"
+                    ) from None
+
+    def _stream(self, blob: BlobInfo, fd: int, writer: HashingWriter) -> str:
+        """Stream the blob into ``writer``, check what arrived, fsync; returns its sha256."""
+        from azure.core import MatchConditions
+
+        bc = self.client.get_blob_client(blob.name)
+        with self._network:  # only the requests hold a download slot
+            if self._stop.is_set():
+                raise _Cancelled()
+            stream = bc.download_blob(
+                max_concurrency=self.chunk_concurrency, etag=blob.etag, match_condition=MatchConditions.IfNotModified
+            )
+            stream.readinto(writer)
+        sha, md5, hashed = writer.digests()
+        if hashed != blob.size:
+            raise _RetryableMismatch(f"{hashed} bytes arrived, the blob has {blob.size}")
+        if writer.md5 is not None and md5 != blob.md5:
+            raise _RetryableMismatch("the bytes that arrived do not match the blob's Content-MD5")
+        os.fsync(fd)
+        return sha
+
+    def fetch_once(self, blob: BlobInfo) -> dict[str, Any]:
+        """One attempt: a temporary file (arms_datadir.tmp_name), hashed as it streams, checked, renamed."""
+        if blob.size > self._single_get:
+            with self._network:
+                self.check_footer(blob)  # before committing to a large download
+        tmp = tmp_path(os.path.join(self.data_dir, blob.rel))
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)  # read back to hash out-of-order ranges
+        check_md5 = self.verify_content_md5 and blob.md5 is not None
+        writer = HashingWriter(fd, want_md5=check_md5, on_bytes=self.report.add_bytes)
+        try:
+            try:
+                sha = self._stream(blob, fd, writer)
+            finally:
+                writer.close()  # also when the download broke off: the hasher thread ends
+                os.close(fd)
+            problem, facts = local_facts(tmp)
+            if problem:
+                raise _BadShard(blob.name, problem)
+            os.replace(tmp, os.path.join(self.data_dir, blob.rel))
+        except BaseException:
+            self.report.add_bytes(-writer.written)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        return blob_record(blob, facts, sha)
+
+    def fetch(self, blob: BlobInfo) -> dict[str, Any]:
+        """The blob, started again after a transient failure up to ``max_retries`` times."""
+        attempt = 0
+        while True:
+            if self._stop.is_set():
+                raise _Cancelled()
+            try:
+                return self.fetch_once(blob)
+            except (_BadShard, _Cancelled):
+                raise
+            except Exception as exc:
+                if self._stop.is_set() or attempt >= self.max_retries or not _transient(exc):
+                    raise
+                attempt += 1
+                if self._stop.wait(self.backoff(attempt)):
+                    raise _Cancelled() from None
+
+    def _landed(self, fut: Future[dict[str, Any]], blob: BlobInfo) -> tuple[dict[str, Any] | None, ArmsError | None]:
+        """(the blob's record, None) when it landed, (None, the sentence) when it failed, (None, None) if cancelled."""
+        try:
+            return fut.result(), None
+        except (_Cancelled, CancelledError):
+            return None, None
+        except _BadShard as exc:
+            return None, self.bad_shard(exc)
+        except Exception as exc:
+            return None, explain(exc, self.auth, self.container, f"downloading {blob.name}", self.data_dir)
+
+    def download_all(
+        self,
+        fetch: list[BlobInfo],
+        records: dict[str, dict[str, Any]],
+        fetched: dict[str, dict[str, Any]],
+        save_journal: Callable[[], None],
+    ) -> ArmsError | None:
+        """Fetch ``fetch`` in parallel; each landed blob goes into ``fetched`` and ``records`` at once.
+
+        Returns the first error as a sentence (the others stop: nothing new starts, no retry waits).
+        ``save_journal`` is called every JOURNAL_INTERVAL seconds while blobs land.
+        """
+        if not fetch:
+            return None
+        self.report.start(len(fetch), sum(b.size for b in fetch), "azure sync: downloading")
+        error: ArmsError | None = None
+        last_journal = time.monotonic()
+        # twice the download slots: while one thread finishes a blob (hash, fsync, footer, rename),
+        # another already holds its slot and streams the next one
+        pool = ThreadPoolExecutor(max_workers=min(2 * self.concurrency, len(fetch)), thread_name_prefix="azsync")
+        try:
+            pending: dict[Future[dict[str, Any]], BlobInfo] = {pool.submit(self.fetch, b): b for b in fetch}
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    blob = pending.pop(fut)
+                    entry, failure = self._landed(fut, blob)
+                    error = error or failure
+                    if entry is not None:
+                        fetched[blob.rel] = records[blob.rel] = entry
+                        self.report.blob_done()
+                        if self.on_blob_done:
+                            self.on_blob_done(blob.rel)
+                    if error is not None and not self._stop.is_set():
+                        self._stop.set()
+                        for other in pending:
+                            other.cancel()
+                if time.monotonic() - last_journal >= JOURNAL_INTERVAL:
+                    save_journal()
+                    last_journal = time.monotonic()
+        except BaseException:
+            self._stop.set()
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            sweep_leftovers(self.data_dir)
+        return error
+
+
+# --------------------------------------------------------------------------------------------
+# The sync: list, plan, then check (check mode) or apply
 
 
 class AzureSync:
@@ -945,285 +1242,107 @@ class AzureSync:
         if chunk_concurrency is not None and chunk_concurrency < 1:
             raise ArmsError(f"chunk_concurrency is {chunk_concurrency}; expected an integer >= 1.")
         self.download_mode = download_mode
-        self.concurrency = concurrency
-        self.chunk_concurrency = chunk_concurrency or 4
-        self.max_retries = max_retries
-        self.backoff = _Backoff(retry_backoff)
-        self.retry_backoff = retry_backoff
         self.deep_verify = deep_verify
-        self.on_blob_done = on_blob_done
-        self.verify_content_md5 = verify_content_md5
         self.report = _Reporter(progress_file, echo, progress_interval)
-        self._stop = threading.Event()
-        # ``concurrency`` downloads hold the network at once; waiting for the hash, fsync, the footer
-        # check and the rename happen outside it, on the extra threads of the pool (see _download_all)
-        self._network = threading.BoundedSemaphore(concurrency)
-        self._client: Any = None
-        self._single_get = max_single_get_size or 32 * 1024 * 1024
-        self._chunk_get = max_chunk_get_size
+        self.fetcher = _Fetcher(
+            self.container,
+            self.data_dir,
+            auth,
+            self.report,
+            concurrency=concurrency,
+            chunk_concurrency=chunk_concurrency or 4,
+            max_retries=max_retries,
+            retry_backoff=retry_backoff,
+            verify_content_md5=verify_content_md5,
+            on_blob_done=on_blob_done,
+            max_single_get_size=max_single_get_size,
+            max_chunk_get_size=max_chunk_get_size,
+        )
 
-    # -- plumbing ------------------------------------------------------------------------
     @property
     def source(self) -> dict[str, Any]:
         return {"account": self.auth.account_name, "container": self.container, "prefix": self.prefix}
 
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            pool = self.concurrency * self.chunk_concurrency + 4
-            self._client = container_client(
-                self.auth,
-                self.container,
-                pool_size=pool,
-                max_retries=self.max_retries,
-                retry_backoff=self.retry_backoff,
-                max_single_get_size=self._single_get,
-                max_chunk_get_size=self._chunk_get,
-            )
-        return self._client
-
-    def _sdk(self, what: str, fn: Callable[[], Any]) -> Any:
-        try:
-            return fn()
-        except ArmsError:
-            raise
-        except Exception as exc:  # SDK errors become sentences, scrubbed
-            raise explain(exc, self.auth, self.container, what, self.data_dir) from None
+    def _where(self) -> str:
+        return f"prefix {self.prefix!r} of container {self.container!r} ({self.auth.account_name})"
 
     # -- listing and planning ------------------------------------------------------------
     def list_blobs(self) -> list[BlobInfo]:
         """Every blob under the prefix (the SDK retries transient errors with backoff)."""
 
         def run() -> list[BlobInfo]:
-            pages = self.client.list_blobs(name_starts_with=self.prefix or None, results_per_page=5000)
+            pages = self.fetcher.client.list_blobs(name_starts_with=self.prefix or None, results_per_page=5000)
             return [blob_info(p, self.prefix) for p in pages]
 
-        return self._sdk("listing blobs", run)
-
-    def _where(self) -> str:
-        return f"prefix {self.prefix!r} of container {self.container!r} ({self.auth.account_name})"
+        return self.fetcher.sdk("listing blobs", run)
 
     def plan(self, blobs: list[BlobInfo]) -> _Plan:
+        """Read what the data dir holds (verifying recorded files, hashing adoptable ones), then :func:`plan_sync`."""
         if not blobs:
             raise ArmsError(
                 f"there are no blobs under {self._where()}; check the prefix (empty means the whole "
                 "container; a prefix names a folder)."
             )
-        try:
-            manifest = read_manifest(self.data_dir) if os.path.isdir(self.data_dir) else None
-        except ArmsError:
-            manifest = None  # unreadable: rewritten from the container at the end of this sync
-        carried = [s for s in (manifest or {}).get("shards", []) if not isinstance(s.get("azure"), dict)]
-        protected = {s["name"]: str(s.get("role", "train")) for s in carried}
-        accepted, rejected = classify(blobs, protected)
+        local = read_local(self.data_dir)
+        accepted, rejected = classify(blobs, local.protected)
         if not accepted:
             shown = "; ".join(f"{r['name']}: {r['reason']}" for r in rejected[:3])
             raise ArmsError(
                 f"none of the {len(blobs)} blobs under {self._where()} is a .parquet shard directly under "
                 f"the prefix ({shown}); check the prefix."
             )
-        records = {s["name"]: s for s in (manifest or {}).get("shards", []) if isinstance(s.get("azure"), dict)}
-        records.update(_read_journal(self.data_dir) if os.path.isdir(self.data_dir) else {})
-        want = {b.rel: b for b in accepted}
-        candidates: list[dict[str, Any]] = []
-        fetch: list[BlobInfo] = []
-        for blob in accepted:
-            rec = records.get(blob.rel)
-            az = (rec or {}).get("azure", {})
-            if (
-                rec
-                and az.get("etag") == blob.etag
-                and az.get("last_modified") == blob.last_modified
-                and rec.get("bytes") == blob.size
-                and (blob.md5 is None or az.get("md5") in (None, blob.md5))
-            ):
-                candidates.append(rec)
-            else:
-                fetch.append(blob)
-        skip: list[str] = []
+        candidates = [local.records[b.rel] for b in accepted if record_matches(local.records.get(b.rel), b)]
+        verified: set[str] = set()
         if candidates:
-            check = verify_data_dir(self.data_dir, {"shards": candidates}, use_cache=not self.deep_verify)
-            skip = sorted(check.ok)
-            bad = set(check.bad)
-            fetch.extend(want[name] for name in sorted(bad))
+            verified = set(verify_data_dir(self.data_dir, {"shards": candidates}, use_cache=not self.deep_verify).ok)
         # unrecorded local files that already hold the blob's bytes (journal lost, manifest removed)
-        adopt: dict[str, dict[str, Any]] = {}
-        remaining: list[BlobInfo] = []
-        for blob in fetch:
+        adopted: dict[str, dict[str, Any]] = {}
+        for blob in accepted:
             path = os.path.join(self.data_dir, blob.rel)
-            entry = None
-            if blob.md5 and blob.rel not in records and os.path.isfile(path) and os.path.getsize(path) == blob.size:
-                entry = self._adopt(blob, path)
-            if entry:
-                adopt[blob.rel] = entry
-            else:
-                remaining.append(blob)
-        remove = sorted(
-            name
-            for name in records
-            if name not in want and name not in protected and os.path.exists(os.path.join(self.data_dir, name))
-        )
-        known = set(want) | set(protected) | set(records)
-        unmanaged = sorted(
-            e
-            for e in (os.listdir(self.data_dir) if os.path.isdir(self.data_dir) else [])
-            if e.endswith(".parquet") and e not in known
-        )
-        remaining.sort(key=lambda b: (-b.size, b.rel))  # largest first: shortest makespan
-        return _Plan(accepted, rejected, remaining, skip, adopt, remove, carried, unmanaged, records)
+            if blob.md5 and blob.rel not in local.records and os.path.isfile(path):
+                entry = self._adopt(blob, path) if os.path.getsize(path) == blob.size else None
+                if entry:
+                    adopted[blob.rel] = entry
+        return plan_sync(accepted, rejected, local, verified, adopted)
 
     def _adopt(self, blob: BlobInfo, path: str) -> dict[str, Any] | None:
         sha, md5 = hash_file(path, want_md5=True)
         if md5 != blob.md5:
             return None
-        problem, facts = self._local_facts(path)
+        problem, facts = local_facts(path)
         if problem:
             raise _BadShard(blob.name, problem)
-        return self._entry(blob, facts, sha)
-
-    @staticmethod
-    def _local_facts(path: str) -> tuple[str | None, dict[str, Any]]:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        try:
-            meta = pq.ParquetFile(path).metadata
-        except (pa.ArrowException, OSError) as exc:
-            return f"it is not a readable parquet file ({str(exc).splitlines()[0]})", {}
-        problem = shard_problem(meta.schema.to_arrow_schema())
-        return problem, {"rows": meta.num_rows, "row_groups": meta.num_row_groups}
-
-    @staticmethod
-    def _entry(blob: BlobInfo, facts: dict[str, Any], sha256: str) -> dict[str, Any]:
-        # the keys of arms_manifest.shard_entry, plus the blob's facts under "azure"
-        return {
-            "name": blob.rel,
-            "rows": facts["rows"],
-            "row_groups": facts["row_groups"],
-            "bytes": blob.size,
-            "sha256": sha256,
-            "role": "train",
-            "azure": blob.facts(),
-        }
-
-    # -- footers and downloads -----------------------------------------------------------
-    def check_footer(self, blob: BlobInfo) -> None:
-        """Read the blob's parquet footer with ranged reads; raise _BadShard when it is no shard."""
-        bc = self.client.get_blob_client(blob.name)
-        from azure.core import MatchConditions
-
-        def tail(n: int) -> bytes:
-            n = min(n, blob.size)
-            return bc.download_blob(
-                offset=blob.size - n, length=n, etag=blob.etag, match_condition=MatchConditions.IfNotModified
-            ).readall()
-
-        if blob.size < 12:
-            raise _BadShard(blob.name, f"it is {blob.size} bytes, too small for a parquet file")
-        try:
-            meta, need = footer_metadata(tail(TAIL_READ), blob.size)
-            if meta is None:
-                meta, _ = footer_metadata(tail(need), blob.size)
-        except ValueError as exc:
-            raise _BadShard(blob.name, f"it is not a parquet file ({exc})") from None
-        problem = shard_problem(meta.schema.to_arrow_schema())
-        if problem:
-            raise _BadShard(blob.name, problem)
-
-    def _fetch_once(self, blob: BlobInfo) -> dict[str, Any]:
-        from azure.core import MatchConditions
-
-        if blob.size > self._single_get:
-            with self._network:
-                self.check_footer(blob)  # before committing to a large download
-        bc = self.client.get_blob_client(blob.name)
-        tmp = os.path.join(self.data_dir, _tmp_name(blob.rel))
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)  # read back to hash out-of-order ranges
-        check_md5 = self.verify_content_md5 and blob.md5 is not None
-        writer = HashingWriter(fd, want_md5=check_md5, on_bytes=self.report.add_bytes)
-        try:
-            try:
-                with self._network:  # only the requests hold a download slot
-                    if self._stop.is_set():
-                        raise _Cancelled()
-                    stream = bc.download_blob(
-                        max_concurrency=self.chunk_concurrency,
-                        etag=blob.etag,
-                        match_condition=MatchConditions.IfNotModified,
-                    )
-                    stream.readinto(writer)
-                sha, md5, hashed = writer.digests()
-                if hashed != blob.size:
-                    raise _RetryableMismatch(f"{hashed} bytes arrived, the blob has {blob.size}")
-                if check_md5 and md5 != blob.md5:
-                    raise _RetryableMismatch("the bytes that arrived do not match the blob's Content-MD5")
-                os.fsync(fd)
-            finally:
-                writer.close()  # also when the download broke off: the hasher thread ends
-                os.close(fd)
-            problem, facts = self._local_facts(tmp)
-            if problem:
-                raise _BadShard(blob.name, problem)
-            os.replace(tmp, os.path.join(self.data_dir, blob.rel))
-        except BaseException:
-            self.report.add_bytes(-writer.written)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-        return self._entry(blob, facts, sha)
-
-    def _fetch(self, blob: BlobInfo) -> dict[str, Any]:
-        attempt = 0
-        while True:
-            if self._stop.is_set():
-                raise _Cancelled()
-            try:
-                return self._fetch_once(blob)
-            except (_BadShard, _Cancelled):
-                raise
-            except Exception as exc:
-                if self._stop.is_set() or attempt >= self.max_retries or not _transient(exc):
-                    raise
-                attempt += 1
-                if self._stop.wait(self.backoff(attempt)):
-                    raise _Cancelled() from None
+        return blob_record(blob, facts, sha)
 
     # -- the whole run -------------------------------------------------------------------
     def run(self, check_mode: bool = False) -> SyncResult:
         started = time.monotonic()
-        result = SyncResult(changed=False, data_dir=self.data_dir, manifest=manifest_path(self.data_dir))
-        self._check_data_dir()
+        check_folder_for_writing(self.data_dir, "data_dir")  # before any disk sums
         blobs = self.list_blobs()
         self.report.phase("azure sync: planning")
         try:
             plan = self.plan(blobs)
         except _BadShard as exc:
-            raise self._bad_shard(exc) from None
-        result.blobs = len(plan.accepted)
-        result.rejected = plan.rejected
-        result.unmanaged = plan.unmanaged
-        need = sum(b.size for b in plan.fetch)
+            raise self.fetcher.bad_shard(exc) from None
         if plan.fetch:
-            self._check_disk(plan.fetch, need)
+            self._check_disk(plan.fetch)
         if check_mode:
-            self._check_footers(plan.fetch)
-            result.downloaded = sorted(b.rel for b in plan.fetch)
-            result.bytes_downloaded = need
-            result.already_present = len(plan.skip) + len(plan.adopt)
-            result.adopted = sorted(plan.adopt)
-            result.removed = plan.remove
-            result.verified = len(plan.skip) + len(plan.adopt)
-            manifest_same = self._manifest_unchanged(plan, {**{n: plan.records[n] for n in plan.skip}, **plan.adopt})
-            result.changed = bool(plan.fetch or plan.remove or not manifest_same)
-            result.seconds = time.monotonic() - started
-            result.msg = self._message(result, check_mode=True)
-            return result
+            self.fetcher.check_footers(plan.fetch)
+            unchanged = self._manifest_unchanged(plan, {**{n: plan.records[n] for n in plan.skip}, **plan.adopt})
+            changed = bool(plan.fetch or plan.remove or not unchanged)
+            fetched = {b.rel: b.size for b in plan.fetch}
+            return self._result(plan, fetched, changed, started, check_mode=True)
+        landed, changed = self._apply(plan)
+        self.report.finish("azure sync: done")
+        return self._result(plan, {n: r["bytes"] for n, r in landed.items()}, changed, started)
+
+    def _apply(self, plan: _Plan) -> tuple[dict[str, dict[str, Any]], bool]:
+        """Carry the plan out under the folder's lock; (the records of the blobs fetched, whether anything changed)."""
         try:
             os.makedirs(self.data_dir, exist_ok=True)
         except OSError as exc:
             raise disk_error(exc, self.data_dir, "creating the data dir") from None
-        with _locked(self.data_dir):
-            _remove_stale_tmps(self.data_dir)
+        with claimed_folder(self.data_dir):
             # the journal only ever names files whose bytes match their record
             journal = {n: plan.records[n] for n in plan.skip}
             journal.update(plan.adopt)
@@ -1233,7 +1352,9 @@ class AzureSync:
             _write_journal(self.data_dir, self.source, journal)
             fetched: dict[str, dict[str, Any]] = {}
             try:
-                error = self._download_all(plan.fetch, journal, fetched)
+                error = self.fetcher.download_all(
+                    plan.fetch, journal, fetched, lambda: _write_journal(self.data_dir, self.source, journal)
+                )
             finally:  # also on Ctrl-C: what finished is recorded, so the next run does not fetch it again
                 _remember_many(self.data_dir, [(n, r["sha256"]) for n, r in {**plan.adopt, **fetched}.items()])
                 _write_journal(self.data_dir, self.source, journal)
@@ -1248,98 +1369,10 @@ class AzureSync:
                 old = None  # unreadable: replaced
             if old != manifest:
                 write_manifest(self.data_dir, manifest)
-            result.changed = bool(fetched or plan.remove or old != manifest)
-            records = journal
-        result.downloaded = sorted(fetched)
-        result.bytes_downloaded = sum(r["bytes"] for r in fetched.values())
-        result.already_present = len(plan.skip) + len(plan.adopt)
-        result.adopted = sorted(plan.adopt)
-        result.removed = plan.remove
-        result.verified = len(records)
-        result.seconds = time.monotonic() - started
-        self.report.finish("azure sync: done")
-        result.msg = self._message(result)
-        return result
+        return fetched, bool(fetched or plan.remove or old != manifest)
 
-    def _download_all(
-        self, fetch: list[BlobInfo], records: dict[str, dict[str, Any]], fetched: dict[str, dict[str, Any]]
-    ) -> ArmsError | None:
-        """Fetch ``fetch`` in parallel; each landed blob goes into ``fetched`` and ``records`` at once.
-
-        Returns the first error as a sentence (the others stop: nothing new starts, no retry waits).
-        """
-        if not fetch:
-            return None
-        self.report.start(len(fetch), sum(b.size for b in fetch), "azure sync: downloading")
-        error: ArmsError | None = None
-        last_journal = time.monotonic()
-        # twice the download slots: while one thread finishes a blob (hash, fsync, footer, rename),
-        # another already holds its slot and streams the next one
-        pool = ThreadPoolExecutor(max_workers=min(2 * self.concurrency, len(fetch)), thread_name_prefix="azsync")
-        try:
-            pending: dict[Future[dict[str, Any]], BlobInfo] = {pool.submit(self._fetch, b): b for b in fetch}
-            while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    blob = pending.pop(fut)
-                    try:
-                        entry = fut.result()
-                    except (_Cancelled, CancelledError):
-                        continue
-                    except _BadShard as exc:
-                        error = error or self._bad_shard(exc)
-                    except Exception as exc:
-                        error = error or explain(
-                            exc, self.auth, self.container, f"downloading {blob.name}", self.data_dir
-                        )
-                    else:
-                        fetched[blob.rel] = entry
-                        records[blob.rel] = entry
-                        self.report.blob_done()
-                        if self.on_blob_done:
-                            self.on_blob_done(blob.rel)
-                    if error is not None and not self._stop.is_set():
-                        self._stop.set()
-                        for other in pending:
-                            other.cancel()
-                if time.monotonic() - last_journal >= JOURNAL_INTERVAL:
-                    _write_journal(self.data_dir, self.source, records)
-                    last_journal = time.monotonic()
-        except BaseException:
-            self._stop.set()
-            raise
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-            _remove_stale_tmps(self.data_dir)
-        return error
-
-    def _check_footers(self, fetch: list[BlobInfo]) -> None:
-        if not fetch:
-            return
-        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(fetch))) as pool:
-            futures = {pool.submit(self.check_footer, b): b for b in fetch}
-            for fut in futures:
-                try:
-                    fut.result()
-                except _BadShard as exc:
-                    raise self._bad_shard(exc) from None
-                except Exception as exc:
-                    raise explain(
-                        exc, self.auth, self.container, f"reading the footer of {futures[fut].name}"
-                    ) from None
-
-    def _bad_shard(self, exc: _BadShard) -> ArmsError:
-        return ArmsError(
-            f"blob {exc.blob!r} in container {self.container!r} is not a nanochat shard: {exc.why}; nanochat "
-            "reads the string column 'text' of every *.parquet file in the data dir, so remove or fix that blob "
-            "(or sync a prefix without it). Finished files are kept; nothing half-written is left."
-        )
-
-    def _check_data_dir(self) -> None:
-        """The data dir is (or can become) a folder on a file system that holds files, before any disk sums."""
-        check_folder_for_writing(self.data_dir, "data_dir")
-
-    def _check_disk(self, fetch: list[BlobInfo], need: int) -> None:
+    def _check_disk(self, fetch: list[BlobInfo]) -> None:
+        need = sum(b.size for b in fetch)
         free = free_bytes(self.data_dir)
         if need > free:
             raise ArmsError(
@@ -1364,6 +1397,29 @@ class AzureSync:
             return read_manifest(self.data_dir) == self._manifest(plan, records)
         except (ArmsError, KeyError):
             return False
+
+    def _result(
+        self, plan: _Plan, fetched: dict[str, int], changed: bool, started: float, check_mode: bool = False
+    ) -> SyncResult:
+        """The result of a run (or, in check mode, of the run the plan would make): the same plan, the same words."""
+        present = len(plan.skip) + len(plan.adopt)
+        result = SyncResult(
+            changed=changed,
+            data_dir=self.data_dir,
+            manifest=manifest_path(self.data_dir),
+            blobs=len(plan.accepted),
+            downloaded=sorted(fetched),
+            already_present=present,
+            bytes_downloaded=sum(fetched.values()),
+            rejected=plan.rejected,
+            verified=present if check_mode else present + len(fetched),
+            removed=plan.remove,
+            adopted=sorted(plan.adopt),
+            unmanaged=plan.unmanaged,
+            seconds=time.monotonic() - started,
+        )
+        result.msg = self._message(result, check_mode=check_mode)
+        return result
 
     def _message(self, r: SyncResult, check_mode: bool = False) -> str:
         verb = "would download" if check_mode else "downloaded"
@@ -1391,6 +1447,21 @@ class AzureSync:
 # skip_download: verify what is there against the manifest, touch nothing remote
 
 
+@dataclass(frozen=True)
+class Switch:
+    """How the caller's user sets and unsets an option, in the words of where the sync was started.
+
+    A refusal caused by the option names these: ``--skip-download`` on the CLI, the playbook's
+    ``-e arms_skip_download=false`` for the module the playbooks call.
+    """
+
+    name: str  # what is set, e.g. "--skip-download"
+    off: str  # how to run without it, e.g. "without --skip-download"
+
+
+SKIP_DOWNLOAD = Switch("skip_download", "without skip_download")  # the Python API's words
+
+
 def verify_only(
     container: str,
     data_dir: str,
@@ -1399,8 +1470,12 @@ def verify_only(
     deep_verify: bool = False,
     progress_file: str | None = None,
     echo: Callable[[str], None] | None = None,
+    switch: Switch = SKIP_DOWNLOAD,
 ) -> SyncResult:
-    """The runbook's ``--skip-download``: no download, but every shard must match the manifest."""
+    """The runbook's ``--skip-download``: no download, but every shard must match the manifest.
+
+    ``switch`` names the option in the caller's words in every refusal.
+    """
     container = check_container_name(container)
     prefix = normalize_prefix(prefix)
     data_dir = os.path.abspath(os.path.expanduser(data_dir))
@@ -1409,8 +1484,8 @@ def verify_only(
     manifest = read_manifest(data_dir) if os.path.isdir(data_dir) else None
     if manifest is None:
         raise ArmsError(
-            f"skip_download is set but {data_dir} has no manifest.json, so its files cannot be checked; run "
-            "the sync once without skip_download."
+            f"{switch.name} is set but {data_dir} has no manifest.json, so its files cannot be checked; run "
+            f"the sync once {switch.off}."
         )
     src = manifest.get("source") or {}
     if (
@@ -1419,9 +1494,9 @@ def verify_only(
         or normalize_prefix(src.get("prefix")) != prefix
     ):
         raise ArmsError(
-            f"skip_download is set but {data_dir} holds {manifest.get('kind')} data from container "
+            f"{switch.name} is set but {data_dir} holds {manifest.get('kind')} data from container "
             f"{src.get('container')!r} prefix {src.get('prefix')!r}, not container {container!r} prefix {prefix!r}; "
-            "run without skip_download or fix container/prefix."
+            f"run {switch.off} or fix container/prefix."
         )
     writer.update(force=True, total=len(manifest["shards"]))
     check = verify_data_dir(data_dir, manifest, use_cache=not deep_verify)
@@ -1443,9 +1518,9 @@ def verify_only(
             if names
         )
         raise ArmsError(
-            f"skip_download is set but {len(check.bad)} of {len(manifest['shards'])} shards in {data_dir} do not "
+            f"{switch.name} is set but {len(check.bad)} of {len(manifest['shards'])} shards in {data_dir} do not "
             f"match manifest.json ({bad or 'none'}){extra}; "
-            + ("run without skip_download to fetch them again" if check.bad else "")
+            + (f"run {switch.off} to fetch them again" if check.bad else "")
             + (" and " if check.bad and check.extra else "")
             + ("remove the extra files" if check.extra else "")
             + "."
@@ -1484,16 +1559,18 @@ def sync(
     """The module's and the CLI's entry point: resolve credentials, then sync or verify.
 
     ``options`` go to :class:`AzureSync` (download_mode, concurrency, chunk_concurrency,
-    max_retries, retry_backoff, deep_verify, progress_file, echo, on_blob_done, ...).
+    max_retries, retry_backoff, deep_verify, progress_file, echo, on_blob_done, ...); ``switch``
+    (a :class:`Switch`, how the caller's user unsets skip_download) goes to :func:`verify_only` only.
     """
     if skip_download:
-        keep = {k: options[k] for k in ("deep_verify", "progress_file", "echo") if k in options}
+        keep = {k: options[k] for k in ("deep_verify", "progress_file", "echo", "switch") if k in options}
         if options.get("download_mode", "bulk") not in DOWNLOAD_MODES:
             raise ArmsError(f"download_mode {options['download_mode']!r} is not supported; expected bulk.")
         return verify_only(container, data_dir, prefix=prefix, **keep)
     check_container_name(container)
     if check_mode:
         options["progress_file"] = None  # check mode writes nothing
+    options.pop("switch", None)
     auth = resolve_auth(connection_string, account_url, sas_token, account_key, env=env)
     try:
         return AzureSync(container, data_dir, auth, prefix=prefix, **options).run(check_mode=check_mode)

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ansible.module_utils.arms_common import TOOL_VERSION, ArmsError, atomic_write_json, fsync_dir
+from ansible.module_utils.arms_datadir import tmp_path
 from ansible.module_utils.arms_names import file_name_problem
 
 MANIFEST_NAME = "manifest.json"
@@ -101,8 +102,11 @@ def manifest_path(data_dir: str) -> str:
     return os.path.join(data_dir, MANIFEST_NAME)
 
 
-def read_manifest(data_dir: str) -> dict[str, Any] | None:
-    """The manifest of ``data_dir``, or None when there is none. Raises ArmsError when malformed."""
+def read_manifest(data_dir: str, force_hint: str = "re-run with force") -> dict[str, Any] | None:
+    """The manifest of ``data_dir``, or None when there is none. Raises ArmsError when malformed.
+
+    ``force_hint`` is how the caller's user replaces an unreadable one (``pass --force`` on a CLI).
+    """
     path = manifest_path(data_dir)
     if not os.path.exists(path):
         return None
@@ -110,7 +114,7 @@ def read_manifest(data_dir: str) -> dict[str, Any] | None:
         with open(path, encoding="utf-8") as fh:
             data = json.load(fh)
     except (OSError, ValueError) as exc:
-        raise ArmsError(f"{path} is not a readable manifest ({exc}); remove it or re-run with force.") from exc
+        raise ArmsError(f"{path} is not a readable manifest ({exc}); remove it or {force_hint}.") from exc
     if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("shards"), list):
         raise ArmsError(f"{path} is not a nanochat-arms manifest (expected format {FORMAT!r}).")
     problems = shard_entry_problems(data["shards"])
@@ -264,13 +268,13 @@ def verify_data_dir(data_dir: str, manifest: dict[str, Any], *, use_cache: bool 
 def copy_atomically(src: str, dest: str) -> None:
     """Copy ``src`` to ``dest`` through a hidden temporary name in ``dest``'s folder, fsync, rename.
 
-    The temporary name ends in ``.part``, never ``.parquet`` (nanochat reads every ``*.parquet`` of its
-    data dir), and is removed when the copy fails (a full disk, Ctrl-C).
+    The temporary name (arms_datadir.tmp_name) never ends in ``.parquet`` (nanochat reads every ``*.parquet``
+    of its data dir), and is removed when the copy fails (a full disk, Ctrl-C).
     """
     import shutil
 
     folder = os.path.dirname(os.path.abspath(dest))
-    tmp = os.path.join(folder, f".tmp-{os.path.basename(dest)}.{os.getpid()}.part")
+    tmp = tmp_path(os.path.abspath(dest))
     try:
         shutil.copyfile(src, tmp)
         with open(tmp, "rb") as fh:

@@ -33,9 +33,8 @@ shard is a pure function of the kept rows.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
-import errno
-import fcntl
 import hashlib
 import json
 import math
@@ -64,6 +63,7 @@ from ansible.module_utils.arms_common import (
     fsync_dir,
     human_bytes,
 )
+from ansible.module_utils.arms_datadir import claimed_folder, leftovers, sweep_leftovers, tmp_path
 from ansible.module_utils.arms_manifest import (
     MANIFEST_NAME,
     VERIFY_CACHE_NAME,
@@ -75,6 +75,20 @@ from ansible.module_utils.arms_manifest import (
     shard_entry,
     verify_data_dir,
     write_manifest,
+)
+from ansible.module_utils.arms_shard_decide import (
+    DEFAULT_FORCE_HINT,
+    REFUSE,
+    REPAIR,
+    REPLACE,
+    RESUME,
+    REUSE,
+    Decision,
+    Found,
+    Wanted,
+    decide,
+    decide_after_listing,
+    prediction,
 )
 from ansible.module_utils.arms_source import (
     Part,
@@ -311,14 +325,6 @@ def _source_description(opts: Options) -> dict[str, Any]:
     }
 
 
-def _differences(old: dict[str, Any], new: dict[str, Any]) -> str:
-    keys = sorted(set(old) | set(new))
-    diffs = [f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k) and k != "rule"]
-    if old.get("rule") != new.get("rule"):
-        diffs.append("the sampling rule (made by another tool version)")
-    return ", ".join(diffs[:6])
-
-
 # ------------------------------------------------------------------------------------- worker plumbing
 
 _PROGRESS_Q: Any = None
@@ -375,46 +381,32 @@ def _spill_schema(part_schema: pa.Schema, extras: tuple[str, ...]) -> pa.Schema:
     return pa.schema(fields)
 
 
-def spill_unit(job: UnitJob) -> dict[str, Any]:
-    """Pass 1 for one unit: sample its rows and spill the kept ones grouped by bucket. Returns its stats."""
-    arrow_path, json_path = _unit_paths(job.spill_dir, job.index)
-    tmp_path = arrow_path + ".tmp"
-    n_buckets = 1 << job.bits
-    pf = open_parquet(job.part)
-    schema = pf.schema_arrow
-    text_type = schema.field(job.text_column).type
-    if not (pa.types.is_string(text_type) or pa.types.is_large_string(text_type)):
-        raise ArmsError(
-            f"{job.part.path}: column {job.text_column!r} holds {text_type}, expected strings (text_column)."
-        )
-    read_cols = list(dict.fromkeys([job.text_column, job.id_column, *job.extra_columns]))
-    spill_schema = _spill_schema(schema, job.extra_columns)
-    stats = {
-        "rows_read": 0,
-        "rows_null_text": 0,
-        "train_rows": 0,
-        "val_rows": 0,
-        "text_bytes_read": 0,
-        "kept_bytes": 0,
-    }
-    index: list[list[int]] = []  # [group, batch number, rows]
-    counts: dict[int, int] = {}
-    buffer: list[tuple[pa.Table, np.ndarray]] = []
-    buffered = 0
-    batches_written = 0
+class _SpillWriter:
+    """A unit's spill file: kept rows buffered, then written grouped by bucket, with an index of its batches."""
 
-    writer = ipc.new_file(tmp_path, spill_schema)
+    def __init__(self, path: str, schema: pa.Schema) -> None:
+        self.writer = ipc.new_file(path, schema)
+        self.index: list[list[int]] = []  # [group, batch number, rows]
+        self.counts: dict[int, int] = {}
+        self.buffer: list[tuple[pa.Table, np.ndarray]] = []
+        self.buffered = 0
+        self.batches_written = 0
 
-    def flush() -> None:
+    def add(self, sub: pa.Table, groups: np.ndarray) -> None:
+        self.buffer.append((sub, groups))
+        self.buffered += sub.nbytes
+        if self.buffered >= SPILL_FLUSH_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
         # every buffered table is already sorted by group: a group's rows are one contiguous slice of
         # each, so coalescing a group is a plain copy of a few slices (no gather)
-        nonlocal buffer, buffered, batches_written
-        if not buffer:
+        if not self.buffer:
             return
-        present = np.unique(np.concatenate([b[1] for b in buffer]))
+        present = np.unique(np.concatenate([b[1] for b in self.buffer]))
         for g in present.tolist():
             pieces = []
-            for sub, groups in buffer:
+            for sub, groups in self.buffer:
                 a = int(np.searchsorted(groups, g, side="left"))
                 b = int(np.searchsorted(groups, g, side="right"))
                 if b > a:
@@ -424,76 +416,106 @@ def spill_unit(job: UnitJob) -> dict[str, Any]:
                 table = table.combine_chunks()
             for rb in table.to_batches():
                 if rb.num_rows:
-                    writer.write_batch(rb)
-                    index.append([g, batches_written, rb.num_rows])
-                    batches_written += 1
-            counts[g] = counts.get(g, 0) + table.num_rows
-        buffer, buffered = [], 0
+                    self.writer.write_batch(rb)
+                    self.index.append([g, self.batches_written, rb.num_rows])
+                    self.batches_written += 1
+            self.counts[g] = self.counts.get(g, 0) + table.num_rows
+        self.buffer, self.buffered = [], 0
 
+    def close(self) -> None:
+        self.flush()
+        self.writer.close()
+
+    def abandon(self) -> None:
+        try:
+            self.writer.close()
+        except Exception:
+            pass
+
+
+def _sample_batch(
+    batch: pa.RecordBatch, job: UnitJob, spill_schema: pa.Schema, stats: dict[str, int]
+) -> tuple[pa.Table, np.ndarray] | None:
+    """The kept rows of one record batch, sorted by group (bucket; val buckets after train), and their groups."""
+    n = batch.num_rows
+    ids = batch.column(job.id_column)
+    if ids.null_count:
+        raise ArmsError(
+            f"{job.part.path} has {ids.null_count} rows without an id in column {job.id_column!r}; "
+            "the sampling rule needs an id on every row: set id_column to a column that always has one."
+        )
+    text = batch.column(job.text_column)
+    u, o = hash_ids(ids, job.key)
+    kept, val = sample_masks(u, job.t, job.v)
+    if text.null_count:
+        valid = text.is_valid().to_numpy(zero_copy_only=False)
+        stats["rows_null_text"] += int(n - valid.sum())
+        kept &= valid
+        val &= valid
+    stats["rows_read"] += n
+    stats["text_bytes_read"] += int(text.nbytes)
+    idx = np.flatnonzero(kept)
+    if not len(idx):
+        return None
+    groups = bucket_of(o[idx], job.bits) + np.where(val[idx], 1 << job.bits, 0)
+    order = np.argsort(groups, kind="stable")
+    idx, groups = idx[order], groups[order]
+    take = _arrow(idx.astype(np.int64), pa.int64())
+    kept_text = text.take(take)
+    if not pa.types.is_string(kept_text.type):
+        kept_text = kept_text.cast(pa.string())
+    cols = [kept_text, _arrow(o[idx], pa.uint64())]
+    cols += [batch.column(name).take(take) for name in job.extra_columns]
+    sub = pa.Table.from_arrays(cols, schema=spill_schema)
+    n_val = int(val[idx].sum())
+    stats["val_rows"] += n_val
+    stats["train_rows"] += len(idx) - n_val
+    stats["kept_bytes"] += int(sub.column(0).nbytes)
+    return sub, groups
+
+
+def spill_unit(job: UnitJob) -> dict[str, Any]:
+    """Pass 1 for one unit: sample its rows and spill the kept ones grouped by bucket. Returns its stats."""
+    arrow_path, json_path = _unit_paths(job.spill_dir, job.index)
+    tmp = tmp_path(arrow_path)
+    pf = open_parquet(job.part)
+    schema = pf.schema_arrow
+    text_type = schema.field(job.text_column).type
+    if not (pa.types.is_string(text_type) or pa.types.is_large_string(text_type)):
+        raise ArmsError(
+            f"{job.part.path}: column {job.text_column!r} holds {text_type}, expected strings (text_column)."
+        )
+    read_cols = list(dict.fromkeys([job.text_column, job.id_column, *job.extra_columns]))
+    spill_schema = _spill_schema(schema, job.extra_columns)
+    stats = dict.fromkeys(("rows_read", "rows_null_text", "train_rows", "val_rows", "text_bytes_read", "kept_bytes"), 0)
+    spill = _SpillWriter(tmp, spill_schema)
     try:
         for batch in pf.iter_batches(
             batch_size=BATCH_ROWS, row_groups=list(job.row_groups), columns=read_cols, use_threads=False
         ):
-            n = batch.num_rows
-            ids = batch.column(job.id_column)
-            if ids.null_count:
-                raise ArmsError(
-                    f"{job.part.path} has {ids.null_count} rows without an id in column {job.id_column!r}; "
-                    "the sampling rule needs an id on every row: set id_column to a column that always has one."
-                )
-            text = batch.column(job.text_column)
-            u, o = hash_ids(ids, job.key)
-            kept, val = sample_masks(u, job.t, job.v)
-            if text.null_count:
-                valid = text.is_valid().to_numpy(zero_copy_only=False)
-                stats["rows_null_text"] += int(n - valid.sum())
-                kept &= valid
-                val &= valid
-            text_bytes = int(text.nbytes)
-            stats["rows_read"] += n
-            stats["text_bytes_read"] += text_bytes
-            idx = np.flatnonzero(kept)
-            if len(idx):
-                groups = bucket_of(o[idx], job.bits) + np.where(val[idx], n_buckets, 0)
-                order = np.argsort(groups, kind="stable")
-                idx, groups = idx[order], groups[order]
-                take = _arrow(idx.astype(np.int64), pa.int64())
-                kept_text = text.take(take)
-                if not pa.types.is_string(kept_text.type):
-                    kept_text = kept_text.cast(pa.string())
-                cols = [kept_text, _arrow(o[idx], pa.uint64())]
-                cols += [batch.column(name).take(take) for name in job.extra_columns]
-                sub = pa.Table.from_arrays(cols, schema=spill_schema)
-                n_val = int(val[idx].sum())
-                stats["val_rows"] += n_val
-                stats["train_rows"] += len(idx) - n_val
-                stats["kept_bytes"] += int(sub.column(0).nbytes)
-                buffer.append((sub, groups))
-                buffered += sub.nbytes
-            _report(n, text_bytes, len(idx))
-            if buffered >= SPILL_FLUSH_BYTES:
-                flush()
-        flush()
-        writer.close()
+            read_before, kept_before = stats["text_bytes_read"], stats["train_rows"] + stats["val_rows"]
+            sampled = _sample_batch(batch, job, spill_schema, stats)
+            if sampled is not None:
+                spill.add(*sampled)
+            kept = stats["train_rows"] + stats["val_rows"] - kept_before
+            _report(batch.num_rows, stats["text_bytes_read"] - read_before, kept)
+        spill.close()
     except BaseException:
-        try:
-            writer.close()
-        except Exception:
-            pass
-        if os.path.exists(tmp_path):
-            os.unlink(tmp_path)
+        spill.abandon()
+        if os.path.exists(tmp):
+            os.unlink(tmp)
         raise
-    fd = os.open(tmp_path, os.O_RDONLY)
+    fd = os.open(tmp, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
-    os.replace(tmp_path, arrow_path)
+    os.replace(tmp, arrow_path)
     result = {
         "unit": job.index,
         "stats": stats,
-        "counts": {str(k): v for k, v in sorted(counts.items())},
-        "index": index,
+        "counts": {str(k): v for k, v in sorted(spill.counts.items())},
+        "index": spill.index,
     }
     atomic_write_json(json_path, result)
     return result
@@ -521,6 +543,7 @@ class ShardJob:
     world_size: int
     extra_columns: tuple[str, ...]
     compression_level: int = DEFAULT_COMPRESSION_LEVEL
+    force_hint: str = DEFAULT_FORCE_HINT  # how the caller's user sets force, for a spill changed behind its back
 
 
 _BUCKET_CACHE: dict[BucketRef, tuple[pa.Table, pa.Array]] = {}
@@ -543,7 +566,7 @@ def _sort_keys(table: pa.Table) -> list[tuple[str, str]]:
     return keys
 
 
-def load_bucket(ref: BucketRef) -> tuple[pa.Table, pa.Array]:
+def load_bucket(ref: BucketRef, force_hint: str = DEFAULT_FORCE_HINT) -> tuple[pa.Table, pa.Array]:
     """One bucket's rows from every unit's spill (one contiguous table) and the permutation that sorts
     them by (o, text, sortable extras). Cached, one bucket at a time.
 
@@ -563,13 +586,13 @@ def load_bucket(ref: BucketRef) -> tuple[pa.Table, pa.Array]:
             batches += [reader.get_batch(i) for i in numbers]
     if schema is None:
         raise ArmsError(
-            f"bucket {ref.group} has no spill data although {ref.rows} rows were counted; re-run with force."
+            f"bucket {ref.group} has no spill data although {ref.rows} rows were counted; {force_hint} to start over."
         )
     table = pa.Table.from_batches(batches, schema=schema).combine_chunks()
     if table.num_rows != ref.rows:
         raise ArmsError(
             f"the work dir's spill for bucket {ref.group} holds {table.num_rows} rows, expected {ref.rows}; "
-            "it was changed behind this run's back: re-run with force."
+            f"it was changed behind this run's back: {force_hint} to start over."
         )
     order = pc.sort_indices(table, sort_keys=_sort_keys(table))
     _BUCKET_CACHE[ref] = (table, order)
@@ -583,7 +606,7 @@ def _rows(job: ShardJob, start: int, end: int) -> pa.Table:
         lo, hi = max(start, ref.offset), min(end, ref.offset + ref.rows)
         if lo >= hi:
             continue
-        table, order = load_bucket(ref)
+        table, order = load_bucket(ref, job.force_hint)
         pieces.append(table.take(order.slice(lo - ref.offset, hi - lo)))
     table = pa.concat_tables(pieces) if len(pieces) > 1 else pieces[0]
     cols = [table.column("text")] + [table.column(c) for c in job.extra_columns]
@@ -593,7 +616,7 @@ def _rows(job: ShardJob, start: int, end: int) -> pa.Table:
 def write_shard(job: ShardJob) -> dict[str, Any]:
     """Write one shard: row groups per :func:`row_group_sizes`, temp name, fsync, sha256, rename."""
     final = os.path.join(job.data_dir, job.name)
-    tmp = os.path.join(job.data_dir, f".{job.name}.tmp")
+    tmp = tmp_path(final)
     sizes = row_group_sizes(job.end - job.start, job.world_size)
     writer = None
     try:
@@ -689,18 +712,6 @@ def _choose_bits(kept_bytes: float) -> int:
     return min(16, math.ceil(math.log2(kept_bytes / BUCKET_TARGET_BYTES)))
 
 
-def _lock(data_dir: str) -> int:
-    fd = os.open(data_dir, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        os.close(fd)
-        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-            raise ArmsError(f"another run is preparing {data_dir} right now; wait for it to finish.") from None
-        raise
-    return fd
-
-
 def _nearest_existing(path: str) -> str:
     probe = path
     while not os.path.exists(probe):
@@ -718,7 +729,7 @@ def _check_writable(path: str, what: str) -> None:
 def _make_dir(path: str, what: str) -> None:
     try:
         os.makedirs(path, exist_ok=True)
-        probe = os.path.join(path, f".arms-write-probe-{os.getpid()}")
+        probe = tmp_path(os.path.join(path, "write-probe"))
         with open(probe, "wb") as fh:
             fh.write(b"ok")
         os.unlink(probe)
@@ -730,21 +741,9 @@ def _our_files(data_dir: str) -> list[str]:
     """Files in ``data_dir`` that a random-subset run owns (removed by force)."""
     if not os.path.isdir(data_dir):
         return []
-    out = []
-    for name in os.listdir(data_dir):
-        if (
-            name.endswith(".parquet")
-            or name in (MANIFEST_NAME, VERIFY_CACHE_NAME)
-            or (name.startswith(".shard_") and name.endswith(".tmp"))
-        ):
-            out.append(os.path.join(data_dir, name))
-    return out
-
-
-def _remove_tmp(data_dir: str) -> None:
-    for name in os.listdir(data_dir):
-        if name.startswith(".shard_") and name.endswith(".tmp"):
-            os.unlink(os.path.join(data_dir, name))
+    out = [n for n in os.listdir(data_dir) if n.endswith(".parquet") or n in (MANIFEST_NAME, VERIFY_CACHE_NAME)]
+    # temporary files by arms_datadir's rule: only regular files with a name this project makes
+    return [os.path.join(data_dir, n) for n in out + leftovers(data_dir)]
 
 
 def _wipe(data_dir: str, work_dir: str, val_dir: str) -> None:
@@ -828,222 +827,84 @@ def _workers(n: int) -> int:
 
 
 def prepare_random_subset(
-    opts: Options, *, check_mode: bool = False, echo: Callable[[str], None] | None = None
+    opts: Options,
+    *,
+    check_mode: bool = False,
+    echo: Callable[[str], None] | None = None,
+    force_hint: str = DEFAULT_FORCE_HINT,
 ) -> dict[str, Any]:
     """Make (or check, or resume) the data dir described by ``opts``. Returns the module's result dict.
 
-    Raises ArmsError with a sentence for anything the user has to fix.
+    Reads what is there, decides (arms_shard_decide), then acts: check mode predicts from the same decision.
+    ``force_hint`` is how the caller's user sets force (``pass --force``, the task's ``force: true``): every
+    refusal names it. Raises ArmsError with a sentence for anything the user has to fix.
     """
     validate_options(opts)
     started = time.time()
-    data_dir, val_dir, work_dir = opts.paths()
-    source_desc = _source_description(opts)
-    params = opts.params()
+    wanted = _wanted(opts)
+    found = inspect_data_dir(wanted, force=opts.force, deep=not check_mode, force_hint=force_hint)
+    decision = decide(found, wanted, force=opts.force, force_hint=force_hint)
+    if decision.action == REFUSE:
+        raise ArmsError(decision.refusal)
+    if decision.action == REUSE:
+        if check_mode:
+            return _predicted_result(decision, wanted, found.manifest)
+        return _reuse(decision, wanted, found)
+    if check_mode and decision.action == REPAIR:
+        return _predicted_result(decision, wanted, found.manifest)
 
-    # 1. what is there already
-    manifest = read_manifest(data_dir) if not opts.force else _try_read_manifest(data_dir)
-    repair: list[str] = []
-    wipe = False
-    resume_state: dict[str, Any] | None = None
-    if manifest is not None:
-        same = (
-            manifest.get("kind") == KIND and manifest.get("source") == source_desc and manifest.get("params") == params
-        )
-        if same:
-            if check_mode:
-                bad = _stat_check(data_dir, manifest)
-                extra = _extra_parquet(data_dir, manifest)
-                if extra and not opts.force:
-                    raise _foreign_error(data_dir, extra)
-                if not bad and not extra and _val_artifact_ok(val_dir, manifest):
-                    return _result(False, data_dir, manifest, val_dir, False, f"{data_dir} is complete; nothing to do.")
-                if bad:
-                    return _check_result(data_dir, manifest, val_dir, bad)
-                fixes = [f"remove {n}" for n in extra] or [f"restore the validation artifact in {val_dir}"]
-                return _result(True, data_dir, manifest, val_dir, False, f"would {', '.join(fixes)}")
-            check = verify_data_dir(data_dir, manifest)
-            if check.extra and not opts.force:
-                raise _foreign_error(data_dir, check.extra)
-            if check.passed:
-                # the shards are right: at most foreign files (force) and the val artifact to fix
-                changes = []
-                for name in check.extra:
-                    os.unlink(os.path.join(data_dir, name))
-                    changes.append(f"removed {name}")
-                if not _val_artifact_ok(val_dir, manifest):
-                    val = next(e for e in manifest["shards"] if e.get("role") == "val")
-                    _write_val_artifact(data_dir, val_dir, val, source_desc, params)
-                    changes.append(f"restored the validation artifact in {val_dir}")
-                shutil.rmtree(work_dir, ignore_errors=True)
-                summary = f"{data_dir} is complete and verified ({check.summary()})"
-                return _result(
-                    bool(changes), data_dir, manifest, val_dir, False, summary + "".join(f"; {c}" for c in changes)
-                )
-            repair = check.bad
-        elif not opts.force:
-            what = "; ".join(
-                d
-                for d in (
-                    _differences(manifest.get("source", {}), source_desc),
-                    _differences(manifest.get("params", {}), params),
-                )
-                if d
-            )
-            raise ArmsError(
-                f"{data_dir} holds shards made with other parameters ({what or 'kind ' + str(manifest.get('kind'))}); "
-                "pass force=true to replace it whole, or choose another data_dir."
-            )
-        else:
-            wipe = True
-    else:
-        state = _read_state(work_dir)
-        if state is not None and state.get("source") == source_desc and state.get("params") == params:
-            resume_state = state
-        elif state is not None and not opts.force:
-            raise ArmsError(
-                f"{data_dir} has an interrupted run with other parameters (its work dir {work_dir}: "
-                f"{_differences(state.get('params', {}), params) or 'another source'}); pass force=true to "
-                "replace it, or re-run with the same parameters to finish it."
-            )
-        elif state is not None:
-            wipe = True
-        foreign = [n for n in sorted(os.listdir(data_dir)) if n.endswith(".parquet")] if os.path.isdir(data_dir) else []
-        if foreign and resume_state is None:
-            if not opts.force:
-                raise _foreign_error(data_dir, foreign)
-            wipe = True
-
-    # 2. the source: parts, footers, columns
-    set_hub_token(hf_token(opts.hf_token))
-    source = resolve_source(opts.dataset, opts.config, opts.split, token=opts.hf_token)
-    facts = all_part_facts(source.parts)
-    needed = {opts.text_column: "text_column", opts.id_column: "id_column"}
-    for col in opts.extra_columns:
-        needed.setdefault(col, "extra_columns")
-    check_columns(source.parts, facts, needed)
-    for part, fact in zip(source.parts, facts, strict=True):
-        if fact.columns[opts.text_column] not in ("string", "large_string"):
-            raise ArmsError(
-                f"{part.path}: column {opts.text_column!r} holds {fact.columns[opts.text_column]}, not text; "
-                "set text_column to the column with the documents."
-            )
-    plan = _make_plan(source, facts, opts)
-    parts_sig = [[p.path, p.size] for p in source.parts]
-    if resume_state is not None and resume_state.get("parts") != parts_sig:
-        if not opts.force:
-            raise ArmsError(
-                f"the source's files changed since the interrupted run in {work_dir} started; pass force=true "
-                "to start over from the current files."
-            )
-        wipe, resume_state = True, None
-    est_kept = plan.total_rows * opts.ratio
-    est_text = plan.text_bytes * opts.ratio
-
-    # 3. free space (only for what is still to write)
-    done_units = _done_units(work_dir) if resume_state else set()
-    if resume_state:
-        bits = int(resume_state["bits"])
-        units = [(int(u[0]), tuple(u[1])) for u in resume_state["units"]]
-    else:
-        bits, units = plan.bits, plan.units
+    source, plan = _read_source(opts)
+    parts = [[p.path, p.size] for p in source.parts]
+    decision = decide_after_listing(decision, found, parts, wanted, force=opts.force, force_hint=force_hint)
+    if decision.action == REFUSE:
+        raise ArmsError(decision.refusal)
+    layout = _layout(decision, found.state, plan, wanted.work_dir)
     # where first, then how much: a data_dir on /proc is not "not enough free disk"
-    _check_writable(data_dir, "data_dir")
-    _check_writable(work_dir, "work_dir")
+    _check_writable(wanted.data_dir, "data_dir")
+    _check_writable(wanted.work_dir, "work_dir")
     if opts.val_fraction > 0:
-        _check_writable(val_dir, "val_dir")
-    _check_space(opts, plan, facts, units, done_units, data_dir, work_dir, val_dir, wipe)
-
+        _check_writable(wanted.val_dir, "val_dir")
+    wipe = decision.action == REPLACE
+    _check_space(opts, plan, plan.facts, layout.units, layout.done, wanted.data_dir, wanted.work_dir, wipe)
     if check_mode:
-        n_shards = max(1, round(est_kept * (1 - opts.val_fraction) / opts.rows_per_shard))
-        what = "replace" if wipe else ("repair" if repair else ("resume" if resume_state else "write"))
-        return {
-            "changed": True,
-            "data_dir": data_dir,
-            "manifest": os.path.join(data_dir, MANIFEST_NAME),
-            "shards": n_shards + (1 if opts.val_fraction > 0 else 0),
-            "train_rows": int(est_kept * (1 - opts.val_fraction)),
-            "val_rows": int(est_kept * opts.val_fraction),
-            "rows_read": 0,
-            "realised_fraction": 0.0,
-            "val_shard": os.path.join(data_dir, VAL_NAME) if opts.val_fraction > 0 else None,
-            "val_artifact": os.path.join(val_dir, VAL_NAME) if opts.val_fraction > 0 else None,
-            "resumed": bool(resume_state),
-            "msg": (
-                f"would {what} {data_dir}: about {n_shards} shards, ~{int(est_kept)} of {plan.total_rows} rows "
-                f"(~{human_bytes(est_text)} of text) from {len(source.parts)} parquet files"
-            ),
-        }
-
-    # 4. run (locked)
-    created_data_dir = not os.path.exists(data_dir)
-    _make_dir(data_dir, "data_dir")
-    lock_fd = _lock(data_dir)
-    try:
-        if wipe:
-            _wipe(data_dir, work_dir, val_dir)
-            resume_state, done_units = None, set()
-            bits, units = plan.bits, plan.units
-        _remove_tmp(data_dir)
-        for name in repair:
-            path = os.path.join(data_dir, name)
-            if os.path.exists(path):
-                os.unlink(path)
-        _make_dir(work_dir, "work_dir")
-        spill_dir = os.path.join(work_dir, "spill")
-        os.makedirs(spill_dir, exist_ok=True)
-        for name in os.listdir(spill_dir):
-            if name.endswith(".tmp"):
-                os.unlink(os.path.join(spill_dir, name))
-        fresh = resume_state is None
-        if fresh:
-            atomic_write_json(
-                os.path.join(work_dir, STATE_NAME),
-                {
-                    "format": STATE_FORMAT,
-                    "source": source_desc,
-                    "params": params,
-                    "parts": parts_sig,
-                    "units": [[u[0], list(u[1])] for u in units],
-                    "bits": bits,
-                },
-            )
-        try:
-            outcome = _run(opts, source, units, bits, done_units, data_dir, work_dir, spill_dir, echo, plan)
-        except ArmsError:
-            # bad input found while reading: leave nothing half-written behind
-            shutil.rmtree(work_dir, ignore_errors=True)
-            if not os.listdir(data_dir) and created_data_dir:
-                os.rmdir(data_dir)
-            elif not repair and manifest is None:
-                for path in _our_files(data_dir):
-                    os.unlink(path)
-            raise
-        entries, stats = outcome
-        entries.sort(key=lambda e: e["name"])
-        stats["seconds"] = round(time.time() - started, 3)
-        stats["rows_per_second"] = round(stats["rows_read"] / max(stats["seconds"], 1e-9), 1)
-        stats["source_files"] = len(source.parts)
-        stats["source_bytes"] = plan.file_bytes
-        new_manifest = build_manifest(KIND, source_desc, params, entries, stats)
-        write_manifest(data_dir, new_manifest)
-        val_entries = [e for e in entries if e["role"] == "val"]
-        if val_entries:
-            _write_val_artifact(data_dir, val_dir, val_entries[0], source_desc, params)
-        shutil.rmtree(work_dir, ignore_errors=True)
-    finally:
-        os.close(lock_fd)
-    reused = stats.get("shards_reused", 0)
-    resumed = bool(not fresh or repair or reused)
-    n_val = len(val_entries)
-    totals = new_manifest["totals"]
-    msg = (
-        f"{len(entries) - n_val} training shards{' + shard_val.parquet' if n_val else ''} in {data_dir} "
-        f"({len(entries) - reused} written{f', {reused} kept from an earlier run' if reused else ''}"
-        f"{', resumed' if not fresh else ''}): {totals['train_rows']} training"
-        f"{' + ' + str(totals['val_rows']) + ' validation' if n_val else ''} rows kept of {stats['rows_read']} "
-        f"read (realised fraction {stats['realised_fraction']:.4f}) in {stats['seconds']:.1f}s"
+        return _estimated_result(decision, wanted, opts, plan)
+    return _execute(
+        opts, decision, found, wanted, source, plan, layout, parts, echo=echo, started=started, force_hint=force_hint
     )
-    return _result(True, data_dir, new_manifest, val_dir, resumed, msg)
+
+
+# ---------------------------------------------------------------------------------- reading what is there
+
+
+def _wanted(opts: Options) -> Wanted:
+    data_dir, val_dir, work_dir = opts.paths()
+    return Wanted(KIND, _source_description(opts), opts.params(), data_dir, work_dir, val_dir)
+
+
+def inspect_data_dir(wanted: Wanted, *, force: bool, deep: bool, force_hint: str = DEFAULT_FORCE_HINT) -> Found:
+    """What the data dir and the work dir hold. ``deep`` verifies shards by sha256 (cached); else by size.
+
+    Reads only this host's files, never the source. A manifest that cannot be read is refused (naming
+    ``force_hint``) unless ``force``, which replaces it.
+    """
+    data_dir = wanted.data_dir
+    manifest = _try_read_manifest(data_dir) if force else read_manifest(data_dir, force_hint=force_hint)
+    if manifest is None:
+        parquet = sorted(n for n in os.listdir(data_dir) if n.endswith(".parquet")) if os.path.isdir(data_dir) else []
+        return Found(state=_read_state(wanted.work_dir), parquet=tuple(parquet))
+    if manifest.get("kind") != wanted.kind or manifest.get("source") != wanted.source:
+        return Found(manifest=manifest)
+    if manifest.get("params") != wanted.params:
+        return Found(manifest=manifest)
+    if deep:
+        check = verify_data_dir(data_dir, manifest)
+        bad, extra = check.bad, check.extra
+        summary = check.summary()
+    else:
+        bad, extra = _stat_check(data_dir, manifest), _extra_parquet(data_dir, manifest)
+        summary = f"{len(manifest['shards']) - len(bad)} present by size"
+    val_ok = bool(bad) or _val_artifact_ok(wanted.val_dir, manifest)
+    return Found(manifest=manifest, bad=tuple(bad), extra=tuple(extra), val_ok=val_ok, checked=summary)
 
 
 def _try_read_manifest(data_dir: str) -> dict[str, Any] | None:
@@ -1067,17 +928,195 @@ def _extra_parquet(data_dir: str, manifest: dict[str, Any]) -> list[str]:
     return [n for n in sorted(os.listdir(data_dir)) if n.endswith(".parquet") and n not in names]
 
 
-def _foreign_error(data_dir: str, names: list[str]) -> ArmsError:
-    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
-    return ArmsError(
-        f"{data_dir} holds parquet files this run did not make ({shown}); nanochat would train on them too: "
-        "pass force=true to replace the data dir whole, or choose another data_dir."
+def _read_source(opts: Options) -> tuple[Source, _Plan]:
+    """The source's parts and footers, its columns checked, and the work planned from them."""
+    set_hub_token(hf_token(opts.hf_token))
+    source = resolve_source(opts.dataset, opts.config, opts.split, token=opts.hf_token)
+    facts = all_part_facts(source.parts)
+    needed = {opts.text_column: "text_column", opts.id_column: "id_column"}
+    for col in opts.extra_columns:
+        needed.setdefault(col, "extra_columns")
+    check_columns(source.parts, facts, needed)
+    for part, fact in zip(source.parts, facts, strict=True):
+        if fact.columns[opts.text_column] not in ("string", "large_string"):
+            raise ArmsError(
+                f"{part.path}: column {opts.text_column!r} holds {fact.columns[opts.text_column]}, not text; "
+                "set text_column to the column with the documents."
+            )
+    return source, _make_plan(source, facts, opts)
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Units and buckets of the work: the interrupted run's when resuming (with its finished units), else the plan's."""
+
+    bits: int
+    units: list[tuple[int, tuple[int, ...]]]
+    done: set[int]
+    fresh: bool
+
+
+def _layout(decision: Decision, state: dict[str, Any] | None, plan: _Plan, work_dir: str) -> _Layout:
+    if decision.action == RESUME and state is not None:
+        units = [(int(u[0]), tuple(u[1])) for u in state["units"]]
+        return _Layout(int(state["bits"]), units, _done_units(work_dir), False)
+    return _Layout(plan.bits, plan.units, set(), True)
+
+
+# ------------------------------------------------------------------------------------- check mode
+
+
+def _predicted_result(decision: Decision, wanted: Wanted, manifest: dict[str, Any] | None) -> dict[str, Any]:
+    """Check mode's result for reuse and repair: the manifest's figures, the decision's words."""
+    assert manifest is not None
+    changed, msg = prediction(decision, wanted)
+    resumed = decision.action == REPAIR
+    return _result(changed, wanted.data_dir, manifest, wanted.val_dir, resumed, msg)
+
+
+def _estimated_result(decision: Decision, wanted: Wanted, opts: Options, plan: _Plan) -> dict[str, Any]:
+    """Check mode's result for prepare, resume and replace: the decision's words, figures estimated from the plan."""
+    _, what = prediction(decision, wanted)
+    est_kept = plan.total_rows * opts.ratio
+    n_shards = max(1, round(est_kept * (1 - opts.val_fraction) / opts.rows_per_shard))
+    with_val = opts.val_fraction > 0
+    return {
+        "changed": True,
+        "data_dir": wanted.data_dir,
+        "manifest": os.path.join(wanted.data_dir, MANIFEST_NAME),
+        "shards": n_shards + (1 if with_val else 0),
+        "train_rows": int(est_kept * (1 - opts.val_fraction)),
+        "val_rows": int(est_kept * opts.val_fraction),
+        "rows_read": 0,
+        "realised_fraction": 0.0,
+        "val_shard": os.path.join(wanted.data_dir, VAL_NAME) if with_val else None,
+        "val_artifact": os.path.join(wanted.val_dir, VAL_NAME) if with_val else None,
+        "resumed": decision.action == RESUME,
+        "msg": (
+            f"{what}: about {n_shards} shards, ~{int(est_kept)} of {plan.total_rows} rows "
+            f"(~{human_bytes(plan.text_bytes * opts.ratio)} of text) from {len(plan.parts)} parquet files"
+        ),
+    }
+
+
+# ------------------------------------------------------------------------------------------ acting
+
+
+def _reuse(decision: Decision, wanted: Wanted, found: Found) -> dict[str, Any]:
+    """The shards are right: remove foreign files (force), restore the val artifact, sweep a killed run's leftovers."""
+    manifest = found.manifest
+    assert manifest is not None
+    data_dir, val_dir = wanted.data_dir, wanted.val_dir
+    changes = []
+    with claimed_folder(data_dir) as swept:
+        for name in decision.remove:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(data_dir, name))
+            changes.append(f"removed {name}")
+        if decision.restore_val:
+            val = next(e for e in manifest["shards"] if e.get("role") == "val")
+            _write_val_artifact(data_dir, val_dir, val, wanted.source, wanted.params)
+            changes.append(f"restored the validation artifact in {val_dir}")
+        shutil.rmtree(wanted.work_dir, ignore_errors=True)
+    summary = f"{data_dir} is complete and verified ({found.checked})"
+    if swept:  # temporary files are no data: sweeping them is not a change to report as one
+        summary += f"; swept {len(swept)} temporary files a killed run left"
+    return _result(bool(changes), data_dir, manifest, val_dir, False, summary + "".join(f"; {c}" for c in changes))
+
+
+def _execute(
+    opts: Options,
+    decision: Decision,
+    found: Found,
+    wanted: Wanted,
+    source: Source,
+    plan: _Plan,
+    layout: _Layout,
+    parts: list[list[Any]],
+    *,
+    echo: Callable[[str], None] | None,
+    started: float,
+    force_hint: str,
+) -> dict[str, Any]:
+    """Write (prepare, resume, repair or replace) the data dir, under its lock."""
+    data_dir, work_dir, val_dir = wanted.data_dir, wanted.work_dir, wanted.val_dir
+    created_data_dir = not os.path.exists(data_dir)
+    _make_dir(data_dir, "data_dir")
+    with claimed_folder(data_dir):
+        if decision.action == REPLACE:
+            _wipe(data_dir, work_dir, val_dir)
+            layout = _Layout(plan.bits, plan.units, set(), True)
+        for name in decision.repair + decision.remove:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(data_dir, name))
+        sweep_leftovers(val_dir)
+        spill_dir = _prepare_work_dir(work_dir)
+        if layout.fresh:
+            state = {"format": STATE_FORMAT, "source": wanted.source, "params": wanted.params, "parts": parts}
+            state |= {"units": [[u[0], list(u[1])] for u in layout.units], "bits": layout.bits}
+            atomic_write_json(os.path.join(work_dir, STATE_NAME), state)
+        try:
+            entries, stats = _run(
+                opts, source, layout.units, layout.bits, layout.done, data_dir, spill_dir, echo, plan, force_hint
+            )
+        except ArmsError:
+            # bad input found while reading: leave nothing half-written behind
+            shutil.rmtree(work_dir, ignore_errors=True)
+            if not os.listdir(data_dir) and created_data_dir:
+                os.rmdir(data_dir)
+            elif not decision.repair and found.manifest is None:
+                for path in _our_files(data_dir):
+                    os.unlink(path)
+            raise
+        manifest = _write_outputs(entries, stats, wanted, source, plan, started)
+    resumed = bool(not layout.fresh or decision.repair or stats.get("shards_reused", 0))
+    return _result(True, data_dir, manifest, val_dir, resumed, _done_message(manifest, stats, data_dir, layout.fresh))
+
+
+def _prepare_work_dir(work_dir: str) -> str:
+    """The work dir and its spill folder exist, without a killed run's temporary files; returns the spill folder."""
+    _make_dir(work_dir, "work_dir")
+    spill_dir = os.path.join(work_dir, "spill")
+    os.makedirs(spill_dir, exist_ok=True)
+    sweep_leftovers(spill_dir)
+    return spill_dir
+
+
+def _write_outputs(
+    entries: list[dict[str, Any]],
+    stats: dict[str, Any],
+    wanted: Wanted,
+    source: Source,
+    plan: _Plan,
+    started: float,
+) -> dict[str, Any]:
+    """The manifest (last: it says the data dir is complete), the val artifact; the work dir goes."""
+    entries.sort(key=lambda e: e["name"])
+    stats["seconds"] = round(time.time() - started, 3)
+    stats["rows_per_second"] = round(stats["rows_read"] / max(stats["seconds"], 1e-9), 1)
+    stats["source_files"] = len(source.parts)
+    stats["source_bytes"] = plan.file_bytes
+    manifest = build_manifest(KIND, wanted.source, wanted.params, entries, stats)
+    write_manifest(wanted.data_dir, manifest)
+    val_entries = [e for e in entries if e["role"] == "val"]
+    if val_entries:
+        _write_val_artifact(wanted.data_dir, wanted.val_dir, val_entries[0], wanted.source, wanted.params)
+    shutil.rmtree(wanted.work_dir, ignore_errors=True)
+    return manifest
+
+
+def _done_message(manifest: dict[str, Any], stats: dict[str, Any], data_dir: str, fresh: bool) -> str:
+    reused = stats.get("shards_reused", 0)
+    entries = manifest["shards"]
+    n_val = sum(1 for e in entries if e.get("role") == "val")
+    totals = manifest["totals"]
+    return (
+        f"{len(entries) - n_val} training shards{' + shard_val.parquet' if n_val else ''} in {data_dir} "
+        f"({len(entries) - reused} written{f', {reused} kept from an earlier run' if reused else ''}"
+        f"{', resumed' if not fresh else ''}): {totals['train_rows']} training"
+        f"{' + ' + str(totals['val_rows']) + ' validation' if n_val else ''} rows kept of {stats['rows_read']} "
+        f"read (realised fraction {stats['realised_fraction']:.4f}) in {stats['seconds']:.1f}s"
     )
-
-
-def _check_result(data_dir: str, manifest: dict[str, Any], val_dir: str, bad: list[str]) -> dict[str, Any]:
-    shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
-    return _result(True, data_dir, manifest, val_dir, True, f"would repair {data_dir}: rewrite {shown}")
 
 
 def _make_plan(source: Source, facts: list[PartFacts], opts: Options) -> _Plan:
@@ -1118,7 +1157,6 @@ def _check_space(
     done_units: set[int],
     data_dir: str,
     work_dir: str,
-    val_dir: str,
     wipe: bool,
 ) -> None:
     todo_text = 0
@@ -1162,6 +1200,32 @@ def _buckets_for(
     return refs
 
 
+@dataclass
+class _Pool:
+    """The worker processes of a run (None for one worker: everything runs in this process)."""
+
+    workers: int
+    pool: ProcessPoolExecutor | None = None
+    queue: Any = None
+
+    @classmethod
+    def start(cls, workers: int) -> _Pool:
+        if workers <= 1:
+            return cls(workers)
+        ctx = multiprocessing.get_context("fork")
+        queue = ctx.Queue()
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(queue,))
+        return cls(workers, pool, queue)
+
+    def close(self, *, cancel: bool) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=cancel)
+            self.pool = None
+        if self.queue is not None:
+            self.queue.close()
+            self.queue = None
+
+
 def _run(
     opts: Options,
     source: Source,
@@ -1169,16 +1233,48 @@ def _run(
     bits: int,
     done_units: set[int],
     data_dir: str,
-    work_dir: str,
     spill_dir: str,
     echo: Callable[[str], None] | None,
     plan: _Plan,
+    force_hint: str = DEFAULT_FORCE_HINT,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Pass 1 (sample and spill every unit not done), the shard plan, pass 2 (write every shard not there)."""
+    workers = _Pool.start(_workers(opts.workers))
+    progress = ProgressWriter(opts.progress_file, phase="sampling", unit="rows", total=plan.total_rows, echo=echo)
+    try:
+        pass1_started = time.time()
+        results = _sample_units(opts, source, units, bits, done_units, spill_dir, plan, progress, workers)
+        stats, counts, sources = _totals(results, len(units), spill_dir)
+        stats["pass1_seconds"] = round(time.time() - pass1_started, 3)
+        stats["buckets"] = 1 << bits
+        stats["workers"] = workers.workers
+        shard_jobs = _shard_jobs(opts, stats, counts, sources, bits, data_dir, force_hint)
+        entries = _write_pass(shard_jobs, data_dir, stats, progress, workers)
+        stats["pass2_seconds"] = round(time.time() - pass1_started - stats["pass1_seconds"], 3)
+        progress.finish(phase="done")
+        return entries, stats
+    except BaseException:
+        workers.close(cancel=True)
+        raise
+    finally:
+        workers.close(cancel=False)
+
+
+def _sample_units(
+    opts: Options,
+    source: Source,
+    units: list[tuple[int, tuple[int, ...]]],
+    bits: int,
+    done_units: set[int],
+    spill_dir: str,
+    plan: _Plan,
+    progress: ProgressWriter,
+    workers: _Pool,
+) -> dict[int, dict[str, Any]]:
+    """Pass 1: every unit's result (its stats, bucket counts and spill index), the finished ones read back."""
     global _PROGRESS_CB
     t, v = thresholds(opts.ratio, opts.val_fraction)
     key = sample_key(opts.seed)
-    n_workers = _workers(opts.workers)
-    progress = ProgressWriter(opts.progress_file, phase="sampling", unit="rows", total=plan.total_rows, echo=echo)
     kept_seen = 0
 
     def on_progress(rows: int, nbytes: int, kept: int) -> None:
@@ -1187,162 +1283,143 @@ def _run(
         progress.advance(rows, nbytes, extra={"kept": kept_seen, "shards written": 0})
 
     results: dict[int, dict[str, Any]] = {}
-    pass1_started = time.time()
     for i in sorted(done_units):
         with open(_unit_paths(spill_dir, i)[1], encoding="utf-8") as fh:
             results[i] = json.load(fh)
         st = results[i]["stats"]
         on_progress(st["rows_read"], st["text_bytes_read"], st["train_rows"] + st["val_rows"])
     progress.update(force=True)
+    columns = (opts.text_column, opts.id_column, tuple(opts.extra_columns))
     jobs = [
-        UnitJob(
-            i,
-            source.parts[pi],
-            rgs,
-            spill_dir,
-            opts.text_column,
-            opts.id_column,
-            tuple(opts.extra_columns),
-            key,
-            t,
-            v,
-            bits,
-        )
+        UnitJob(i, source.parts[pi], rgs, spill_dir, *columns, key, t, v, bits)
         for i, (pi, rgs) in enumerate(units)
         if i not in done_units
     ]
     # the largest units first, so the workers finish pass 1 together (the order changes no byte: every
     # unit spills to its own file and pass 2 reads them by unit number)
     jobs.sort(key=lambda job: -_unit_bytes(plan.facts[units[job.index][0]], job.row_groups, opts.text_column))
-    pool: ProcessPoolExecutor | None = None
-    queue: Any = None
+    if workers.pool is not None:
+        for res in _run_pool(workers.pool, spill_unit, jobs, workers.queue, on_progress):
+            results[res["unit"]] = res
+        return results
+    _PROGRESS_CB = on_progress
     try:
-        if n_workers > 1:
-            ctx = multiprocessing.get_context("fork")
-            queue = ctx.Queue()
-            pool = ProcessPoolExecutor(
-                max_workers=n_workers, mp_context=ctx, initializer=_init_worker, initargs=(queue,)
-            )
-            for res in _run_pool(pool, spill_unit, jobs, queue, on_progress):
-                results[res["unit"]] = res
-        else:
-            _PROGRESS_CB = on_progress
-            try:
-                for job in jobs:
-                    res = spill_unit(job)
-                    results[res["unit"]] = res
-            finally:
-                _PROGRESS_CB = None
-
-        # totals and the shard plan
-        stats = {
-            k: 0
-            for k in (
-                "rows_read",
-                "rows_null_text",
-                "train_rows",
-                "val_rows",
-                "text_bytes_read",
-                "kept_bytes",
-            )
-        }
-        counts: dict[int, int] = {}
-        sources: dict[int, list[tuple[str, list[int]]]] = {}
-        for i in range(len(units)):
-            res = results[i]
-            for k in stats:
-                stats[k] += res["stats"][k]
-            by_group: dict[int, list[int]] = {}
-            for g, batch_no, _rows in res["index"]:
-                by_group.setdefault(g, []).append(batch_no)
-            arrow_path = _unit_paths(spill_dir, i)[0]
-            for g, numbers in by_group.items():
-                sources.setdefault(g, []).append((arrow_path, numbers))
-            for g, c in res["counts"].items():
-                counts[int(g)] = counts.get(int(g), 0) + c
-        n_buckets = 1 << bits
-        n_train, n_val = stats["train_rows"], stats["val_rows"]
-        bounds = plan_shards(n_train, opts.rows_per_shard, opts.world_size)
-        if opts.val_fraction > 0 and n_val < opts.world_size:
-            raise ArmsError(
-                f"val_fraction {opts.val_fraction} kept only {n_val} validation rows, fewer than world_size "
-                f"{opts.world_size}: every rank needs a row group of the validation shard; raise val_fraction."
-            )
-        if opts.val_fraction == 0 and len(bounds) < 2:
-            raise ArmsError(
-                f"the {n_train} kept rows make a single shard, and nanochat reads the last file as validation, "
-                "leaving no training data; lower rows_per_shard or set val_fraction."
-            )
-        stats["pass1_seconds"] = round(time.time() - pass1_started, 3)
-        stats["rows_kept"] = n_train + n_val
-        stats["realised_fraction"] = round(stats["rows_kept"] / stats["rows_read"], 6) if stats["rows_read"] else 0.0
-        stats["buckets"] = n_buckets
-        stats["workers"] = n_workers
-        train_refs = _buckets_for(counts, sources, 0, n_buckets)
-        val_refs = _buckets_for(counts, sources, n_buckets, n_buckets)
-        common = {
-            "data_dir": data_dir,
-            "world_size": opts.world_size,
-            "extra_columns": tuple(opts.extra_columns),
-            "compression_level": opts.compression_level,
-        }
-        shard_jobs: list[ShardJob] = []
-        for i, (lo, hi) in enumerate(bounds):
-            refs = tuple(r for r in train_refs if r.offset < hi and r.offset + r.rows > lo)
-            shard_jobs.append(ShardJob(shard_name(i), lo, hi, refs, role="train", **common))
-        if n_val:
-            shard_jobs.append(ShardJob(VAL_NAME, 0, n_val, tuple(val_refs), role="val", **common))
-
-        # which shards are already there (written by the interrupted run, or intact in a repaired dir)
-        entries: list[dict[str, Any]] = []
-        todo: list[ShardJob] = []
-        for job in shard_jobs:
-            existing = _existing_entry(data_dir, job)
-            if existing is not None:
-                entries.append(existing)
-            else:
-                todo.append(job)
-        stats["shards_reused"] = len(entries)
-        progress.update(
-            force=True,
-            phase="writing shards",
-            unit="shards",
-            done=len(entries),
-            total=len(shard_jobs),
-            bytes_done=0,
-            started=time.time(),
-            extra={"kept": stats["rows_kept"], "shards written": len(entries)},
-        )
-        batches = _group_jobs(todo, n_workers)
-
-        def on_shard(res: list[dict[str, Any]]) -> None:
-            for entry in res:
-                path = os.path.join(data_dir, entry["name"])
-                full = {**entry, "bytes": os.path.getsize(path)}
-                remember_verified(data_dir, entry["name"], entry["sha256"])
-                entries.append(full)
-                progress.advance(1, full["bytes"], extra={"shards written": len(entries)})
-
-        if pool is not None and len(batches) > 1:
-            for res in _run_pool(pool, write_shards, batches, None, None):
-                on_shard(res)
-        else:
-            for batch in batches:
-                on_shard(write_shards(batch))
-        fsync_dir(data_dir)
-        stats["pass2_seconds"] = round(time.time() - pass1_started - stats["pass1_seconds"], 3)
-        progress.finish(phase="done")
-        return entries, stats
-    except BaseException:
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
-            pool = None
-        raise
+        for job in jobs:
+            res = spill_unit(job)
+            results[res["unit"]] = res
     finally:
-        if pool is not None:
-            pool.shutdown(wait=True)
-        if queue is not None:
-            queue.close()
+        _PROGRESS_CB = None
+    return results
+
+
+def _totals(
+    results: dict[int, dict[str, Any]], n_units: int, spill_dir: str
+) -> tuple[dict[str, Any], dict[int, int], dict[int, list[tuple[str, list[int]]]]]:
+    """(summed stats, rows per bucket, each bucket's spill batches by unit file), in unit order."""
+    stats: dict[str, Any] = dict.fromkeys(
+        ("rows_read", "rows_null_text", "train_rows", "val_rows", "text_bytes_read", "kept_bytes"), 0
+    )
+    counts: dict[int, int] = {}
+    sources: dict[int, list[tuple[str, list[int]]]] = {}
+    for i in range(n_units):
+        res = results[i]
+        for k in stats:
+            stats[k] += res["stats"][k]
+        by_group: dict[int, list[int]] = {}
+        for g, batch_no, _rows in res["index"]:
+            by_group.setdefault(g, []).append(batch_no)
+        arrow_path = _unit_paths(spill_dir, i)[0]
+        for g, numbers in by_group.items():
+            sources.setdefault(g, []).append((arrow_path, numbers))
+        for g, c in res["counts"].items():
+            counts[int(g)] = counts.get(int(g), 0) + c
+    stats["rows_kept"] = stats["train_rows"] + stats["val_rows"]
+    stats["realised_fraction"] = round(stats["rows_kept"] / stats["rows_read"], 6) if stats["rows_read"] else 0.0
+    return stats, counts, sources
+
+
+def _shard_jobs(
+    opts: Options,
+    stats: dict[str, Any],
+    counts: dict[int, int],
+    sources: dict[int, list[tuple[str, list[int]]]],
+    bits: int,
+    data_dir: str,
+    force_hint: str,
+) -> list[ShardJob]:
+    """Every shard of the output (the val shard last) with the buckets it spans; refuses too few rows."""
+    n_buckets = 1 << bits
+    n_train, n_val = stats["train_rows"], stats["val_rows"]
+    bounds = plan_shards(n_train, opts.rows_per_shard, opts.world_size)
+    if opts.val_fraction > 0 and n_val < opts.world_size:
+        raise ArmsError(
+            f"val_fraction {opts.val_fraction} kept only {n_val} validation rows, fewer than world_size "
+            f"{opts.world_size}: every rank needs a row group of the validation shard; raise val_fraction."
+        )
+    if opts.val_fraction == 0 and len(bounds) < 2:
+        raise ArmsError(
+            f"the {n_train} kept rows make a single shard, and nanochat reads the last file as validation, "
+            "leaving no training data; lower rows_per_shard or set val_fraction."
+        )
+    train_refs = _buckets_for(counts, sources, 0, n_buckets)
+    val_refs = _buckets_for(counts, sources, n_buckets, n_buckets)
+    common = {
+        "data_dir": data_dir,
+        "world_size": opts.world_size,
+        "extra_columns": tuple(opts.extra_columns),
+        "compression_level": opts.compression_level,
+        "force_hint": force_hint,
+    }
+    jobs: list[ShardJob] = []
+    for i, (lo, hi) in enumerate(bounds):
+        refs = tuple(r for r in train_refs if r.offset < hi and r.offset + r.rows > lo)
+        jobs.append(ShardJob(shard_name(i), lo, hi, refs, role="train", **common))
+    if n_val:
+        jobs.append(ShardJob(VAL_NAME, 0, n_val, tuple(val_refs), role="val", **common))
+    return jobs
+
+
+def _write_pass(
+    shard_jobs: list[ShardJob], data_dir: str, stats: dict[str, Any], progress: ProgressWriter, workers: _Pool
+) -> list[dict[str, Any]]:
+    """Pass 2: the entries of every shard, those an earlier run finished kept, the others written."""
+    entries: list[dict[str, Any]] = []
+    todo: list[ShardJob] = []
+    for job in shard_jobs:  # written by the interrupted run, or intact in a repaired dir
+        existing = _existing_entry(data_dir, job)
+        if existing is not None:
+            entries.append(existing)
+        else:
+            todo.append(job)
+    stats["shards_reused"] = len(entries)
+    progress.update(
+        force=True,
+        phase="writing shards",
+        unit="shards",
+        done=len(entries),
+        total=len(shard_jobs),
+        bytes_done=0,
+        started=time.time(),
+        extra={"kept": stats["rows_kept"], "shards written": len(entries)},
+    )
+    batches = _group_jobs(todo, workers.workers)
+
+    def on_shard(res: list[dict[str, Any]]) -> None:
+        for entry in res:
+            path = os.path.join(data_dir, entry["name"])
+            full = {**entry, "bytes": os.path.getsize(path)}
+            remember_verified(data_dir, entry["name"], entry["sha256"])
+            entries.append(full)
+            progress.advance(1, full["bytes"], extra={"shards written": len(entries)})
+
+    if workers.pool is not None and len(batches) > 1:
+        for res in _run_pool(workers.pool, write_shards, batches, None, None):
+            on_shard(res)
+    else:
+        for batch in batches:
+            on_shard(write_shards(batch))
+    fsync_dir(data_dir)
+    return entries
 
 
 def _existing_entry(data_dir: str, job: ShardJob) -> dict[str, Any] | None:

@@ -56,7 +56,8 @@ def test_cli_skip_download_verifies_without_credentials(azurite: AzuriteServer, 
     os.unlink(os.path.join(data_dir, "shard_00000.parquet"))
     proc = cli(["--container", "quratingfiltered", "--data-dir", data_dir, "--skip-download"], {})
     assert proc.returncode == 1
-    assert "\nerror: skip_download is set but 1 of 3 shards" in proc.stderr
+    assert "\nerror: --skip-download is set but 1 of 3 shards" in proc.stderr
+    assert "run without --skip-download to fetch them again" in proc.stderr
     assert "missing: shard_00000.parquet" in proc.stderr and "Traceback" not in proc.stderr
 
 

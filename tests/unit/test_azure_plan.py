@@ -1,63 +1,71 @@
-"""The CPU phase's look at an Azure arm: shard count, size and disk need, or a sentence, against real Azurite."""
+"""What an Azure sync decides to do (arms_azure.plan_sync), from plain data: no Azurite, no files.
+
+``verified`` are the recorded files whose bytes still match their record, ``adopted`` the unrecorded
+files whose MD5 equals their blob's: what the sync found on disk. The plan is what the user sees in
+the result: downloaded, already present, removed, and the parquet files nanochat would also read.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
-
-import pytest
-from ansible.module_utils.arms_azure_plan import disk_need, summarize
-from ansible.module_utils.arms_common import ArmsError
-from azurite import AzuriteServer, azurite_or_skip, running_azurite, shard_bytes, upload
-from modtest import run_module
-
-SHARDS = {f"top16.5/shard_{i:05d}.parquet": shard_bytes(seed=i) for i in range(3)}
-BLOBS = SHARDS | {"top16.5/README.md": b"not a shard", "top16.5/sub/shard_00009.parquet": shard_bytes(seed=9)}
+from ansible.module_utils.arms_azure import BlobInfo, _Local, classify, plan_sync, record_matches
 
 
-@pytest.fixture(scope="module")
-def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzuriteServer]:
-    binary = azurite_or_skip()
-    with running_azurite(str(tmp_path_factory.mktemp("azurite")), binary=binary) as server:
-        upload(server, "quratingfiltered", BLOBS)
-        upload(server, "empty", {"other/readme.txt": b"x"})
-        yield server
+def blob(name: str, size: int = 100, etag: str = "e1", md5: str | None = "m1") -> BlobInfo:
+    return BlobInfo(f"top/{name}", name, size, etag, "2026-01-01T00:00:00+00:00", md5)
 
 
-def plan(capsys: pytest.CaptureFixture[str], server: AzuriteServer, **args: Any) -> dict[str, Any]:
-    return run_module(
-        "nanochat_azure_plan",
-        {"arm": "top16.5", "connection_string": server.connection_string, **args},
-        capsys,
-        check_mode=True,  # it only lists: the same answer in check mode
+def record(b: BlobInfo) -> dict:
+    return {
+        "name": b.rel,
+        "bytes": b.size,
+        "sha256": "s",
+        "rows": 1,
+        "row_groups": 1,
+        "role": "train",
+        "azure": b.facts(),
+    }
+
+
+A, B, C = blob("shard_00000.parquet", 300), blob("shard_00001.parquet", 200), blob("shard_00002.parquet", 100)
+
+
+def plan(blobs: list[BlobInfo], local: _Local, verified: set[str] = frozenset(), adopted: dict | None = None):
+    accepted, rejected = classify(blobs, local.protected)
+    return plan_sync(accepted, rejected, local, set(verified), adopted or {})
+
+
+def test_a_first_sync_fetches_everything_largest_first() -> None:
+    p = plan([C, A, B], _Local({}, [], []))
+    assert [b.rel for b in p.fetch] == ["shard_00000.parquet", "shard_00001.parquet", "shard_00002.parquet"]
+    assert p.skip == [] and p.remove == [] and p.unmanaged == []
+
+
+def test_a_second_sync_fetches_only_what_is_not_verified_or_adopted() -> None:
+    local = _Local({A.rel: record(A), B.rel: record(B)}, [], [A.rel, B.rel, C.rel])
+    p = plan([A, B, C], local, verified={A.rel}, adopted={C.rel: record(C)})
+    assert [b.rel for b in p.fetch] == [B.rel]  # recorded, but its bytes no longer match
+    assert p.skip == [A.rel] and sorted(p.adopt) == [C.rel]
+
+
+def test_a_blob_gone_from_the_prefix_is_removed_but_nothing_else_is() -> None:
+    val = {"name": "shard_val.parquet", "bytes": 5, "sha256": "v", "role": "val"}  # placed by another step
+    gone = blob("shard_00009.parquet")
+    local = _Local(
+        {A.rel: record(A), gone.rel: record(gone)},
+        [val],
+        [A.rel, gone.rel, "shard_val.parquet", "mine.parquet", "notes.txt"],
     )
+    p = plan([A, blob("shard_val.parquet")], local, verified={A.rel})
+    assert p.remove == [gone.rel]
+    assert p.unmanaged == ["mine.parquet"]  # the user's parquet: reported, never removed
+    assert [r["name"] for r in p.rejected] == ["top/shard_val.parquet"]  # never overwrites the placed val shard
+    assert p.fetch == [] and p.carried == [val]
 
 
-def test_the_arm_is_counted_as_the_download_would_fetch_it(azurite, capsys) -> None:
-    result = plan(capsys, azurite, container="quratingfiltered", prefix="top16.5")
-    total = sum(len(b) for b in SHARDS.values())
-    assert result["shards"] == 3 and result["bytes"] == total
-    assert result["disk_need_bytes"] == disk_need(total) > total
-    assert {r["name"] for r in result["rejected"]} == {"top16.5/README.md", "top16.5/sub/shard_00009.parquet"}
-    assert result["msg"].startswith("top16.5: 3 shards in quratingfiltered/top16.5/,")
-    assert "its GPU node needs" in result["msg"] and result["changed"] is False
-    assert azurite.connection_string not in str(result) and azurite.account_key not in str(result)
-
-
-def test_a_wrong_container_or_an_empty_prefix_stops_with_a_sentence(azurite, capsys) -> None:
-    missing = plan(capsys, azurite, container="quratingfiltred", prefix="top16.5")
-    assert missing["failed"] and "container 'quratingfiltred' does not exist" in missing["msg"]
-    assert "before renting the GPU nodes" in missing["msg"]
-    empty = plan(capsys, azurite, container="quratingfiltered", prefix="top17")
-    assert empty["failed"] and "holds no .parquet shards" in empty["msg"]
-    assert "check the container and prefix" in empty["msg"]
-    wrong_key = azurite.connection_string.replace(azurite.account_key, "A" * len(azurite.account_key))
-    refused = plan(capsys, azurite, container="quratingfiltered", connection_string=wrong_key)
-    assert refused["failed"] and "refused the credentials" in refused["msg"]
-    assert "A" * 20 not in refused["msg"]
-
-
-def test_the_summary_names_what_was_skipped_when_nothing_is_a_shard() -> None:
-    with pytest.raises(ArmsError, match=r"3 blobs there are not shards, e\.g\. a/x\.txt: not a \.parquet file"):
-        summarize("top", "c", "a/", [], [{"name": "a/x.txt", "reason": "not a .parquet file"}] * 3)
-    assert summarize("top", "c", "", [10, 20], [])["bytes"] == 30
+def test_a_record_matches_only_the_same_version_of_the_blob() -> None:
+    assert record_matches(record(A), A)
+    assert not record_matches(None, A)
+    assert not record_matches(record(A), blob(A.rel, 300, etag="e2"))
+    assert not record_matches(record(A), blob(A.rel, 301))
+    assert not record_matches(record(A), blob(A.rel, 300, md5="m2"))
+    assert record_matches(record(blob(A.rel, 300, md5=None)), A)  # a record without MD5 still matches

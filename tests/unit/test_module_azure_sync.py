@@ -174,7 +174,11 @@ def test_bad_shard_and_skip_download_failures_are_sentences(
         fh.seek(40)
         fh.write(b"bitrot")
     r, _ = call(capsys, {"container": "quratingfiltered", "prefix": "top", "data_dir": data_dir, "skip_download": True})
-    assert r["failed"] and "wrong sha256: shard_00001.parquet" in r["msg"] and "run without skip_download" in r["msg"]
+    assert (
+        r["failed"]
+        and "wrong sha256: shard_00001.parquet" in r["msg"]
+        and "run with -e arms_skip_download=false to fetch them again" in r["msg"]
+    )
     r, _ = call(capsys, {"container": "quratingfiltered", **base})
     assert r["downloaded"] == ["shard_00001.parquet"]
     r, _ = call(

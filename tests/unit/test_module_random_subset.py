@@ -124,7 +124,9 @@ def test_failures_are_sentences_without_traceback_or_token(
     ok = run_module(NAME, args(source, root, hf_token=token), capsys)
     assert ok["changed"] and token not in json.dumps(ok)
     refused = run_module(NAME, args(source, root, ratio=0.2), capsys)
-    assert refused["failed"] and "force=true" in refused["msg"]
+    # a playbook user reads the task argument to set, not a CLI flag or the Python API's spelling
+    assert refused["failed"] and "set force: true on the nanochat_random_subset task to replace it" in refused["msg"]
+    assert "--force" not in refused["msg"] and "force=true" not in refused["msg"]
     forced = run_module(NAME, args(source, root, ratio=0.2, force=True), capsys)
     assert forced["changed"] and not forced.get("failed")
 

@@ -63,3 +63,18 @@ def test_bad_input_exits_1_with_a_sentence(source: str, tmp_path: str) -> None:
 def test_the_token_comes_from_the_environment_only() -> None:
     proc = cli("--help")
     assert proc.returncode == 0 and "token" not in proc.stdout.split("options:")[1].lower()
+
+
+def test_refusals_name_the_force_flag(source: str, tmp_path: str) -> None:
+    data_dir = os.path.join(str(tmp_path), "d")
+    base = ["--dataset", source, "--data-dir", data_dir, "--rows-per-shard", "100", "--world-size", "2", "--quiet"]
+    assert cli(*base).returncode == 0
+    other = cli(*base, "--ratio", "0.2")
+    assert other.returncode == 1
+    assert "made with other parameters (ratio 0.165 -> 0.2)" in other.stderr
+    assert "pass --force to replace it whole" in other.stderr and "force=true" not in other.stderr
+    with open(os.path.join(data_dir, "manifest.json"), "w") as fh:
+        fh.write("{not json")
+    broken = cli(*base)
+    assert broken.returncode == 1 and "remove it or pass --force." in broken.stderr
+    assert cli(*base, "--force").returncode == 0

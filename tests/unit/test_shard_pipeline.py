@@ -141,6 +141,8 @@ def test_same_bytes_for_any_file_order_and_worker_count(source: str, baseline: d
     result = run(other, str(tmp_path), val_fraction=0.1, workers=2)
     assert result["train_rows"] == baseline["result"]["train_rows"]
     assert file_digests(result["data_dir"]) == baseline["files"]
+    four = run(other, str(tmp_path), data="data4", val_fraction=0.1, workers=4)
+    assert file_digests(four["data_dir"]) == baseline["files"]
 
 
 # ------------------------------------------------------------------------ idempotence and refusals
@@ -281,7 +283,7 @@ def test_a_second_run_on_the_same_data_dir_is_refused_while_one_holds_it(source:
     fd = os.open(data_dir, os.O_RDONLY)
     fcntl.flock(fd, fcntl.LOCK_EX)
     try:
-        with pytest.raises(ArmsError, match="another run is preparing"):
+        with pytest.raises(ArmsError, match=r"another run is writing to .*data right now"):
             run(source, str(tmp_path))
     finally:
         os.close(fd)
