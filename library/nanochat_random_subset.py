@@ -252,7 +252,7 @@ from ansible.module_utils.arms_shard import options_from_dict, prepare_random_su
 from ansible.module_utils.basic import AnsibleModule
 
 # how a playbook user sets force, named by every refusal (no -e variable feeds it: the task's own argument)
-FORCE_HINT = "set force: true on the nanochat_random_subset task"
+FORCE_HINT = "run it again with -e arms_force_prepare=true (the task's force)"
 
 
 def main() -> None:
