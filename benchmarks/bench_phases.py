@@ -94,21 +94,28 @@ def row(variant: str, host: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--before", default="3522ce3", help="the revision whose site.yml is the 'before'")
+    parser.add_argument("--after", default="HEAD", help="the revision whose site.yml is the 'after'")
     args = parser.parse_args()
+    after = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", args.after], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-phases-") as tmp:
-        before = Path(tmp) / "before"
-        subprocess.run(
-            ["git", "-C", str(ROOT), "worktree", "add", "-q", "--detach", str(before), args.before], check=True
-        )
+        trees: list[Path] = []
         try:
-            (before / ".lab").symlink_to(LAB)
-            results = {}
-            for variant, checkout in ((f"before ({args.before})", before), ("after (this checkout)", ROOT)):
-                work = Path(tmp) / ("run-" + variant.split()[0])
+            for variant, rev in ((f"before ({args.before})", args.before), (f"after ({after})", after)):
+                checkout = Path(tmp) / f"tree-{variant.split()[0]}"
+                subprocess.run(
+                    ["git", "-C", str(ROOT), "worktree", "add", "-q", "--detach", str(checkout), rev], check=True
+                )
+                trees.append(checkout)
+                (checkout / ".lab").symlink_to(LAB)
+                work = Path(tmp) / f"run-{variant.split()[0]}"
                 work.mkdir()
                 results[variant] = {h["host"]: h for h in run_site(checkout, work)}
         finally:
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(before)], check=False)
+            for tree in trees:
+                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=False)
             subprocess.run(["bash", str(ROOT / "scripts" / "lab.sh"), "reset", *ADDR], stdout=subprocess.DEVNULL)
     print("GPU time before training on fresh lab hosts, seconds (reached -> first step line):")
     print("| variant | host | total | setup | data | preflight | launch | checks | waiting |")
