@@ -1,4 +1,5 @@
-"""Small pieces every nanochat-arms module shares: atomic files, progress state, formatting.
+"""Small pieces every nanochat-arms module shares: atomic files, progress state, formatting, and
+``run_module``, the one prologue and epilogue of the modules in library/.
 
 Only the standard library is imported here, so any module can use it on any host.
 """
