@@ -59,39 +59,41 @@ unchanged_paths:
   returned: success
 """
 
-from ansible.module_utils.arms_common import ArmsError
+from typing import Any
+
+from ansible.module_utils.arms_common import ArmsError, run_module
 from ansible.module_utils.arms_secrets import ensure_secret_files
 from ansible.module_utils.basic import AnsibleModule
 
+ARGUMENT_SPEC: dict[str, Any] = {
+    "files": {
+        "type": "list",
+        "elements": "dict",
+        "required": True,
+        "options": {
+            "path": {"type": "path", "required": True},
+            "content": {"type": "str", "required": True, "no_log": True},
+            "marker": {"type": "str"},
+        },
+    },
+}
+
+
+def write_files(p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
+    r = ensure_secret_files(p["files"], check_mode=check_mode)
+    return {
+        "changed": bool(r.changed),
+        "changed_paths": r.changed,
+        "unchanged_paths": r.unchanged,
+        "diff": [
+            {"before_header": path, "after_header": path, "prepared": f"{path}: secret content (not shown)\n"}
+            for path in r.changed
+        ],
+    }
+
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            "files": {
-                "type": "list",
-                "elements": "dict",
-                "required": True,
-                "options": {
-                    "path": {"type": "path", "required": True},
-                    "content": {"type": "str", "required": True, "no_log": True},
-                    "marker": {"type": "str"},
-                },
-            },
-        },
-        supports_check_mode=True,
-    )
-    try:
-        r = ensure_secret_files(module.params["files"], check_mode=module.check_mode)
-    except (ArmsError, OSError) as exc:
-        module.fail_json(msg=str(exc))
-    module.exit_json(
-        changed=bool(r.changed),
-        changed_paths=r.changed,
-        unchanged_paths=r.unchanged,
-        diff=[
-            {"before_header": p, "after_header": p, "prepared": f"{p}: secret content (not shown)\n"} for p in r.changed
-        ],
-    )
+    run_module(AnsibleModule, ARGUMENT_SPEC, write_files, errors=(ArmsError, OSError))
 
 
 if __name__ == "__main__":

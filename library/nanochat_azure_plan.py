@@ -74,32 +74,31 @@ msg:
   returned: always
 """
 
+from typing import Any
+
 from ansible.module_utils.arms_azure import resolve_auth
 from ansible.module_utils.arms_azure_plan import plan
-from ansible.module_utils.arms_common import ArmsError
+from ansible.module_utils.arms_common import run_module
 from ansible.module_utils.basic import AnsibleModule
+
+ARGUMENT_SPEC: dict[str, Any] = {
+    "arm": {"type": "str", "required": True},
+    "container": {"type": "str", "required": True},
+    "prefix": {"type": "str", "default": ""},
+    "connection_string": {"type": "str", "no_log": True},
+    "account_url": {"type": "str", "no_log": True},
+    "sas_token": {"type": "str", "no_log": True},
+    "account_key": {"type": "str", "no_log": True},
+}
+
+
+def plan_arm(p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
+    auth = resolve_auth(p["connection_string"], p["account_url"], p["sas_token"], p["account_key"])
+    return {"changed": False, **plan(auth, p["arm"], p["container"], p["prefix"])}
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            "arm": {"type": "str", "required": True},
-            "container": {"type": "str", "required": True},
-            "prefix": {"type": "str", "default": ""},
-            "connection_string": {"type": "str", "no_log": True},
-            "account_url": {"type": "str", "no_log": True},
-            "sas_token": {"type": "str", "no_log": True},
-            "account_key": {"type": "str", "no_log": True},
-        },
-        supports_check_mode=True,
-    )
-    p = module.params
-    try:
-        auth = resolve_auth(p["connection_string"], p["account_url"], p["sas_token"], p["account_key"])
-        result = plan(auth, p["arm"], p["container"], p["prefix"])
-    except ArmsError as exc:
-        module.fail_json(msg=str(exc))
-    module.exit_json(changed=False, **result)
+    run_module(AnsibleModule, ARGUMENT_SPEC, plan_arm)
 
 
 if __name__ == "__main__":

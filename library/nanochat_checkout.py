@@ -61,34 +61,30 @@ moved:
   returned: always
 """
 
-from ansible.module_utils.arms_common import ArmsError
+from typing import Any
+
+from ansible.module_utils.arms_common import run_module
 from ansible.module_utils.arms_git import ensure_checkout
 from ansible.module_utils.basic import AnsibleModule
 
+ARGUMENT_SPEC: dict[str, Any] = {
+    "repo": {"type": "str", "required": True},
+    "dest": {"type": "path", "required": True},
+    "version": {"type": "str", "required": True},
+}
 
-def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            "repo": {"type": "str", "required": True},
-            "dest": {"type": "path", "required": True},
-            "version": {"type": "str", "required": True},
-        },
-        supports_check_mode=True,
-    )
-    p = module.params
-    try:
-        r = ensure_checkout(p["repo"], p["dest"], p["version"], check_mode=module.check_mode)
-    except ArmsError as exc:
-        module.fail_json(msg=str(exc))
-    module.exit_json(
-        changed=r.changed,
-        before=r.before,
-        after=r.after,
-        commit_date=r.commit_date,
-        cloned=r.cloned,
-        moved=r.moved,
-        msg=r.msg,
-        diff=(
+
+def checkout(p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
+    r = ensure_checkout(p["repo"], p["dest"], p["version"], check_mode=check_mode)
+    return {
+        "changed": r.changed,
+        "before": r.before,
+        "after": r.after,
+        "commit_date": r.commit_date,
+        "cloned": r.cloned,
+        "moved": r.moved,
+        "msg": r.msg,
+        "diff": (
             {
                 "before": f"HEAD {r.before or '(no checkout)'}\n",
                 "after": f"HEAD {r.after or p['version'] + ' (once cloned)'}\n",
@@ -96,7 +92,11 @@ def main() -> None:
             if r.changed
             else {}
         ),
-    )
+    }
+
+
+def main() -> None:
+    run_module(AnsibleModule, ARGUMENT_SPEC, checkout)
 
 
 if __name__ == "__main__":

@@ -49,24 +49,25 @@ scripts:
   returned: success
 """
 
-from ansible.module_utils.arms_common import ArmsError
+from typing import Any
+
+from ansible.module_utils.arms_common import run_module
 from ansible.module_utils.arms_patch import SCRIPT_PATTERNS, crlf_apply
 from ansible.module_utils.basic import AnsibleModule
 
+ARGUMENT_SPEC: dict[str, Any] = {
+    "path": {"type": "path", "required": True},
+    "patterns": {"type": "list", "elements": "str", "default": list(SCRIPT_PATTERNS)},
+}
+
+
+def convert(p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
+    r = crlf_apply(p["path"], p["patterns"], check_mode=check_mode)
+    return {"changed": r.changed, "converted": r.converted, "made_executable": r.made_executable, "scripts": r.scripts}
+
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            "path": {"type": "path", "required": True},
-            "patterns": {"type": "list", "elements": "str", "default": list(SCRIPT_PATTERNS)},
-        },
-        supports_check_mode=True,
-    )
-    try:
-        r = crlf_apply(module.params["path"], module.params["patterns"], check_mode=module.check_mode)
-    except ArmsError as exc:
-        module.fail_json(msg=str(exc))
-    module.exit_json(changed=r.changed, converted=r.converted, made_executable=r.made_executable, scripts=r.scripts)
+    run_module(AnsibleModule, ARGUMENT_SPEC, convert)
 
 
 if __name__ == "__main__":

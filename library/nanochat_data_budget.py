@@ -73,35 +73,36 @@ budget:
   returned: success
 """
 
-from ansible.module_utils.arms_common import ArmsError
+from typing import Any
+
+from ansible.module_utils.arms_common import run_module
 from ansible.module_utils.arms_packing import DEFAULT_SAMPLE_DOCS, measure_budget
 from ansible.module_utils.basic import AnsibleModule
 
+ARGUMENT_SPEC: dict[str, Any] = {
+    "checkout": {"type": "path", "required": True},
+    "tokenizer_dir": {"type": "path", "required": True},
+    "data_dir": {"type": "path", "required": True},
+    "max_seq_len": {"type": "int", "default": 2048},
+    "sample_docs": {"type": "int", "default": DEFAULT_SAMPLE_DOCS},
+    "seed": {"type": "int", "default": 42},
+    "num_iterations": {"type": "int"},
+    "total_batch_size": {"type": "int"},
+}
 
-def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            "checkout": {"type": "path", "required": True},
-            "tokenizer_dir": {"type": "path", "required": True},
-            "data_dir": {"type": "path", "required": True},
-            "max_seq_len": {"type": "int", "default": 2048},
-            "sample_docs": {"type": "int", "default": DEFAULT_SAMPLE_DOCS},
-            "seed": {"type": "int", "default": 42},
-            "num_iterations": {"type": "int"},
-            "total_batch_size": {"type": "int"},
-        },
-        supports_check_mode=True,
-    )
-    try:
-        budget = measure_budget(**module.params)
-    except ArmsError as exc:
-        module.fail_json(msg=str(exc))
+
+def budget_of(p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
+    budget = measure_budget(**p)
     passes = f", {budget['passes']:.2f} passes" if budget.get("passes") is not None else ""
     msg = (
         f"{budget['loader_tokens_per_pass']:,} tokens a pass of {budget['tokens_held']:,} held "
         f"(crop {budget['crop_rate']:.1%}){passes}"
     )
-    module.exit_json(changed=False, msg=msg, budget=budget)
+    return {"changed": False, "msg": msg, "budget": budget}
+
+
+def main() -> None:
+    run_module(AnsibleModule, ARGUMENT_SPEC, budget_of)
 
 
 if __name__ == "__main__":

@@ -79,34 +79,33 @@ totals:
 """
 
 import os
+from typing import Any
 
-from ansible.module_utils.arms_common import ArmsError
+from ansible.module_utils.arms_common import ArmsError, ModuleFailure, run_module
 from ansible.module_utils.arms_manifest import read_manifest, verify_data_dir
 from ansible.module_utils.basic import AnsibleModule
 
+ARGUMENT_SPEC: dict[str, Any] = {
+    "data_dir": {"type": "path", "required": True},
+    "deep": {"type": "bool", "default": False},
+    "remove_bad": {"type": "bool", "default": False},
+    "allow_missing_manifest": {"type": "bool", "default": False},
+    "fail_on_extra": {"type": "bool", "default": False},
+}
 
-def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            "data_dir": {"type": "path", "required": True},
-            "deep": {"type": "bool", "default": False},
-            "remove_bad": {"type": "bool", "default": False},
-            "allow_missing_manifest": {"type": "bool", "default": False},
-            "fail_on_extra": {"type": "bool", "default": False},
-        },
-        supports_check_mode=True,
-    )
-    p = module.params
+
+def verify(p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
     data_dir = p["data_dir"]
     try:
         manifest = read_manifest(data_dir)
     except ArmsError as exc:
-        module.fail_json(msg=str(exc), bad=[], manifest=False)
+        raise ModuleFailure(str(exc), bad=[], manifest=False) from exc
     if manifest is None:
         if p["allow_missing_manifest"]:
-            module.exit_json(changed=False, manifest=False, bad=[], verified=0, msg=f"{data_dir} has no manifest yet")
-        module.fail_json(
-            msg=f"{data_dir} has no manifest.json: the shards there were not made or fetched by nanochat-arms "
+            msg = f"{data_dir} has no manifest yet"
+            return {"changed": False, "manifest": False, "bad": [], "verified": 0, "msg": msg}
+        raise ModuleFailure(
+            f"{data_dir} has no manifest.json: the shards there were not made or fetched by nanochat-arms "
             "(run the prepare or download step), so they cannot be verified.",
             bad=[],
             manifest=False,
@@ -118,7 +117,7 @@ def main() -> None:
             path = os.path.join(data_dir, name)
             if os.path.exists(path):
                 removed.append(name)
-                if not module.check_mode:
+                if not check_mode:
                     os.unlink(path)
     out = {
         "manifest": True,
@@ -131,18 +130,22 @@ def main() -> None:
         "details": result.to_json(),
     }
     if result.bad and not p["remove_bad"]:
-        module.fail_json(
-            msg=f"{data_dir} does not match its manifest: {result.summary()}. Re-run the transfer or download "
+        raise ModuleFailure(
+            f"{data_dir} does not match its manifest: {result.summary()}. Re-run the transfer or download "
             "to repair it (a re-run fetches only what is bad).",
             **out,
         )
     if result.extra and p["fail_on_extra"]:
-        module.fail_json(
-            msg=f"{data_dir} holds parquet files its manifest does not name ({', '.join(result.extra[:5])}): nanochat "
+        raise ModuleFailure(
+            f"{data_dir} holds parquet files its manifest does not name ({', '.join(result.extra[:5])}): nanochat "
             "would train on them too. Move them out of the data dir.",
             **out,
         )
-    module.exit_json(changed=bool(removed), msg=result.summary(), **out)
+    return {"changed": bool(removed), "msg": result.summary(), **out}
+
+
+def main() -> None:
+    run_module(AnsibleModule, ARGUMENT_SPEC, verify)
 
 
 if __name__ == "__main__":

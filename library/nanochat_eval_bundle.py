@@ -87,40 +87,40 @@ problems:
   returned: success
 """
 
-from ansible.module_utils.arms_common import ArmsError
+from typing import Any
+
+from ansible.module_utils.arms_common import ArmsError, run_module
 from ansible.module_utils.arms_eval_bundle import bundle_url, check_bundle, place_bundle
 from ansible.module_utils.basic import AnsibleModule
 
+ARGUMENT_SPEC: dict[str, Any] = {
+    "base_dir": {"type": "path", "required": True},
+    "src": {"type": "str"},
+    "checkout": {"type": "path"},
+    "expected_sha256": {"type": "str"},
+    "state": {"type": "str", "choices": ["present", "check"], "default": "present"},
+    "timeout": {"type": "int", "default": 600},
+}
+
+
+def bundle(p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
+    if p["state"] == "check":
+        found = check_bundle(p["base_dir"], p["expected_sha256"])
+        msg = "; ".join(found["problems"]) or f"{found['path']} holds the bundle {str(found['sha256'])[:12]}"
+        return {"changed": False, "msg": msg, **found}
+    src = p["src"]
+    if not src:
+        if not p["checkout"]:
+            raise ArmsError("give src (the bundle's URL or zip) or checkout (to read nanochat's own URL).")
+        src = bundle_url(p["checkout"])
+    result = place_bundle(
+        p["base_dir"], src, expected_sha256=p["expected_sha256"], check_mode=check_mode, timeout=p["timeout"]
+    )
+    return {"msg": f"eval bundle {str(result['sha256'])[:12]} at {result['path']}", **result}
+
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            "base_dir": {"type": "path", "required": True},
-            "src": {"type": "str"},
-            "checkout": {"type": "path"},
-            "expected_sha256": {"type": "str"},
-            "state": {"type": "str", "choices": ["present", "check"], "default": "present"},
-            "timeout": {"type": "int", "default": 600},
-        },
-        supports_check_mode=True,
-    )
-    p = module.params
-    try:
-        if p["state"] == "check":
-            found = check_bundle(p["base_dir"], p["expected_sha256"])
-            msg = "; ".join(found["problems"]) or f"{found['path']} holds the bundle {str(found['sha256'])[:12]}"
-            module.exit_json(changed=False, msg=msg, **found)
-        src = p["src"]
-        if not src:
-            if not p["checkout"]:
-                module.fail_json(msg="give src (the bundle's URL or zip) or checkout (to read nanochat's own URL).")
-            src = bundle_url(p["checkout"])
-        result = place_bundle(
-            p["base_dir"], src, expected_sha256=p["expected_sha256"], check_mode=module.check_mode, timeout=p["timeout"]
-        )
-    except ArmsError as exc:
-        module.fail_json(msg=str(exc))
-    module.exit_json(msg=f"eval bundle {str(result['sha256'])[:12]} at {result['path']}", **result)
+    run_module(AnsibleModule, ARGUMENT_SPEC, bundle)
 
 
 if __name__ == "__main__":

@@ -55,30 +55,29 @@ argv:
 """
 
 import os
+from typing import Any
 
-from ansible.module_utils.arms_common import ArmsError
+from ansible.module_utils.arms_common import run_module
 from ansible.module_utils.arms_flags import flag_style_of_checkout, normalize_flags, render_flags
 from ansible.module_utils.basic import AnsibleModule
 
+ARGUMENT_SPEC: dict[str, Any] = {
+    "chdir": {"type": "path", "required": True},
+    "script": {"type": "str", "required": True},
+    "python": {"type": "path", "required": True},
+    "flags": {"type": "dict", "default": {}},
+}
+
+
+def command_line(p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
+    script_path = os.path.join(*p["script"].split(".")) + ".py"
+    style = flag_style_of_checkout(p["chdir"], script_path)
+    argv = [p["python"], "-m", p["script"], *render_flags(normalize_flags(p["flags"]), style)]
+    return {"changed": False, "flag_style": style, "argv": argv}
+
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            "chdir": {"type": "path", "required": True},
-            "script": {"type": "str", "required": True},
-            "python": {"type": "path", "required": True},
-            "flags": {"type": "dict", "default": {}},
-        },
-        supports_check_mode=True,
-    )
-    p = module.params
-    script_path = os.path.join(*p["script"].split(".")) + ".py"
-    try:
-        style = flag_style_of_checkout(p["chdir"], script_path)
-        argv = [p["python"], "-m", p["script"], *render_flags(normalize_flags(p["flags"]), style)]
-    except ArmsError as exc:
-        module.fail_json(msg=str(exc))
-    module.exit_json(changed=False, flag_style=style, argv=argv)
+    run_module(AnsibleModule, ARGUMENT_SPEC, command_line)
 
 
 if __name__ == "__main__":

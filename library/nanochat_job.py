@@ -61,25 +61,25 @@ result:
   returned: when finished
 """
 
+from typing import Any
+
+from ansible.module_utils.arms_common import ModuleFailure, run_module
 from ansible.module_utils.arms_jobs import log_tail, wait_for_job
 from ansible.module_utils.basic import AnsibleModule
 
+ARGUMENT_SPEC: dict[str, Any] = {
+    "jid": {"type": "str", "required": True},
+    "progress_file": {"type": "path"},
+    "progress_log": {"type": "path"},
+    "async_dir": {"type": "path", "default": "~/.ansible_async"},
+    "wait": {"type": "float", "default": 2.0},
+}
 
-def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            "jid": {"type": "str", "required": True},
-            "progress_file": {"type": "path"},
-            "progress_log": {"type": "path"},
-            "async_dir": {"type": "path", "default": "~/.ansible_async"},
-            "wait": {"type": "float", "default": 2.0},
-        },
-        supports_check_mode=True,
-    )
-    p = module.params
+
+def job_status(p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
     status = wait_for_job(p["jid"], p["async_dir"], p["progress_file"], p["progress_log"], wait=p["wait"])
     if not status["finished"]:
-        module.exit_json(changed=False, finished=False, progress_line=status["progress_line"])
+        return {"changed": False, "finished": False, "progress_line": status["progress_line"]}
     result = status["result"]
     changed = bool(result.get("changed"))
     if result.get("failed"):
@@ -88,14 +88,18 @@ def main() -> None:
             lines = log_tail(p["progress_log"], 4)
             if lines:
                 msg = f"{msg} (exit code {result.get('rc', '?')}); the log ends with: " + " | ".join(lines)
-        module.fail_json(msg=msg, finished=True, result=result, progress_line=status["progress_line"])
-    module.exit_json(
-        changed=changed,
-        finished=True,
-        result=result,
-        progress_line=status["progress_line"],
-        msg=result.get("msg", ""),
-    )
+        raise ModuleFailure(msg, finished=True, result=result, progress_line=status["progress_line"])
+    return {
+        "changed": changed,
+        "finished": True,
+        "result": result,
+        "progress_line": status["progress_line"],
+        "msg": result.get("msg", ""),
+    }
+
+
+def main() -> None:
+    run_module(AnsibleModule, ARGUMENT_SPEC, job_status, errors=(ModuleFailure,))
 
 
 if __name__ == "__main__":

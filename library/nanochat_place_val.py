@@ -37,25 +37,25 @@ msg:
   returned: always
 """
 
-from ansible.module_utils.arms_common import ArmsError
+from typing import Any
+
+from ansible.module_utils.arms_common import run_module
 from ansible.module_utils.arms_manifest import place_val_shard
 from ansible.module_utils.basic import AnsibleModule
 
+ARGUMENT_SPEC: dict[str, Any] = {
+    "data_dir": {"type": "path", "required": True},
+    "val_file": {"type": "path", "required": True},
+}
+
+
+def place(p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
+    changed = place_val_shard(p["data_dir"], p["val_file"], check_mode=check_mode)
+    return {"changed": changed, "msg": "shared val shard placed" if changed else "shared val shard already in place"}
+
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            "data_dir": {"type": "path", "required": True},
-            "val_file": {"type": "path", "required": True},
-        },
-        supports_check_mode=True,
-    )
-    p = module.params
-    try:
-        changed = place_val_shard(p["data_dir"], p["val_file"], check_mode=module.check_mode)
-    except ArmsError as exc:
-        module.fail_json(msg=str(exc))
-    module.exit_json(changed=changed, msg="shared val shard placed" if changed else "shared val shard already in place")
+    run_module(AnsibleModule, ARGUMENT_SPEC, place)
 
 
 if __name__ == "__main__":

@@ -85,59 +85,53 @@ budget:
   returned: always
 """
 
+from typing import Any
+
+from ansible.module_utils.arms_common import WARNINGS, ModuleFailure, run_module
 from ansible.module_utils.arms_preflight import compare
 from ansible.module_utils.basic import AnsibleModule
 
+ARGUMENT_SPEC: dict[str, Any] = {
+    "facts": {"type": "dict", "required": True},
+    "arms": {"type": "dict", "required": True},
+    "hosts_of": {"type": "dict", "required": True},
+    "model": {"type": "dict", "required": True},
+    "pin_sha": {"type": "str"},
+    "commit_date": {"type": "str"},
+    "check_gpus": {"type": "bool", "default": True},
+    "allow_unequal_repeats": {"type": "bool", "default": False},
+    "repeat_tolerance": {"type": "float", "default": 0.1},
+    "inventory_arg": {"type": "str", "default": "-i inventory/"},
+}
 
-def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            "facts": {"type": "dict", "required": True},
-            "arms": {"type": "dict", "required": True},
-            "hosts_of": {"type": "dict", "required": True},
-            "model": {"type": "dict", "required": True},
-            "pin_sha": {"type": "str"},
-            "commit_date": {"type": "str"},
-            "check_gpus": {"type": "bool", "default": True},
-            "allow_unequal_repeats": {"type": "bool", "default": False},
-            "repeat_tolerance": {"type": "float", "default": 0.1},
-            "inventory_arg": {"type": "str", "default": "-i inventory/"},
-        },
-        supports_check_mode=True,
-    )
-    p = module.params
+
+def preflight(p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
     missing = [h for hosts in p["hosts_of"].values() for h in hosts if h not in p["facts"]]
     if missing:
-        module.fail_json(
-            msg=f"no preflight facts for {', '.join(missing)}: the preflight compares every arm, "
+        raise ModuleFailure(
+            f"no preflight facts for {', '.join(missing)}: the preflight compares every arm, "
             "so their hosts must be reachable and not left out by --limit.",
             problems=[],
         )
-    result = compare(
-        p["facts"],
-        arms=p["arms"],
-        hosts_of=p["hosts_of"],
-        model=p["model"],
-        pin_sha=p["pin_sha"],
-        commit_date=p["commit_date"],
-        check_gpus=p["check_gpus"],
-        allow_unequal_repeats=p["allow_unequal_repeats"],
-        repeat_tolerance=p["repeat_tolerance"],
-        inventory=p["inventory_arg"],
-    )
+    # every other option is compare's keyword of the same name
+    options = {name: p[name] for name in ARGUMENT_SPEC if name not in ("facts", "inventory_arg")}
+    result = compare(p["facts"], inventory=p["inventory_arg"], **options)
     # Ansible reserves a result's "warnings" (passing it is deprecated): ours are "notes", also shown
     # as the module's own warnings
     result["notes"] = result.pop("warnings")
-    for note in result["notes"]:
-        module.warn(note)
+    result[WARNINGS] = result["notes"]
     if result["problems"]:
         count = len(result["problems"])
-        module.fail_json(
-            msg=f"the arms are not comparable ({count} problem{'s' if count > 1 else ''}): "
+        raise ModuleFailure(
+            f"the arms are not comparable ({count} problem{'s' if count > 1 else ''}): "
             + " | ".join(result["problems"]),
             **result,
         )
-    module.exit_json(changed=False, msg="the arms are comparable", **result)
+    return {"changed": False, "msg": "the arms are comparable", **result}
+
+
+def main() -> None:
+    run_module(AnsibleModule, ARGUMENT_SPEC, preflight, errors=(ModuleFailure,))
 
 
 if __name__ == "__main__":

@@ -56,36 +56,34 @@ facts:
   returned: success
 """
 
-from ansible.module_utils.arms_common import ArmsError
+from typing import Any
+
+from ansible.module_utils.arms_common import ArmsError, run_module
 from ansible.module_utils.arms_preflight import host_facts
 from ansible.module_utils.basic import AnsibleModule
 
+ARGUMENT_SPEC: dict[str, Any] = {
+    "checkout": {"type": "path", "required": True},
+    "venv": {"type": "path", "required": True},
+    "base_dir": {"type": "path", "required": True},
+    "data_dir": {"type": "path", "required": True},
+    "env_file": {"type": "path"},
+    "check_gpus": {"type": "bool", "default": True},
+}
+
+
+def facts_of_host(p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
+    return {"changed": False, "facts": host_facts(**p)}
+
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            "checkout": {"type": "path", "required": True},
-            "venv": {"type": "path", "required": True},
-            "base_dir": {"type": "path", "required": True},
-            "data_dir": {"type": "path", "required": True},
-            "env_file": {"type": "path"},
-            "check_gpus": {"type": "bool", "default": True},
-        },
-        supports_check_mode=True,
+    run_module(
+        AnsibleModule,
+        ARGUMENT_SPEC,
+        facts_of_host,
+        errors=(ArmsError, OSError),
+        fail_prefix="could not read this host's facts for the preflight: ",
     )
-    p = module.params
-    try:
-        facts = host_facts(
-            checkout=p["checkout"],
-            venv=p["venv"],
-            base_dir=p["base_dir"],
-            data_dir=p["data_dir"],
-            env_file=p["env_file"],
-            check_gpus=p["check_gpus"],
-        )
-    except (ArmsError, OSError) as exc:
-        module.fail_json(msg=f"could not read this host's facts for the preflight: {exc}")
-    module.exit_json(changed=False, facts=facts)
 
 
 if __name__ == "__main__":

@@ -60,31 +60,33 @@ files:
   returned: success
 """
 
-from ansible.module_utils.arms_common import ArmsError
+from typing import Any
+
+from ansible.module_utils.arms_common import WARNINGS, ArmsError, ModuleFailure, run_module
 from ansible.module_utils.arms_rowgroups import check_data_dir
 from ansible.module_utils.basic import AnsibleModule
 
+ARGUMENT_SPEC: dict[str, Any] = {
+    "data_dir": {"type": "path", "required": True},
+    "world_size": {"type": "int", "required": True},
+    "uneven_tolerance": {"type": "float", "default": 0.1},
+    "fail": {"type": "bool", "default": True},
+}
 
-def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            "data_dir": {"type": "path", "required": True},
-            "world_size": {"type": "int", "required": True},
-            "uneven_tolerance": {"type": "float", "default": 0.1},
-            "fail": {"type": "bool", "default": True},
-        },
-        supports_check_mode=True,
-    )
-    p = module.params
+
+def rank_shares(p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
     try:
         result = check_data_dir(p["data_dir"], p["world_size"], uneven_tolerance=p["uneven_tolerance"])
     except ArmsError as exc:
-        module.fail_json(msg=str(exc), problems=[str(exc)])
-    for warning in result["warnings"]:
-        module.warn(warning)
+        raise ModuleFailure(str(exc), problems=[str(exc)]) from exc
+    result = {**result, WARNINGS: result["warnings"]}
     if result["problems"] and p["fail"]:
-        module.fail_json(msg=" ".join(result["problems"]), **result)
-    module.exit_json(changed=False, msg="; ".join(result["problems"]) or "every rank gets row groups", **result)
+        raise ModuleFailure(" ".join(result["problems"]), **result)
+    return {"changed": False, "msg": "; ".join(result["problems"]) or "every rank gets row groups", **result}
+
+
+def main() -> None:
+    run_module(AnsibleModule, ARGUMENT_SPEC, rank_shares)
 
 
 if __name__ == "__main__":

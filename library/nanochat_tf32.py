@@ -51,23 +51,20 @@ lines:
   returned: success
 """
 
-from ansible.module_utils.arms_common import ArmsError
+from typing import Any
+
+from ansible.module_utils.arms_common import run_module
 from ansible.module_utils.arms_patch import tf32_apply
 from ansible.module_utils.basic import AnsibleModule
 
+ARGUMENT_SPEC: dict[str, Any] = {
+    "path": {"type": "path", "required": True},
+    "inventory_arg": {"type": "str", "default": "-i inventory/"},
+}
 
-def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            "path": {"type": "path", "required": True},
-            "inventory_arg": {"type": "str", "default": "-i inventory/"},
-        },
-        supports_check_mode=True,
-    )
-    try:
-        r = tf32_apply(module.params["path"], check_mode=module.check_mode, inventory=module.params["inventory_arg"])
-    except ArmsError as exc:
-        module.fail_json(msg=str(exc))
+
+def tf32(p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
+    r = tf32_apply(p["path"], check_mode=check_mode, inventory=p["inventory_arg"])
     diff = {}
     if r.changed:
         diff = {
@@ -76,7 +73,11 @@ def main() -> None:
             "before": r.before,
             "after": r.after,
         }
-    module.exit_json(changed=r.changed, state=r.state, lines=r.lines, msg=r.msg, diff=diff)
+    return {"changed": r.changed, "state": r.state, "lines": r.lines, "msg": r.msg, "diff": diff}
+
+
+def main() -> None:
+    run_module(AnsibleModule, ARGUMENT_SPEC, tf32)
 
 
 if __name__ == "__main__":

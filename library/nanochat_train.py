@@ -374,6 +374,7 @@ import os
 from typing import Any
 
 from ansible.module_utils.arms_command import LAUNCHERS
+from ansible.module_utils.arms_common import run_module
 from ansible.module_utils.arms_run import LaunchSpec, RunFailed, RunRef, manage_run
 from ansible.module_utils.basic import AnsibleModule
 
@@ -451,14 +452,7 @@ def launch_spec(p: dict[str, Any]) -> LaunchSpec | None:
     return LaunchSpec(**{name: p[name] for name in LAUNCH_REQUIRED + LAUNCH_OPTIONAL})
 
 
-def main() -> None:
-    module = AnsibleModule(
-        argument_spec=ARGUMENT_SPEC,
-        required_one_of=[("base_dir", "state_dir")],
-        required_if=[("state", "started", LAUNCH_REQUIRED)],
-        supports_check_mode=True,
-    )
-    p = module.params
+def manage(p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
     ref = RunRef(
         state_dir=p["state_dir"] or os.path.join(p["base_dir"], "arms_runs"),
         run_name=p["run_name"],
@@ -467,21 +461,28 @@ def main() -> None:
         arm=p["arm"],
         device_batch_size=p["device_batch_size"],
     )
-    try:
-        result = manage_run(
-            p["state"],
-            ref,
-            launch_spec(p),
-            force=p["force"],
-            check_mode=module.check_mode,
-            wait_for_step=p["wait_for_step"],
-            start_timeout=p["start_timeout"],
-            stop_timeout=p["stop_timeout"],
-            flag_style=p["flag_style"],
-        )
-    except RunFailed as exc:
-        module.fail_json(**exc.result)
-    module.exit_json(**result)
+    return manage_run(
+        p["state"],
+        ref,
+        launch_spec(p),
+        force=p["force"],
+        check_mode=check_mode,
+        wait_for_step=p["wait_for_step"],
+        start_timeout=p["start_timeout"],
+        stop_timeout=p["stop_timeout"],
+        flag_style=p["flag_style"],
+    )
+
+
+def main() -> None:
+    run_module(
+        AnsibleModule,
+        ARGUMENT_SPEC,
+        manage,
+        errors=(RunFailed,),
+        required_one_of=[("base_dir", "state_dir")],
+        required_if=[("state", "started", LAUNCH_REQUIRED)],
+    )
 
 
 if __name__ == "__main__":

@@ -80,28 +80,27 @@ unused_overrides:
   returned: success
 """
 
-from ansible.module_utils.arms_common import ArmsError
+from typing import Any
+
+from ansible.module_utils.arms_common import WARNINGS, run_module
 from ansible.module_utils.arms_venv import plan_for_checkout, unused_override_warning
 from ansible.module_utils.basic import AnsibleModule
 
+ARGUMENT_SPEC: dict[str, Any] = {
+    "checkout": {"type": "path", "required": True},
+    "extra": {"type": "str", "default": ""},
+    "index_urls": {"type": "dict", "default": {}},
+}
+
+
+def indexes(p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
+    plan = plan_for_checkout(p["checkout"], p["extra"] or "", p["index_urls"] or {})
+    warnings = [unused_override_warning(plan)] if plan.unused_overrides else []
+    return {"changed": False, **plan.to_result(), WARNINGS: warnings}
+
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            "checkout": {"type": "path", "required": True},
-            "extra": {"type": "str", "default": ""},
-            "index_urls": {"type": "dict", "default": {}},
-        },
-        supports_check_mode=True,
-    )
-    p = module.params
-    try:
-        plan = plan_for_checkout(p["checkout"], p["extra"] or "", p["index_urls"] or {})
-    except ArmsError as exc:
-        module.fail_json(msg=str(exc))
-    if plan.unused_overrides:
-        module.warn(unused_override_warning(plan))
-    module.exit_json(changed=False, **plan.to_result())
+    run_module(AnsibleModule, ARGUMENT_SPEC, indexes)
 
 
 if __name__ == "__main__":

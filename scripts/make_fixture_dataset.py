@@ -29,27 +29,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--text-bytes-mean", type=int, default=DEFAULT_TEXT_BYTES_MEAN)
     parser.add_argument("--row-group-rows", type=int, default=DEFAULT_ROW_GROUP_ROWS)
     parser.add_argument("--workers", type=int, default=0, help="processes (0 = all cores); output is the same")
-    args = parser.parse_args(argv)
-    workers = args.workers or os.cpu_count() or 1
+    # every option is make_fixture's argument of the same name; 0 workers means every core
+    options = vars(parser.parse_args(argv))
+    options["workers"] = options["workers"] or os.cpu_count() or 1
     started = time.time()
     try:
-        files = make_fixture(
-            args.out,
-            args.rows,
-            files_per_dump=args.files_per_dump,
-            dumps=args.dumps,
-            seed=args.seed,
-            text_bytes_mean=args.text_bytes_mean,
-            row_group_rows=args.row_group_rows,
-            workers=workers,
-        )
+        files = make_fixture(**options)
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     total = sum(f["bytes"] for f in files)
     print(
         f"wrote {len(files)} files, {sum(f['rows'] for f in files)} rows, {human_bytes(total)} "
-        f"under {args.out} in {time.time() - started:.1f}s"
+        f"under {options['out']} in {time.time() - started:.1f}s"
     )
     return 0
 

@@ -62,21 +62,10 @@ def arms_inventory_arg(sources: list[str] | str | None) -> str:
     return " ".join(parts)
 
 
-def arms_playbook_command(
-    playbook: str,
-    inventory: str | None = None,
-    tags: str | None = None,
-    limit: str | None = None,
-    extra_vars: dict[str, Any] | None = None,
-) -> str:
-    """``ansible-playbook playbooks/<playbook>.yml <inventory> [--tags T] [-l L] [-e '<json>']``."""
-    return str(arms_common.playbook_command(playbook, inventory, tags=tags, limit=limit, extra_vars=extra_vars))
-
-
 class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {
             "arms_inventory_arg": arms_inventory_arg,
             "arms_status_rows": arms_status_rows,
-            "arms_playbook_command": arms_playbook_command,
+            "arms_playbook_command": arms_common.playbook_command,  # tags, limit, extra_vars by name
         }

@@ -1,4 +1,5 @@
-"""Small pieces every nanochat-arms module shares: atomic files, progress state, formatting.
+"""Small pieces every nanochat-arms module shares: atomic files, progress state, formatting, and
+``run_module``, the one prologue and epilogue of the modules in library/.
 
 Only the standard library is imported here, so any module can use it on any host.
 """
@@ -21,6 +22,52 @@ TOOL_VERSION = "0.1.0"
 
 class ArmsError(Exception):
     """An error whose message is a sentence a user can act on (what, expected, what to run)."""
+
+
+class ModuleFailure(ArmsError):
+    """An ArmsError that fails a module with more than its sentence: ``result`` goes to fail_json beside ``msg``."""
+
+    def __init__(self, msg: str, **result: Any) -> None:
+        super().__init__(msg)
+        self.result = result
+
+
+# a result key that run_module takes out of the result and shows as the module's warnings
+WARNINGS = "_arms_warnings"
+
+# what a module does with its parameters and check mode: its result (``changed`` and the RETURN keys)
+ModuleAction = Callable[[dict[str, Any], bool], dict[str, Any]]
+
+
+def run_module(
+    module_class: Callable[..., Any],
+    argument_spec: dict[str, Any],
+    action: ModuleAction,
+    *,
+    errors: tuple[type[BaseException], ...] = (ArmsError,),
+    fail_prefix: str = "",
+    **module_options: Any,
+) -> None:
+    """The one prologue and epilogue of every module in library/: build the module, run ``action``, exit.
+
+    ``module_class`` is ansible's ``AnsibleModule``, passed in by the module (this file imports no Ansible,
+    so scripts and filters load it too). ``action(params, check_mode)`` returns the result for
+    ``exit_json``; a list under :data:`WARNINGS` in it is shown as warnings instead. An exception of
+    ``errors`` fails the module with its sentence (after ``fail_prefix``) and, for a
+    :class:`ModuleFailure` or an exception with a ``result`` dict, those fields too.
+    ``module_options`` go to the module as they are (``required_if`` ...); check mode is always supported.
+    """
+    module = module_class(argument_spec=argument_spec, supports_check_mode=True, **module_options)
+    try:
+        result = action(module.params, module.check_mode)
+    except errors as exc:
+        failure = {"msg": f"{fail_prefix}{exc}", **getattr(exc, "result", {})}
+        for warning in failure.pop(WARNINGS, []):
+            module.warn(warning)
+        module.fail_json(**failure)
+    for warning in result.pop(WARNINGS, []):
+        module.warn(warning)
+    module.exit_json(**result)
 
 
 # the ``-i ...`` part of the commands a message names when the caller did not say which inventory it ran with

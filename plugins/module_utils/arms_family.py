@@ -58,6 +58,11 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def unknown_keys(mapping: Mapping[str, Any], allowed: Sequence[str]) -> str:
+    """The keys of ``mapping`` that ``allowed`` does not name, sorted and comma-separated ('' when none)."""
+    return ", ".join(map(str, sorted(set(mapping) - set(allowed))))
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -148,11 +153,8 @@ def family_problems(experiment: Mapping[str, Any] | None) -> list[str]:
             if family is not None and not isinstance(family, str):
                 problems.append(f"arms.{arm}.family is not a mapping; give e.g. family: {{seeds: [42, 43, 44]}}")
             continue
-        unknown = sorted(set(family) - set(FAMILY_KEYS))
-        if unknown:
-            problems.append(
-                f"arms.{arm}.family has {', '.join(map(str, unknown))}; a family varies only seeds and ratios"
-            )
+        if unknown := unknown_keys(family, FAMILY_KEYS):
+            problems.append(f"arms.{arm}.family has {unknown}; a family varies only seeds and ratios")
         if not any(k in family for k in FAMILY_KEYS):
             problems.append(f"arms.{arm}.family names neither seeds nor ratios; give e.g. seeds: [42, 43, 44]")
             continue
@@ -455,10 +457,9 @@ def profile_problems(experiment: Mapping[str, Any] | None) -> list[str]:
         if not isinstance(profile, Mapping):
             problems.append(f"{where} is not a mapping")
             continue
-        unknown = sorted(set(profile) - set(PROFILE_KEYS))
-        if unknown:
+        if unknown := unknown_keys(profile, PROFILE_KEYS):
             problems.append(
-                f"{where} sets {', '.join(map(str, unknown))}; a profile changes only depth, num_iterations and "
+                f"{where} sets {unknown}; a profile changes only depth, num_iterations and "
                 "placement (the data, tokenizer and batch sizes stay the full run's, so the pilot predicts it)"
             )
         for key in ("depth", "num_iterations"):

@@ -13,7 +13,7 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ansible.module_utils.arms_budget import (
@@ -165,20 +165,24 @@ def check_commits(
                 "missing": "has no nanochat/common.py",
             }[f["tf32"]]
             problems.append(f"{host}: nanochat/common.py {what}; repair with: {repair('tf32', host, inventory)}")
-    commits = {facts[h].get("commit") for h in arm_hosts}
-    if len(commits) > 1:
-        problems.append(
-            "arm hosts are at different nanochat commits ("
-            + ", ".join(f"{h}: {str(facts[h].get('commit'))[:12]}" for h in arm_hosts)
-            + f"); put them all at the pin with: {repair('checkout', 'gpu', inventory)}"
-        )
-    tf32_states = {facts[h].get("tf32") for h in arm_hosts}
-    if len(tf32_states) > 1:
-        problems.append(
-            "arm hosts differ in their TF32 patch state ("
-            + ", ".join(f"{h}: {facts[h].get('tf32')}" for h in arm_hosts)
-            + f"); run: {repair('tf32', 'gpu', inventory)}"
-        )
+    # facts every host of an arm must agree on: (fact, how hosts differ, a value as shown, repair tag, what to do)
+    agree: list[tuple[str, str, Callable[[Any], str], str, str]] = [
+        (
+            "commit",
+            "are at different nanochat commits",
+            lambda v: str(v)[:12],
+            "checkout",
+            "put them all at the pin with",
+        ),
+        ("tf32", "differ in their TF32 patch state", str, "tf32", "run"),
+    ]
+    for key, differ, show, tag, advice in agree:
+        if len({facts[h].get(key) for h in arm_hosts}) > 1:
+            problems.append(
+                f"arm hosts {differ} ("
+                + ", ".join(f"{h}: {show(facts[h].get(key))}" for h in arm_hosts)
+                + f"); {advice}: {repair(tag, 'gpu', inventory)}"
+            )
     return problems
 
 

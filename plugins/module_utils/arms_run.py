@@ -639,6 +639,12 @@ def _polls(paths: dict[str, str], ref: RunRef, interval: float = 0.5) -> Iterato
         time.sleep(interval)
 
 
+def _failed_with_log(result: dict[str, Any], log: str, msg: str) -> RunFailed:
+    """The failure of a run that did not get going: ``msg``, with the log's last lines in the result."""
+    result["log_tail"] = tail(_read(log), TAIL_LINES)
+    return RunFailed({**result, "msg": msg})
+
+
 def wait_for_first_step(
     result: dict[str, Any], paths: dict[str, str], ref: RunRef, *, node_rank: int, start_timeout: float
 ) -> None:
@@ -659,30 +665,22 @@ def wait_for_first_step(
             if state["finished"]:
                 result["msg"] += " It already finished."
                 return
-            result["log_tail"] = tail(_read(paths["log"]), TAIL_LINES)
-            raise RunFailed(
-                {
-                    **result,
-                    "msg": (
-                        f"run {ref.run_name} died before its first step (exit code {state['exit_code']}): "
-                        f"{explain(state['diagnosis'])}. Log: {paths['log']}."
-                    ),
-                }
+            raise _failed_with_log(
+                result,
+                paths["log"],
+                f"run {ref.run_name} died before its first step (exit code {state['exit_code']}): "
+                f"{explain(state['diagnosis'])}. Log: {paths['log']}.",
             )
         if time.monotonic() >= deadline:
             if not rank0:
                 result["msg"] += f" Node rank {node_rank} is up; its progress shows in the log of node rank 0."
                 return
-            result["log_tail"] = tail(_read(paths["log"]), TAIL_LINES)
-            raise RunFailed(
-                {
-                    **result,
-                    "msg": (
-                        f"run {ref.run_name} printed no step line within {start_timeout}s; it is still "
-                        f"running (pid {state['pid']}): {explain(state['diagnosis'])}. Raise "
-                        f"start_timeout, or read {paths['log']}."
-                    ),
-                }
+            raise _failed_with_log(
+                result,
+                paths["log"],
+                f"run {ref.run_name} printed no step line within {start_timeout}s; it is still "
+                f"running (pid {state['pid']}): {explain(state['diagnosis'])}. Raise "
+                f"start_timeout, or read {paths['log']}.",
             )
 
 

@@ -56,6 +56,20 @@ def files_equal(data_dir: str, blobs: dict[str, bytes], prefix: str = "top/") ->
             assert hashlib.sha256(fh.read()).digest() == hashlib.sha256(data).digest(), name
 
 
+def assert_mirrors(data_dir: str, blobs: dict[str, bytes]) -> None:
+    """The data dir holds the blobs' bytes, and every shard matches its manifest (re-hashed)."""
+    files_equal(data_dir, blobs)
+    assert verify_data_dir(data_dir, read_manifest(data_dir), use_cache=False).passed
+
+
+def synced(azurite: AzuriteServer, tmp_path: str, blobs: dict[str, bytes]) -> tuple[str, str]:
+    """A container holding ``blobs`` and a data dir ``<tmp_path>/d`` synced from it once: (container, data dir)."""
+    container = make_container(azurite, blobs)
+    data_dir = os.path.join(tmp_path, "d")
+    run(azurite, container, data_dir)
+    return container, data_dir
+
+
 def leftovers(data_dir: str) -> list[str]:
     return [e for e in os.listdir(data_dir) if e.endswith((".tmp", ".part")) or ".azsync-" in e]
 
@@ -90,9 +104,7 @@ def test_full_sync_lands_every_shard_verified_and_reports_the_rest(azurite: Azur
 
 def test_rerun_downloads_nothing_and_does_not_rehash(azurite: AzuriteServer, tmp_path: str) -> None:
     blobs = shards(4)
-    container = make_container(azurite, blobs)
-    data_dir = os.path.join(tmp_path, "d")
-    run(azurite, container, data_dir)
+    container, data_dir = synced(azurite, tmp_path, blobs)
     before = {e: os.stat(os.path.join(data_dir, e)).st_mtime_ns for e in os.listdir(data_dir)}
     calls: list[str] = []
     real = arms_azure.verify_data_dir
@@ -116,9 +128,7 @@ def test_rerun_downloads_nothing_and_does_not_rehash(azurite: AzuriteServer, tmp
 
 def test_changed_blob_is_fetched_again_and_removed_blob_is_removed(azurite: AzuriteServer, tmp_path: str) -> None:
     blobs = shards(4)
-    container = make_container(azurite, blobs)
-    data_dir = os.path.join(tmp_path, "d")
-    run(azurite, container, data_dir)
+    container, data_dir = synced(azurite, tmp_path, blobs)
     new = shard_bytes(seed=1234)
     upload(azurite, container, {"top/shard_00002.parquet": new}, create=False)
     cc = azurite.service_client().get_container_client(container)  # type: ignore[attr-defined]
@@ -138,9 +148,7 @@ def test_changed_blob_is_fetched_again_and_removed_blob_is_removed(azurite: Azur
 
 def test_val_shard_from_another_step_is_carried_over_and_never_touched(azurite: AzuriteServer, tmp_path: str) -> None:
     blobs = shards(3)
-    container = make_container(azurite, blobs)
-    data_dir = os.path.join(tmp_path, "d")
-    run(azurite, container, data_dir)
+    container, data_dir = synced(azurite, tmp_path, blobs)
     val = os.path.join(data_dir, "shard_val.parquet")
     with open(val, "wb") as fh:
         fh.write(shard_bytes(seed=555))
@@ -180,15 +188,12 @@ def test_large_blobs_come_in_parallel_ranges_byte_identical(azurite: AzuriteServ
         azurite, container, data_dir, chunk_concurrency=4, max_single_get_size=64 * 1024, max_chunk_get_size=32 * 1024
     )
     assert r.downloaded == sorted(n.split("/")[-1] for n in blobs)
-    files_equal(data_dir, blobs)
-    assert verify_data_dir(data_dir, read_manifest(data_dir), use_cache=False).passed
+    assert_mirrors(data_dir, blobs)
 
 
 def test_unrecorded_files_matching_content_md5_are_adopted_not_fetched(azurite: AzuriteServer, tmp_path: str) -> None:
     blobs = shards(3)
-    container = make_container(azurite, blobs)
-    data_dir = os.path.join(tmp_path, "d")
-    run(azurite, container, data_dir)
+    container, data_dir = synced(azurite, tmp_path, blobs)
     os.unlink(os.path.join(data_dir, "manifest.json"))
     os.unlink(os.path.join(data_dir, JOURNAL_NAME))
     with open(os.path.join(data_dir, "shard_00001.parquet"), "r+b") as fh:  # same size, other bytes
@@ -197,8 +202,7 @@ def test_unrecorded_files_matching_content_md5_are_adopted_not_fetched(azurite: 
     r = run(azurite, container, data_dir)
     assert r.adopted == ["shard_00000.parquet", "shard_00002.parquet"]
     assert r.downloaded == ["shard_00001.parquet"]
-    files_equal(data_dir, blobs)
-    assert verify_data_dir(data_dir, read_manifest(data_dir), use_cache=False).passed
+    assert_mirrors(data_dir, blobs)
 
 
 def test_content_md5_is_compared_only_when_asked(azurite: AzuriteServer, tmp_path: str) -> None:
@@ -216,15 +220,12 @@ def test_content_md5_is_compared_only_when_asked(azurite: AzuriteServer, tmp_pat
     data_dir = os.path.join(tmp_path, "d")
     r = run(azurite, container, data_dir)
     assert r.downloaded == ["shard_00000.parquet", "shard_00001.parquet"]
-    files_equal(data_dir, blobs)
-    assert verify_data_dir(data_dir, read_manifest(data_dir), use_cache=False).passed
+    assert_mirrors(data_dir, blobs)
 
 
 def test_deep_verify_catches_what_the_cache_cannot(azurite: AzuriteServer, tmp_path: str) -> None:
     blobs = shards(2)
-    container = make_container(azurite, blobs)
-    data_dir = os.path.join(tmp_path, "d")
-    run(azurite, container, data_dir)
+    container, data_dir = synced(azurite, tmp_path, blobs)
     path = os.path.join(data_dir, "shard_00001.parquet")
     st = os.stat(path)
     with open(path, "r+b") as fh:

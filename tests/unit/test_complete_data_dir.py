@@ -12,15 +12,7 @@ from pathlib import Path
 import pytest
 from ansible.module_utils.arms_common import ArmsError
 from ansible.module_utils.arms_manifest import require_complete
-from arms_fixture import make_fixture
-from test_shard_resume import cli, start_and_kill
-
-
-@pytest.fixture(scope="module")
-def source(tmp_path_factory: pytest.TempPathFactory) -> str:
-    out = str(tmp_path_factory.mktemp("src") / "fortified")
-    make_fixture(out, 6000, files_per_dump=4, dumps=3, seed=8, text_bytes_mean=500, row_group_rows=100)
-    return out
+from test_shard_resume import SOURCE, cli, start_and_kill  # noqa: F401  (SOURCE: the resume tests' source)
 
 
 @pytest.fixture(scope="module")

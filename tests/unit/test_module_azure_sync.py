@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 from azurite import AzuriteServer, azurite_or_skip, other_parquet_bytes, running_azurite, shard_bytes, upload
-from modtest import load_module, run_module
+from modtest import documented_options, load_module, run_module
 
 MODULE = "nanochat_azure_sync"
 BLOBS = {f"top/shard_{i:05d}.parquet": shard_bytes(seed=i) for i in range(3)} | {"top/README.md": b"hi"}
@@ -47,15 +47,7 @@ def call(
 
 def test_documentation_matches_the_argument_spec() -> None:
     mod = load_module(MODULE)
-    options = yaml.safe_load(mod.DOCUMENTATION)["options"]
-    spec = mod.ARGUMENT_SPEC
-    assert sorted(options) == sorted(spec)
-    for name, decl in spec.items():
-        doc = options[name]
-        assert doc.get("type", "str") == decl.get("type", "str"), name
-        assert bool(doc.get("required", False)) == bool(decl.get("required", False)), name
-        assert doc.get("default") == decl.get("default"), name
-        assert doc.get("choices") == decl.get("choices"), name
+    _, spec = documented_options(MODULE)
     assert {n for n, d in spec.items() if d.get("no_log")} == {
         "connection_string",
         "sas_token",

@@ -10,7 +10,7 @@ import sys
 import pytest
 import yaml
 from arms_fixture import make_fixture
-from modtest import ROOT, load_module, run_module
+from modtest import ROOT, documented_options, load_module, run_module
 
 NAME = "nanochat_random_subset"
 
@@ -35,36 +35,9 @@ def args(source: str, root: str, **extra: object) -> dict[str, object]:
     }
 
 
-def spec() -> dict[str, dict[str, object]]:
-    mod = load_module(NAME)
-    captured: dict[str, dict[str, object]] = {}
-
-    class Stop(Exception):
-        pass
-
-    class Capture:
-        def __init__(self, argument_spec: dict[str, dict[str, object]], **_: object) -> None:
-            captured.update(argument_spec)
-            raise Stop
-
-    mod.AnsibleModule = Capture
-    with pytest.raises(Stop):
-        mod.main()
-    return captured
-
-
 def test_documentation_matches_the_argument_spec_and_the_playbooks_interface() -> None:
     mod = load_module(NAME)
-    options = yaml.safe_load(mod.DOCUMENTATION)["options"]
-    argspec = spec()
-    assert sorted(options) == sorted(argspec)
-    for name, decl in argspec.items():
-        doc = options[name]
-        assert doc.get("type", "str") == decl.get("type", "str"), name
-        assert bool(doc.get("required", False)) == bool(decl.get("required", False)), name
-        assert doc.get("default") == decl.get("default"), name
-        assert doc.get("elements") == decl.get("elements"), name
-        assert doc["description"], name
+    _, argspec = documented_options(NAME)
     assert argspec["hf_token"].get("no_log") is True
     # the names the lead's playbook calls
     for name in ("dataset", "config", "split", "ratio", "seed", "data_dir", "rows_per_shard", "world_size",

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 from ansible.module_utils.arms_names import experiment_problems, file_name_problem, prefix_problem
+from playtest import LOCALHOST, ansible_playbook
 
 ROOT = Path(__file__).resolve().parents[2]
-ANSIBLE_PLAYBOOK = str(Path(os.environ.get("VIRTUAL_ENV", ROOT / ".venv")) / "bin" / "ansible-playbook")
 
 
 def experiment(**arm: object) -> dict:
@@ -89,23 +88,11 @@ def test_validate_yml_applies_the_rule_through_the_filter(tmp_path: Path) -> Non
     ]
     (tmp_path / "p.yml").write_text(yaml.safe_dump(play))
     env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")}
-    proc = subprocess.run(
-        [
-            ANSIBLE_PLAYBOOK,
-            "-i",
-            "localhost,",
-            "-c",
-            "local",
-            "-e",
-            "ansible_python_interpreter={{ ansible_playbook_python }}",
-            str(tmp_path / "p.yml"),
-        ],
+    ansible_playbook(
+        [*LOCALHOST, "-e", "ansible_python_interpreter={{ ansible_playbook_python }}", str(tmp_path / "p.yml")],
         cwd=tmp_path,
         env=env,
-        capture_output=True,
-        text=True,
         timeout=120,
     )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
     assert json.loads((tmp_path / "out.json").read_text()) == experiment_problems(exp, "r")
     assert not (tmp_path / "F").exists()

@@ -8,18 +8,12 @@ import subprocess
 import sys
 
 import pyarrow.parquet as pq
-import pytest
-from arms_fixture import make_fixture
 from modtest import ROOT
 
 SCRIPT = os.path.join(ROOT, "scripts", "prepare_hf_random_subset.py")
 
 
-@pytest.fixture(scope="module")
-def source(tmp_path_factory: pytest.TempPathFactory) -> str:
-    out = str(tmp_path_factory.mktemp("src") / "fortified")
-    make_fixture(out, 1500, files_per_dump=1, dumps=3, seed=2, text_bytes_mean=400, row_group_rows=300)
-    return out
+SOURCE = {"rows": 1500, "files_per_dump": 1, "dumps": 3, "seed": 2, "text_bytes_mean": 400, "row_group_rows": 300}
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -16,16 +16,11 @@ import pytest
 from ansible.module_utils.arms_common import ArmsError
 from ansible.module_utils.arms_shard import Options, prepare_random_subset
 from ansible.module_utils.arms_source import resolve_source
-from arms_fixture import make_fixture
 
 BASE = {"ratio": 0.3, "seed": 7, "rows_per_shard": 100, "world_size": 4, "workers": 1}
 
 
-@pytest.fixture(scope="module")
-def source(tmp_path_factory: pytest.TempPathFactory) -> str:
-    out = str(tmp_path_factory.mktemp("src") / "fortified")
-    make_fixture(out, 3000, files_per_dump=2, dumps=3, seed=21, text_bytes_mean=700, row_group_rows=250)
-    return out
+SOURCE = {"rows": 3000, "files_per_dump": 2, "dumps": 3, "seed": 21, "text_bytes_mean": 700, "row_group_rows": 250}
 
 
 @pytest.fixture(scope="module")

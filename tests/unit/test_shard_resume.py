@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 from ansible.module_utils.arms_common import ArmsError
 from ansible.module_utils.arms_shard import Options, prepare_random_subset
-from arms_fixture import make_fixture
 from modtest import ROOT
 
 SCRIPT = os.path.join(ROOT, "scripts", "prepare_hf_random_subset.py")
@@ -23,11 +22,7 @@ SCRIPT = os.path.join(ROOT, "scripts", "prepare_hf_random_subset.py")
 ARGS = {"ratio": 0.3, "seed": 5, "rows_per_shard": 8, "world_size": 2, "val_fraction": 0.05}
 
 
-@pytest.fixture(scope="module")
-def source(tmp_path_factory: pytest.TempPathFactory) -> str:
-    out = str(tmp_path_factory.mktemp("src") / "fortified")
-    make_fixture(out, 6000, files_per_dump=4, dumps=3, seed=8, text_bytes_mean=500, row_group_rows=100)
-    return out
+SOURCE = {"rows": 6000, "files_per_dump": 4, "dumps": 3, "seed": 8, "text_bytes_mean": 500, "row_group_rows": 100}
 
 
 @pytest.fixture(scope="module")

@@ -5,10 +5,11 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+from playtest import LOCALHOST, ansible_playbook
 
 ROOT = Path(__file__).resolve().parents[2]
 spec = importlib.util.spec_from_file_location("arms_timeline", ROOT / "plugins" / "callback" / "arms_timeline.py")
@@ -135,24 +136,9 @@ def test_the_callback_reports_a_real_playbook_run_and_writes_the_json(tmp_path: 
         ARMS_TIMELINE_FILE=str(out),
     )
     env.pop("ANSIBLE_CONFIG", None)
-    proc = subprocess.run(
-        [
-            os.path.join(os.path.dirname(sys.executable), "ansible-playbook"),
-            "-i",
-            "localhost,",
-            "-c",
-            "local",
-            "-e",
-            f"ansible_python_interpreter={sys.executable}",
-            "site.yml",
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    proc = ansible_playbook(
+        [*LOCALHOST, "-e", f"ansible_python_interpreter={sys.executable}", "site.yml"], cwd=tmp_path, env=env
     )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "GPU time before training, per host" in proc.stdout
     (row,) = json.loads(out.read_text())["hosts"]
     assert row["host"] == "localhost" and row["launch"] == "launched"

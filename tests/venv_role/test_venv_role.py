@@ -18,6 +18,7 @@ import re
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from arms_runner import Summary
@@ -68,14 +69,19 @@ def test_module_reads_the_gpu_index_from_the_pins_pyproject(nanochat_pin: Path, 
     assert none["indexes"] == [] and none["uv_args"] == []
 
 
+def gpu_check_run(venv_host: VenvHost, url: str) -> tuple[Summary, dict[str, Any]]:
+    """The role in check mode on an empty venv, for the gpu extra, its index pytorch-cu128 at ``url``."""
+    venv_host.make_empty_venv()
+    return venv_host.run(
+        check=True, nanochat_venv_extra="gpu", nanochat_venv_index_urls={"pytorch-cu128": url}, **NO_IMPORT_CHECK
+    )
+
+
 def test_gpu_extra_resolves_torch_cu128_from_the_named_index(
     venv_host: VenvHost, fake_torch_index: Callable[[str], str]
 ) -> None:
     url = fake_torch_index("2.9.1+cu128")
-    venv_host.make_empty_venv()
-    summary, result = venv_host.run(
-        check=True, nanochat_venv_extra="gpu", nanochat_venv_index_urls={"pytorch-cu128": url}, **NO_IMPORT_CHECK
-    )
+    summary, result = gpu_check_run(venv_host, url)
     assert summary.ok, summary.failures
 
     # the problem: the lock's export names the CUDA build of torch but no index for it
@@ -112,10 +118,7 @@ def test_gpu_extra_fails_when_the_named_index_lacks_that_torch(
 ) -> None:
     """The control: same command, the index named pytorch-cu128 now holds another build of torch."""
     url = fake_torch_index("2.9.1+cu126")
-    venv_host.make_empty_venv()
-    summary, result = venv_host.run(
-        check=True, nanochat_venv_extra="gpu", nanochat_venv_index_urls={"pytorch-cu128": url}, **NO_IMPORT_CHECK
-    )
+    summary, result = gpu_check_run(venv_host, url)
     assert not summary.ok
     assert task_status(summary, INSTALL_TASK) == ["failed"]
     install = result["install"]
