@@ -10,6 +10,10 @@ partial logs too (mid-training check) and on an arm without a log yet (the row s
       --arm top16.5=results/x/top16.5/train.log:results/x/top16.5/manifest.json \\
       --arm random16.5=results/x/random16.5/train.log:results/x/random16.5/manifest.json
 
+  or, for what collect.yml fetched into OUT/<arm>/ (train.log, manifest.json, run.json):
+
+  python scripts/collect_results.py --experiment X --out results/X --collected top16.5 random16.5
+
 Logic: plugins/controller/arms_results.py. Prints the table to stdout, warnings to stderr.
 Exit status: 0 written, 1 a sentence explained what is wrong, 2 bad flags.
 """
@@ -25,6 +29,7 @@ from typing import Any
 import _arms_path  # noqa: F401
 from ansible.module_utils.arms_common import ArmsError
 from ansible.module_utils.arms_manifest import FORMAT
+from ansible.module_utils.arms_names import name_problem
 from arms_results import ArmInput, markdown_table, write_results
 
 
@@ -35,9 +40,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--arm",
         action="append",
-        required=True,
+        default=[],
         metavar="NAME=LOGFILE[:MANIFESTFILE]",
         help="an arm, its rank-0 training log and optionally its data manifest.json (repeat per arm)",
+    )
+    ap.add_argument(
+        "--collected",
+        nargs="+",
+        default=[],
+        metavar="NAME",
+        help="arms whose files collect.yml fetched into OUT/NAME/ (train.log, manifest.json, run.json)",
     )
     ap.add_argument(
         "--total-batch-size",
@@ -94,11 +106,27 @@ def _read_json(path: str, what: str) -> dict[str, Any]:
     return data
 
 
+def collected(out: str, names: list[str]) -> tuple[list[str], list[str]]:
+    """--arm and --facts values for arms fetched into OUT/NAME/ by collect.yml (names checked: they become paths)."""
+    arms, facts = [], []
+    for name in names:
+        problem = name_problem(name, "an arm name given to --collected")
+        if problem:
+            raise ArmsError(problem + ".")
+        folder = os.path.join(out, name)
+        arms.append(f"{name}={os.path.join(folder, 'train.log')}:{os.path.join(folder, 'manifest.json')}")
+        facts.append(f"{name}={os.path.join(folder, 'run.json')}")
+    return arms, facts
+
+
 def load_arms(args: argparse.Namespace, warn: Any) -> list[ArmInput]:
     """ArmInputs from the flags; a missing log or manifest is a warning, an unreadable one an error."""
-    arms = _pairs(args.arm, "--arm", "LOGFILE[:MANIFESTFILE]")
+    more_arms, more_facts = collected(args.out, args.collected)
+    if not args.arm and not more_arms:
+        raise ArmsError("no arm given; name each arm with --arm NAME=LOGFILE[:MANIFESTFILE] or --collected NAME.")
+    arms = _pairs(args.arm + more_arms, "--arm", "LOGFILE[:MANIFESTFILE]")
     data = _pairs(args.data, "--data", "TEXT")
-    facts_files = _pairs(args.facts, "--facts", "JSONFILE")
+    facts_files = _pairs(args.facts + more_facts, "--facts", "JSONFILE")
     for flag, names in (("--data", data), ("--facts", facts_files)):
         unknown = sorted(set(names) - set(arms))
         if unknown:

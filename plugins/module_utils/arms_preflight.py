@@ -27,6 +27,8 @@ from ansible.module_utils.arms_command import train_flags
 from ansible.module_utils.arms_common import ArmsError, human_bytes, load_env_file, playbook_command
 from ansible.module_utils.arms_manifest import read_manifest, sha256_file, verify_data_dir
 from ansible.module_utils.arms_patch import tf32_plan
+from ansible.module_utils.arms_rowgroups import check_ranks, row_group_rows
+from ansible.module_utils.arms_rowgroups import nanochat_files as rowgroup_files
 
 VAL_NAME = "shard_val.parquet"
 # ask nanochat's own code which files it will read, from the checkout, with the venv
@@ -134,11 +136,32 @@ def host_facts(
         last = present[-1]
         facts["last_file"] = last
         facts["last_sha256"] = sha256_file(os.path.join(data_dir, last))
+    facts["row_groups"] = _row_groups(data_dir)
     facts["nanochat"] = nanochat_files(checkout, venv, base_dir)
     facts["free_bytes"] = shutil.disk_usage(base_dir if os.path.isdir(base_dir) else os.path.expanduser("~")).free
     facts["gpus"] = gpu_count() if check_gpus else None
     facts["wandb_key"] = bool(load_env_file(env_file).get("WANDB_API_KEY"))
     return facts
+
+
+def _row_groups(data_dir: str) -> dict[str, list[int]] | str:
+    """Rows of each row group of every file nanochat reads, from the footers only (or why they are unreadable)."""
+    try:
+        return {os.path.basename(p): row_group_rows(p) for p in rowgroup_files(data_dir)}
+    except Exception as exc:  # an unreadable footer must not hide the other checks
+        return f"could not read the parquet footers: {exc}"
+
+
+def check_rank_shares(host: str, arm: str, f: Mapping[str, Any], world_size: int) -> tuple[list[str], list[str]]:
+    """(problems, warnings): every rank of the arm's world gets row groups from its training files and its val file."""
+    footers = f.get("row_groups")
+    if not isinstance(footers, dict):
+        return ([f"{host} ({arm}): {footers}; re-run the arm's data step."] if footers else []), []
+    result = check_ranks(list(footers), world_size, footers=footers)
+    return (
+        [f"{host} ({arm}): {p}" for p in result["problems"]],
+        [f"{host} ({arm}): {w}" for w in result["warnings"]],
+    )
 
 
 def checkpoint_bytes(depth: int) -> int:
@@ -457,6 +480,11 @@ def compare(
     ]
     problems += check_data(facts, arm_of_host, inventory)
     warnings: list[str] = []
+    for arm, host in arm_of_host:
+        world = int(model["gpus_per_node"]) * len(hosts_of.get(arm, []))
+        starving, uneven = check_rank_shares(host, arm, facts[host], world)
+        problems += starving
+        warnings += uneven
     budget: dict[str, Any] = {}
     try:
         budget = data_budget(

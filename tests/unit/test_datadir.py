@@ -27,8 +27,8 @@ from ansible.module_utils.arms_datadir import (
     sweep_leftovers,
     tmp_name,
 )
-from ansible.module_utils.arms_fixture import make_fixture
 from ansible.module_utils.arms_shard import Options, prepare_random_subset
+from arms_fixture import make_fixture
 from azurite import AzuriteServer, azurite_or_skip, running_azurite, shard_bytes, upload
 from modtest import ROOT
 

@@ -98,7 +98,10 @@ def test_failures_are_sentences_without_traceback_or_token(
     assert ok["changed"] and token not in json.dumps(ok)
     refused = run_module(NAME, args(source, root, ratio=0.2), capsys)
     # a playbook user reads the task argument to set, not a CLI flag or the Python API's spelling
-    assert refused["failed"] and "run it again with -e arms_force_prepare=true (the task's force) to replace it" in refused["msg"]
+    assert (
+        refused["failed"]
+        and "run it again with -e arms_force_prepare=true (the task's force) to replace it" in refused["msg"]
+    )
     assert "--force" not in refused["msg"] and "force=true" not in refused["msg"]
     forced = run_module(NAME, args(source, root, ratio=0.2, force=True), capsys)
     assert forced["changed"] and not forced.get("failed")

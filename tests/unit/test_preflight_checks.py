@@ -15,6 +15,7 @@ from ansible.module_utils.arms_preflight import (
     check_host_data,
     check_hyperparameters,
     check_nanochat_reads,
+    check_rank_shares,
     check_resources,
     check_tokenizers,
     check_val_shard,
@@ -55,6 +56,8 @@ def host_facts(name: str) -> dict[str, Any]:
         "last_file": VAL_NAME,
         "last_sha256": "v" * 64,
         "nanochat": {"ok": True, "files": [f"{data_dir}/{f}" for f in files]},
+        # two row groups a file: each of the arm's 2 ranks (gpus_per_node 2, one host) reads one
+        "row_groups": {f: [1024, 1024] for f in files},
         "free_bytes": 10**12,
         "gpus": 2,
         "wandb_key": True,
@@ -188,6 +191,37 @@ def test_gpus_disk_and_the_wandb_key_of_a_host(facts) -> None:
     assert problems[2].endswith(f"repair.yml {MINE} --tags wandb -l gpu-a")
     assert check_resources("gpu-a", "top", poor, **{**kw, "check_gpus": False, "run_name": "dummy"})[0].startswith(
         "gpu-a (top): 1.0 KB free"
+    )
+
+
+def test_every_rank_gets_row_groups_or_the_arm_is_refused_naming_the_file(facts) -> None:
+    f = facts["gpu-a"]
+    assert check_rank_shares("gpu-a", "top", f, 2) == ([], [])
+    # the runbook's 14000-row shards with 1024-row groups: 14 groups, unevenly shared by 8 ranks
+    runbook = {**f, "row_groups": {n: [1024] * 13 + [688] for n in f["row_groups"]}}
+    problems, warnings = check_rank_shares("gpu-a", "top", runbook, 8)
+    assert problems == [] and "unequal shares" in warnings[0] and warnings[0].startswith("gpu-a (top): ")
+    # an Azure arm downloaded as single-row-group files, trained on 2 ranks: rank 1 would spin forever
+    single = {**f, "row_groups": {n: [5000] for n in f["row_groups"]}}
+    problems, _ = check_rank_shares("gpu-b", "top", single, 2)
+    assert len(problems) == 2 and "rank 1 of 2 has no row group in shard_00000.parquet" in problems[0]
+    assert "shard_val.parquet" in problems[1] and "hang at the first evaluation" in problems[1]
+    # a single file: no training file at all
+    one = {**f, "row_groups": {"shard_00000.parquet": [10, 10]}}
+    assert "no file is left to train on" in check_rank_shares("gpu-a", "top", one, 1)[0][0]
+    unreadable = {**f, "row_groups": "could not read the parquet footers: bad magic"}
+    assert check_rank_shares("gpu-a", "top", unreadable, 1)[0] == [
+        "gpu-a (top): could not read the parquet footers: bad magic; re-run the arm's data step."
+    ]
+
+
+def test_compare_refuses_a_world_whose_ranks_would_starve(facts) -> None:
+    kw = {"arms": ARMS, "hosts_of": HOSTS_OF, "model": MODEL_10_STEPS, "pin_sha": PIN, "commit_date": None}
+    facts["gpu-b"]["row_groups"] = {n: [4096] for n in facts["gpu-b"]["row_groups"]}
+    result = compare(facts, **kw, check_gpus=True, inventory=MINE)
+    assert result["ok"] is False
+    assert any(
+        p.startswith("gpu-b (random): rank 1 of 2 has no row group in shard_00000.parquet") for p in result["problems"]
     )
 
 

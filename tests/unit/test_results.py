@@ -326,6 +326,22 @@ def test_cli_writes_the_table_and_plot(tmp_path: Path) -> None:
     assert png_size(out / "loss.png") == (1200, 480)
 
 
+def test_cli_reads_what_collect_fetched_into_the_results_folder(tmp_path: Path) -> None:
+    """collect.yml names the arms only (--collected): their files are found in OUT/<arm>/."""
+    out = tmp_path / "results"
+    (out / "top16.5").mkdir(parents=True)
+    (out / "top16.5" / "train.log").write_text(TOP_LOG)
+    (out / "top16.5" / "manifest.json").write_text(json.dumps(top_manifest()))
+    (out / "top16.5" / "run.json").write_text(json.dumps({"stale": True, "identity_changes": ["commit a -> b"]}))
+    proc = run_cli(
+        "--experiment", "exp", "--out", str(out), "--total-batch-size", str(TBS), "--collected", "top16.5", "spare"
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = proc.stdout.splitlines()
+    assert rows[2].startswith("| top16.5 | Azure quratingfiltered") and "STALE" in rows[2]
+    assert rows[3].startswith("| spare |") and "no log" in rows[3]
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -335,6 +351,8 @@ def test_cli_writes_the_table_and_plot(tmp_path: Path) -> None:
         (["--arm", "a=x.log", "--total-batch-size", "0"], "is not a token count"),
         (["--arm", "a=LOG:BAD"], "not valid JSON"),
         (["--arm", "a=LOG:OTHER"], "not a nanochat-arms manifest"),
+        (["--collected", "../etc"], "holds characters other than"),
+        ([], "no arm given"),
     ],
 )
 def test_cli_bad_input_is_a_sentence_and_writes_nothing(
