@@ -287,6 +287,11 @@ def main(argv: list[str] | None = None) -> int:
 
     for line in final_table(summary):
         out(line)
+    if summary.idle:  # the arms_timeline callback's lines: what each GPU host's time before training went to
+        out("")
+        out("GPU time before training, per host (from first contact to the first step line):")
+        for row in summary.idle:
+            out(f"  {row['line']}")
     if not summary.ok and not summary.failures and summary.stdout.strip():
         # no task failed: a syntax error, a missing role, no inventory... ansible's own words say what
         out("")
