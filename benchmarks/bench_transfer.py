@@ -219,6 +219,8 @@ def write_inventory(b: Bench) -> None:
         "ansible_user": user,
         "ansible_port": PORT,
         "ansible_ssh_private_key_file": KEY,
+        # the lab's paths are found from inventory_dir, which for this host is the bench's temp folder
+        "lab_root": ROOT,
     }
     with open(os.path.join(b.workdir, "bench_hosts.yml"), "w") as fh:
         json.dump({"all": {"hosts": {RECEIVER_ALIAS: host}}}, fh)
