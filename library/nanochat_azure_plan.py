@@ -76,7 +76,7 @@ msg:
 
 from typing import Any
 
-from ansible.module_utils.arms_azure import resolve_auth
+from ansible.module_utils.arms_azure import AUTH_OPTIONS, resolve_auth
 from ansible.module_utils.arms_azure_plan import plan
 from ansible.module_utils.arms_common import run_module
 from ansible.module_utils.basic import AnsibleModule
@@ -85,10 +85,7 @@ ARGUMENT_SPEC: dict[str, Any] = {
     "arm": {"type": "str", "required": True},
     "container": {"type": "str", "required": True},
     "prefix": {"type": "str", "default": ""},
-    "connection_string": {"type": "str", "no_log": True},
-    "account_url": {"type": "str", "no_log": True},
-    "sas_token": {"type": "str", "no_log": True},
-    "account_key": {"type": "str", "no_log": True},
+    **AUTH_OPTIONS,
 }
 
 

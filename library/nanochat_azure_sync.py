@@ -196,22 +196,18 @@ msg:
 
 import os
 
-from ansible.module_utils.arms_azure import Switch, sync
+from ansible.module_utils.arms_azure import AUTH_OPTIONS, Switch, sync
 from ansible.module_utils.arms_common import ArmsError, load_env_file
 from ansible.module_utils.basic import AnsibleModule
 
-# skip_download as a playbook user sets it (playbooks/tasks/azure_start.yml passes arms_skip_download)
+# skip_download as a playbook user sets it (roles/arms_data/tasks/download_start.yml passes arms_skip_download)
 SKIP_DOWNLOAD = Switch("skip_download", "with -e arms_skip_download=false")
 
 ARGUMENT_SPEC = {
     "container": {"type": "str", "required": True},
     "prefix": {"type": "str", "default": ""},
     "data_dir": {"type": "path", "required": True},
-    "connection_string": {"type": "str", "no_log": True},
-    # no_log too: a SAS URL (account_url with a query) carries the token, and Ansible logs module_args
-    "account_url": {"type": "str", "no_log": True},
-    "sas_token": {"type": "str", "no_log": True},
-    "account_key": {"type": "str", "no_log": True},
+    **AUTH_OPTIONS,
     "skip_download": {"type": "bool", "default": False},
     "download_mode": {"type": "str", "choices": ["bulk"], "default": "bulk"},
     "concurrency": {"type": "int", "default": 16},

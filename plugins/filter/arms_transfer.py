@@ -1,4 +1,4 @@
-"""Filters of the host-to-host transfer (playbooks/tasks/transfer.yml): the lines that say whom to trust.
+"""Filters of the host-to-host transfer (the arms_transfer role): the lines that say whom to trust.
 
 The rules live in ``plugins/module_utils/arms_transfer.py`` (standard library only), loaded here by
 its path: on the controller ``ansible.module_utils`` is ansible-core's own package. A value the

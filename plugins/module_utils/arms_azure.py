@@ -182,6 +182,16 @@ def _split_url(url: str, what: str) -> SplitResult:
     return parts
 
 
+# The credential options of every module that reaches Azure: all no_log (a SAS URL given as
+# account_url carries the token, and Ansible logs module_args).
+AUTH_OPTIONS: dict[str, dict[str, Any]] = {
+    "connection_string": {"type": "str", "no_log": True},
+    "account_url": {"type": "str", "no_log": True},
+    "sas_token": {"type": "str", "no_log": True},
+    "account_key": {"type": "str", "no_log": True},
+}
+
+
 def resolve_auth(
     connection_string: str | None = None,
     account_url: str | None = None,

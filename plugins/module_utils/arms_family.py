@@ -330,7 +330,7 @@ def place_arms(
     master/rendezvous port), ``alone`` (no other arm on any of its hosts), and paths relative to the
     host's state dir: ``base_dir`` (``arms/<arm>``: NANOCHAT_BASE_DIR, with base_data, tokenizer and
     checkpoints), ``data_dir``, ``log`` and ``pidfile`` (``runs/<run_name>.log|.pid.json``, what
-    arms_launch.run_paths names under ``<state dir>/runs``). FamilyError with a sentence when the
+    arms_process.run_paths names under ``<state dir>/runs``). FamilyError with a sentence when the
     arms' GPUs do not fit or two arms on one host would share a run name (their logs and pid files).
     """
     names = list(arms)

@@ -1,6 +1,6 @@
 """The host-to-host transfer's trust: what the receiver authorises, what the sender trusts, who is stale.
 
-``playbooks/tasks/transfer.yml`` sends a folder from one host straight to another with rsync over
+``the arms_transfer role`` sends a folder from one host straight to another with rsync over
 ssh, with a key made for that one transfer. The rules it needs are here, once (the
 ``arms_transfer_*`` filters of ``plugins/filter/arms_transfer.py`` call them; the unit tests run the
 lines they make through the real sshd parsing rules and the real rrsync):

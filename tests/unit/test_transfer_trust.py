@@ -2,7 +2,7 @@
 
 - the lines it writes: the transfer key's authorized_keys line, the sender's known_hosts;
 - those lines against the real rrsync (what the key can and cannot do);
-- playbooks/tasks/transfer.yml itself, sender and receiver on this machine (local connections), the
+- the arms_transfer role itself, sender and receiver on this machine (local connections), the
   rsync going through a private sshd on a loopback address: a fresh key, its host key checked, keys
   and files a killed run left removed, a folder name that is shell code kept a name.
 The sshd part needs root, /usr/sbin/sshd and rsync; it is skipped otherwise. It is not the lab: it
