@@ -27,8 +27,8 @@ options:
     default: []
   folders:
     description:
-      - C(state=authorize), per folder C(dest), C(comment), C(pubkey) and C(sender_names); C(pubkey) only for a folder to
-        send, C(sender_names) only where this host holds files the sender no longer has.
+      - C(state=authorize), per folder C(dest), C(comment), C(pubkey) and C(sender_names); C(pubkey) only for a
+        folder to send, C(sender_names) only where this host holds files the sender no longer has.
     type: list
     elements: dict
     default: []
