@@ -374,10 +374,10 @@ def test_cli_bad_input_is_a_sentence_and_writes_nothing(
     assert not out.exists()
 
 
-# Each arm's data as nanochat's loader packs it (nanochat_data_budget's figures at T=2048, the random arm's
-# documents shorter than the top arm's): the README's data budget example is this table.
-TOP_BUDGET = {"tokens_held": 8 * TBS, "loader_tokens_per_pass": 5 * TBS, "crop_rate": 0.3752, "max_seq_len": 2048}
-RANDOM_BUDGET = {"tokens_held": 8 * TBS, "loader_tokens_per_pass": 6 * TBS, "crop_rate": 0.2501, "max_seq_len": 2048}
+# Each arm's data as nanochat's loader packs it (nanochat_data_budget's figures at T=2048; the top arm's longer
+# documents lose more to cropping): the README's data budget example is this table.
+TOP_BUDGET = {"tokens_held": 5 * TBS, "loader_tokens_per_pass": 25 * TBS // 8, "crop_rate": 0.375, "max_seq_len": 2048}
+RANDOM_BUDGET = {"tokens_held": 8 * TBS, "loader_tokens_per_pass": 6 * TBS, "crop_rate": 0.25, "max_seq_len": 2048}
 
 
 def test_the_table_gives_each_arms_crop_rate_and_passes_over_what_the_loader_yields() -> None:
@@ -389,13 +389,13 @@ def test_the_table_gives_each_arms_crop_rate_and_passes_over_what_the_loader_yie
         total_batch_size=TBS,
     )
     top, rnd = rows
-    # finished: 20 steps of a batch over 5 batches a pass = 4 passes, whatever the 5 batches held say (epochs 4.00)
-    assert top["passes"] == pytest.approx(4.0) and top["crop_rate"] == 0.3752
+    # finished: 20 batches seen; the arm holds 5 (epochs 4.00), but the loader yields 3.125 a pass: 6.4 passes
+    assert top["epochs"] == pytest.approx(4.0) and top["passes"] == pytest.approx(6.4) and top["crop_rate"] == 0.375
     # mid-run: 8 steps of 20 planned over 6 batches a pass
     assert rnd["passes"] == pytest.approx(8 / 6) and rnd["passes_planned"] == pytest.approx(20 / 6)
     lines = markdown_table(rows).splitlines()
     assert lines[0].startswith("| arm | data | tokens seen | epochs | crop rate | passes over data | final val bpb |")
-    assert " | 4.00 | 37.5% | 4.00 | 0.9600 |" in lines[2]
+    assert " | 4.00 | 37.5% | 6.40 | 0.9600 |" in lines[2]
     assert " | — | 25.0% | 1.33 of 3.33 | 1.5012 |" in lines[3]
     assert {line.count("|") for line in lines} == {13}
 
@@ -404,7 +404,7 @@ def test_the_results_page_says_what_the_loader_yields_of_what_each_arm_holds(tmp
     arms = [ArmInput(arm="top16.5", log_text=TOP_LOG, log_path="top.log", budget=TOP_BUDGET)]
     write_results(str(tmp_path), "exp", arms, total_batch_size=TBS)
     md = (tmp_path / "results.md").read_text()
-    assert "nanochat's loader yields 2.62M tokens a pass of 4.19M held (it crops 37.5% at T=2048" in md
+    assert "nanochat's loader yields 1.64M tokens a pass of 2.62M held (it crops 37.5% at T=2048" in md
     assert "passes over data = tokens seen / tokens the loader yields a pass" in md
 
 
@@ -426,6 +426,6 @@ def test_cli_reads_the_budget_the_arm_host_cached_beside_its_data(tmp_path: Path
     )
     assert proc.returncode == 0, proc.stderr
     rows = proc.stdout.splitlines()
-    assert rows[2].startswith("| top16.5 |") and " | 37.5% | 4.00 | " in rows[2]
+    assert rows[2].startswith("| top16.5 |") and " | 37.5% | 6.40 | " in rows[2]
     assert rows[3].startswith("| random16.5 |") and " | — | — | " in rows[3]
     assert "random16.5 has no data budget" in proc.stderr and "crop rate and passes are unknown" in proc.stderr
