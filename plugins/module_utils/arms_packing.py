@@ -45,6 +45,13 @@ sooner: its passes are ``passes x mean share / its share``.
 Measured in tests/unit/test_budget.py (real tokenizer trained by nanochat's RustBPETokenizer, T=512, a
 fifth of a 10000-document arm sampled): predicted tokens a pass within 0.2% of what nanochat's loader
 yields over the whole arm in a steady pass.
+
+Where it runs (library/nanochat_data_budget.py): the CPU phase on the CPU node, for each random arm it
+prepared, and the preflight on each arm's first host, for its data dir. :func:`measure_budget_cached` keeps
+the figures beside the data dir (:func:`cache_path`) with what they were made from (:func:`budget_key`), so a
+re-run with nothing changed reads them; the run's passes are added afterwards (:func:`with_passes`, the
+tokens needed by nanochat's iteration rule), so the cache does not depend on the run's length. The
+controller compares the arms with :func:`compare_passes` (arms_preflight.data_budget).
 """
 
 from __future__ import annotations
@@ -413,7 +420,8 @@ def budget_key(
 ) -> dict[str, Any]:
     """What a measurement is made from: the training files (their sha256 from the manifest, else size and
     mtime), the tokenizer, nanochat's loader code, the sequence length and the sample. Cheap: only the
-    tokenizer and four source files are read."""
+    tokenizer and four source files are read. Not where the files are, nor whether a val file follows them:
+    the CPU node's prepared shards and the arm host's copy (the val shard last) have the same key."""
     sha = _manifest_sha256s(data_dir)
     files = []
     for path in train_files(data_dir, val_last=val_last):
@@ -431,7 +439,6 @@ def budget_key(
         "max_seq_len": int(max_seq_len),
         "sample_docs": int(sample_docs),
         "seed": int(seed),
-        "val_last": bool(val_last),
     }
 
 

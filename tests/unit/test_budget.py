@@ -238,6 +238,12 @@ def test_the_cache_key_follows_the_data_the_tokenizer_and_the_loader(tmp_path: P
     key = budget_key(**kw)
     assert [name for name, _ in key["train_files"]] == ["shard_00000.parquet", "shard_00001.parquet"]
     assert cache_path(str(data)) == str(tmp_path / "base_data.budget.json")  # beside the data dir, never in it
+    # the CPU node's prepared shards (no val file) and the arm host's copy (the val shard last): the same key
+    prepared = tmp_path / "prepared" / "base_data"
+    prepared.mkdir(parents=True)
+    for name in ("shard_00000.parquet", "shard_00001.parquet"):
+        os.link(data / name, prepared / name)
+    assert budget_key(**{**kw, "data_dir": str(prepared), "val_last": False}) == key
     atomic_write_json(cache_path(str(data)), {"key": key, "budget": {"tokens_held": 1}})
     assert read_cache(cache_path(str(data)), budget_key(**kw)) == {"tokens_held": 1}
     assert budget_key(**{**kw, "max_seq_len": 1024}) != key
