@@ -54,6 +54,14 @@ options:
     description: Relative difference in passes over the data tolerated between arms.
     type: float
     default: 0.1
+  budgets:
+    description:
+      - Host name to what M(nanochat_data_budget) returned on it (the arm's data measured with nanochat's own
+        loader, on each arm's first host). With a measurement for every arm, passes over the data are tokens
+        needed / tokens the loader yields a pass; otherwise every arm falls back to tokens needed / tokens held
+        (one for one), and a note says why. A failed measurement is a problem.
+    type: dict
+    default: {}
 author: nanochat-arms
 """
 
@@ -80,7 +88,9 @@ notes:
   elements: str
   returned: always
 budget:
-  description: Tokens each arm's run reads against tokens it holds, and the iteration rule used.
+  description:
+    - The arms' passes over their data (C(arms)), C(lines) (one sentence per arm), C(source) (C(measured) with
+      nanochat's loader, or C(estimated) one for one), C(comparable) and the iteration rule used (C(plan)).
   type: dict
   returned: always
 """
@@ -102,6 +112,7 @@ ARGUMENT_SPEC: dict[str, Any] = {
     "allow_unequal_repeats": {"type": "bool", "default": False},
     "repeat_tolerance": {"type": "float", "default": 0.1},
     "inventory_arg": {"type": "str", "default": "-i inventory/"},
+    "budgets": {"type": "dict", "default": {}},
 }
 
 
@@ -114,8 +125,8 @@ def preflight(p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
             problems=[],
         )
     # every other option is compare's keyword of the same name
-    options = {name: p[name] for name in ARGUMENT_SPEC if name not in ("facts", "inventory_arg")}
-    result = compare(p["facts"], inventory=p["inventory_arg"], **options)
+    options = {name: p[name] for name in ARGUMENT_SPEC if name not in ("facts", "inventory_arg", "budgets")}
+    result = compare(p["facts"], inventory=p["inventory_arg"], measured=p["budgets"], **options)
     # Ansible reserves a result's "warnings" (passing it is deprecated): ours are "notes", also shown
     # as the module's own warnings
     result["notes"] = result.pop("warnings")

@@ -10,7 +10,7 @@ partial logs too (mid-training check) and on an arm without a log yet (the row s
       --arm top16.5=results/x/top16.5/train.log:results/x/top16.5/manifest.json \\
       --arm random16.5=results/x/random16.5/train.log:results/x/random16.5/manifest.json
 
-  or, for what collect.yml fetched into OUT/<arm>/ (train.log, manifest.json, run.json):
+  or, for what collect.yml fetched into OUT/<arm>/ (train.log, manifest.json, run.json, budget.json):
 
   python scripts/collect_results.py --experiment X --out results/X --collected top16.5 random16.5
 
@@ -49,7 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         nargs="+",
         default=[],
         metavar="NAME",
-        help="arms whose files collect.yml fetched into OUT/NAME/ (train.log, manifest.json, run.json)",
+        help="arms whose files collect.yml fetched into OUT/NAME/ (train.log, manifest.json, run.json, budget.json)",
     )
     ap.add_argument(
         "--total-batch-size",
@@ -70,6 +70,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=[],
         metavar="NAME=JSONFILE",
         help="an arm's run facts (JSON: started, ended, host, tokens_planned; the run's pid file works)",
+    )
+    ap.add_argument(
+        "--budget",
+        action="append",
+        default=[],
+        metavar="NAME=JSONFILE",
+        help=(
+            "an arm's data measured with nanochat's own loader (nanochat_data_budget's budget, or the cache file "
+            "<data_dir>.budget.json it keeps on the arm's host): gives the crop rate and passes over data"
+        ),
     )
     return ap.parse_args(argv)
 
@@ -106,9 +116,10 @@ def _read_json(path: str, what: str) -> dict[str, Any]:
     return data
 
 
-def collected(out: str, names: list[str]) -> tuple[list[str], list[str]]:
-    """--arm and --facts values for arms fetched into OUT/NAME/ by collect.yml (names checked: they become paths)."""
-    arms, facts = [], []
+def collected(out: str, names: list[str]) -> tuple[list[str], list[str], list[str]]:
+    """--arm, --facts and --budget values for arms fetched into OUT/NAME/ by collect.yml (names checked: they
+    become paths)."""
+    arms, facts, budgets = [], [], []
     for name in names:
         problem = name_problem(name, "an arm name given to --collected")
         if problem:
@@ -116,18 +127,32 @@ def collected(out: str, names: list[str]) -> tuple[list[str], list[str]]:
         folder = os.path.join(out, name)
         arms.append(f"{name}={os.path.join(folder, 'train.log')}:{os.path.join(folder, 'manifest.json')}")
         facts.append(f"{name}={os.path.join(folder, 'run.json')}")
-    return arms, facts
+        budgets.append(f"{name}={os.path.join(folder, 'budget.json')}")
+    return arms, facts, budgets
+
+
+def read_budget(path: str, name: str) -> dict[str, Any]:
+    """An arm's measured budget from a file: the cache nanochat_data_budget keeps ({"key", "budget"}) or the
+    budget itself."""
+    data = _read_json(path, f"the data budget of arm {name}")
+    budget = data.get("budget", data) if "key" in data else data
+    if not isinstance(budget, dict):
+        raise ArmsError(
+            f"the data budget of arm {name} in {path} is not a JSON object; fetch it again or leave it out."
+        )
+    return budget
 
 
 def load_arms(args: argparse.Namespace, warn: Any) -> list[ArmInput]:
     """ArmInputs from the flags; a missing log or manifest is a warning, an unreadable one an error."""
-    more_arms, more_facts = collected(args.out, args.collected)
+    more_arms, more_facts, more_budgets = collected(args.out, args.collected)
     if not args.arm and not more_arms:
         raise ArmsError("no arm given; name each arm with --arm NAME=LOGFILE[:MANIFESTFILE] or --collected NAME.")
     arms = _pairs(args.arm + more_arms, "--arm", "LOGFILE[:MANIFESTFILE]")
     data = _pairs(args.data, "--data", "TEXT")
     facts_files = _pairs(args.facts + more_facts, "--facts", "JSONFILE")
-    for flag, names in (("--data", data), ("--facts", facts_files)):
+    budget_files = _pairs(args.budget + more_budgets, "--budget", "JSONFILE")
+    for flag, names in (("--data", data), ("--facts", facts_files), ("--budget", budget_files)):
         unknown = sorted(set(names) - set(arms))
         if unknown:
             raise ArmsError(f"{flag} names arm {unknown[0]}, which no --arm gives; arms: {', '.join(arms)}.")
@@ -154,6 +179,13 @@ def load_arms(args: argparse.Namespace, warn: Any) -> list[ArmInput]:
         facts = None
         if name in facts_files and os.path.exists(facts_files[name]):
             facts = _read_json(facts_files[name], f"the run facts of arm {name}")
+        budget = None
+        if name in budget_files and os.path.exists(budget_files[name]):
+            budget = read_budget(budget_files[name], name)
+        elif name in budget_files:
+            warn(
+                f"warning: arm {name} has no data budget at {budget_files[name]}: its crop rate and passes are unknown."
+            )
         out.append(
             ArmInput(
                 arm=name,
@@ -162,6 +194,7 @@ def load_arms(args: argparse.Namespace, warn: Any) -> list[ArmInput]:
                 manifest=manifest,
                 facts=facts,
                 log_path=log_path,
+                budget=budget,
             )
         )
     return out

@@ -4,7 +4,9 @@ The collect playbook fetches each arm's rank-0 training log (and its data manife
 controller; this turns them into what a person compares:
 
 - :func:`build_rows`: per arm, tokens seen (steps done x total batch size), epochs (tokens seen /
-  training tokens the arm holds, :func:`arms_budget.held_tokens` on its manifest), final and
+  training tokens the arm holds, :func:`arms_budget.held_tokens` on its manifest), the crop rate and
+  passes over the data (tokens seen / tokens nanochat's loader yields a pass: the arm host's measurement,
+  ``arms_packing.measure_budget``, which collect.yml fetches beside the log), final and
   minimum validation bpb, the last CORE metric, wall time and tok/sec (the median of the step
   lines: the first, compiling steps do not drag it down). The log is read by
   :func:`arms_logs.parse_log` only; it works on partial logs (mid-training, no end lines yet) and
@@ -41,6 +43,8 @@ COLUMNS = (
     "data",
     "tokens seen",
     "epochs",
+    "crop rate",
+    "passes over data",
     "final val bpb",
     "min val bpb",
     "CORE",
@@ -58,7 +62,9 @@ class ArmInput:
     ``data`` is a short description of the arm's data (derived from ``manifest`` when empty).
     ``facts`` (all optional): ``total_batch_size``, ``tokens_planned``, ``started`` and ``ended``
     (ISO 8601 or seconds since the epoch; both give the wall time), ``host``. A run's pid file
-    record (``started``, ``host``) works as facts.
+    record (``started``, ``host``) works as facts. ``budget`` is the arm's data measured with nanochat's
+    own loader (``arms_packing.measure_budget``: ``loader_tokens_per_pass``, ``crop_rate``,
+    ``tokens_held``, ``max_seq_len``), as the arm host caches it beside its data.
     """
 
     arm: str
@@ -68,6 +74,7 @@ class ArmInput:
     manifest: Mapping[str, Any] | None = None
     facts: Mapping[str, Any] | None = None
     log_path: str = ""
+    budget: Mapping[str, Any] | None = None
 
 
 def as_arm_input(arm: ArmInput | Mapping[str, Any]) -> ArmInput:
@@ -157,6 +164,26 @@ def _held(arm: ArmInput) -> dict[str, Any] | None:
         ) from None
 
 
+def _measured(arm: ArmInput) -> dict[str, Any] | None:
+    """The arm's measured budget (tokens a pass, crop rate), checked; None when there is none."""
+    if not arm.budget:
+        return None
+    budget = dict(arm.budget)
+    try:
+        per_pass = int(budget["loader_tokens_per_pass"])
+        crop = float(budget["crop_rate"])
+    except (KeyError, TypeError, ValueError):
+        per_pass, crop = 0, -1.0
+    if per_pass <= 0 or not 0.0 <= crop <= 1.0:
+        raise ArmsError(
+            f"the data budget of arm {arm.arm} is not one nanochat_data_budget measured (it needs "
+            "loader_tokens_per_pass > 0 and a crop_rate between 0 and 1); fetch the arm's budget.json again or "
+            "leave it out."
+        )
+    budget["loader_tokens_per_pass"], budget["crop_rate"] = per_pass, crop
+    return budget
+
+
 def _wall_time(facts: Mapping[str, Any], parsed: Mapping[str, Any] | None) -> tuple[float | None, str | None]:
     """The run's wall time in seconds and where it comes from (the run's facts first, then the log)."""
     started, ended = _timestamp(facts.get("started")), _timestamp(facts.get("ended"))
@@ -213,6 +240,8 @@ def build_row(
     held = _held(arm)
     tokens_held = held["tokens"] if held and held.get("tokens") else None
     epochs = tokens_seen / tokens_held if (tokens_seen is not None and tokens_held) else None
+    measured = _measured(arm)
+    per_pass = measured["loader_tokens_per_pass"] if measured else None
 
     rates = [s["tok_per_sec"] for s in steps if s.get("tok_per_sec") is not None]
     core = parsed["core"] if parsed else []
@@ -237,6 +266,12 @@ def build_row(
         "tokens_held": tokens_held,
         "tokens_held_rule": held.get("rule") if held else None,
         "epochs": epochs,
+        "crop_rate": measured["crop_rate"] if measured else None,
+        "loader_tokens_per_pass": per_pass,
+        "measured_tokens_held": measured.get("tokens_held") if measured else None,
+        "measured_max_seq_len": measured.get("max_seq_len") if measured else None,
+        "passes": tokens_seen / per_pass if (tokens_seen is not None and per_pass) else None,
+        "passes_planned": tokens_planned / per_pass if (tokens_planned and per_pass) else None,
         "loader_epoch": last.get("epoch") if last else None,
         "final_val_bpb": parsed["last_val_bpb"] if parsed else None,
         "final_val_step": parsed["val"][-1][0] if parsed and parsed["val"] else None,
@@ -262,8 +297,10 @@ def build_rows(
     short sentence for the table), finished, steps_done, num_iterations, total_batch_size,
     tokens_seen (steps done x total batch size; None without a batch size), tokens_planned,
     tokens_held and tokens_held_rule (from the manifest; None without one), epochs (tokens seen /
-    tokens held), loader_epoch (the loader's epoch on the last step line), final_val_bpb and
-    final_val_step (the last validation line), min_val_bpb, core and core_step (the last CORE line),
+    tokens held), crop_rate, loader_tokens_per_pass, measured_tokens_held and measured_max_seq_len (the
+    arm's measured budget; None without one), passes (tokens seen / tokens the loader yields a pass) and
+    passes_planned (tokens planned / the same), loader_epoch (the loader's epoch on the last step line),
+    final_val_bpb and final_val_step (the last validation line), min_val_bpb, core and core_step (the last CORE line),
     wall_time_s and wall_time_source (run facts' ended - started, else nanochat's total training
     time), tok_per_sec (median over the step lines), last_loss, step_lines. Unknown values are None.
 
@@ -310,6 +347,9 @@ def table_cells(row: Mapping[str, Any]) -> list[str]:
     seen = format_count(row.get("tokens_seen"))
     if row.get("tokens_seen") is not None and row.get("tokens_planned") and not row.get("finished"):
         seen += f" of {format_count(row['tokens_planned'])}"
+    passes = _fmt(row.get("passes"), ".2f")
+    if row.get("passes") is not None and row.get("passes_planned") is not None and not row.get("finished"):
+        passes += f" of {row['passes_planned']:.2f}"
     core = _fmt(row.get("core"), ".4f")
     if row.get("core") is not None and row.get("core_step") is not None:
         core += f" (step {row['core_step']})"
@@ -318,6 +358,8 @@ def table_cells(row: Mapping[str, Any]) -> list[str]:
         _cell(row.get("data", "")),
         seen,
         _fmt(row.get("epochs"), ".2f"),
+        _fmt(row.get("crop_rate"), ".1%"),
+        passes,
         _fmt(row.get("final_val_bpb"), ".4f"),
         _fmt(row.get("min_val_bpb"), ".4f"),
         core,
@@ -329,7 +371,17 @@ def table_cells(row: Mapping[str, Any]) -> list[str]:
 
 def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """The rows as a markdown table (header, alignment line, one line per arm), ending in a newline."""
-    right = {"tokens seen", "epochs", "final val bpb", "min val bpb", "CORE", "wall time", "tok/sec"}
+    right = {
+        "tokens seen",
+        "epochs",
+        "crop rate",
+        "passes over data",
+        "final val bpb",
+        "min val bpb",
+        "CORE",
+        "wall time",
+        "tok/sec",
+    }
     lines = [
         "| " + " | ".join(COLUMNS) + " |",
         "| " + " | ".join("---:" if c in right else "---" for c in COLUMNS) + " |",
@@ -416,6 +468,12 @@ def arm_line(row: Mapping[str, Any]) -> str:
         text = f"{log}{where}: not finished, {row['status'].split(', not finished')[0]}"
     if row.get("tokens_held"):
         text += f"; holds about {format_count(row['tokens_held'])} training tokens ({row['tokens_held_rule']})"
+    if row.get("loader_tokens_per_pass"):
+        text += (
+            f"; nanochat's loader yields {format_count(row['loader_tokens_per_pass'])} tokens a pass of "
+            f"{format_count(row['measured_tokens_held'])} held (it crops {row['crop_rate']:.1%} at "
+            f"T={row['measured_max_seq_len']}, measured on the arm's host)"
+        )
     if row.get("loader_epoch"):
         text += f"; the loader was in epoch {row['loader_epoch']} at the last step line"
     return f"- **{row['arm']}**: {text}."
@@ -431,6 +489,9 @@ def results_markdown(experiment: str, rows: Sequence[Mapping[str, Any]], plot_na
         "",
         f"Collected {now}. Tokens seen = steps done x total batch size ({batch_text} tokens a step); "
         "epochs = tokens seen / training tokens the arm holds (estimated from its data manifest); "
+        "crop rate = the share of the arm's tokens nanochat's loader crops away when it packs documents into "
+        "rows, and passes over data = tokens seen / tokens the loader yields a pass (both measured with "
+        "nanochat's own loader on the arm's host; 'of N' is the planned run); "
         "tok/sec is the median over the step lines; final val bpb is the last validation line so far.",
         "",
         markdown_table(rows).rstrip("\n"),

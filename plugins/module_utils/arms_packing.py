@@ -45,6 +45,13 @@ sooner: its passes are ``passes x mean share / its share``.
 Measured in tests/unit/test_budget.py (real tokenizer trained by nanochat's RustBPETokenizer, T=512, a
 fifth of a 10000-document arm sampled): predicted tokens a pass within 0.2% of what nanochat's loader
 yields over the whole arm in a steady pass.
+
+Where it runs (library/nanochat_data_budget.py): the CPU phase on the CPU node, for each random arm it
+prepared, and the preflight on each arm's first host, for its data dir. :func:`measure_budget_cached` keeps
+the figures beside the data dir (:func:`cache_path`) with what they were made from (:func:`budget_key`), so a
+re-run with nothing changed reads them; the run's passes are added afterwards (:func:`with_passes`, the
+tokens needed by nanochat's iteration rule), so the cache does not depend on the run's length. The
+controller compares the arms with :func:`compare_passes` (arms_preflight.data_budget).
 """
 
 from __future__ import annotations
@@ -75,11 +82,19 @@ MEASURE_DOCS = 10000  # documents the counted passes hold at least
 MAX_WARM_DOCS = 200_000
 
 
-def train_files(data_dir: str) -> list[str]:
-    """nanochat's training files of ``data_dir``: every ``*.parquet`` (not ``.tmp``) in sort order but the last."""
+def train_files(data_dir: str, val_last: bool = True) -> list[str]:
+    """nanochat's training files of ``data_dir``: every ``*.parquet`` (not ``.tmp``) in sort order but the last.
+
+    ``val_last=False`` for a folder that holds training shards only (the CPU node's prepared shards, whose
+    validation shard is kept apart and becomes the last file on the arm's host): then every file trains.
+    """
     if not os.path.isdir(data_dir):
         raise ArmsError(f"the data dir {data_dir} does not exist: prepare or fetch the arm's data first.")
     names = sorted(f for f in os.listdir(data_dir) if f.endswith(".parquet") and not f.endswith(".tmp"))
+    if not val_last:
+        if not names:
+            raise ArmsError(f"{data_dir} holds no parquet file: prepare the arm's data again.")
+        return [os.path.join(data_dir, n) for n in names]
     if len(names) < 2:
         raise ArmsError(
             f"{data_dir} holds {len(names)} parquet file(s): nanochat takes the last file as validation, so the "
@@ -274,17 +289,19 @@ def measure_budget(
     seed: int = 42,
     num_iterations: int | None = None,
     total_batch_size: int | None = None,
+    val_last: bool = True,
 ) -> dict[str, Any]:
     """An arm's data budget in nanochat's own tokens (see the module docstring for the method).
 
     Returns a JSON-able dict: ``tokens_held`` (whole arm, extrapolated by rows), ``loader_rows_per_pass``
     and ``loader_tokens_per_pass`` (rows x T, base_train's unit), ``crop_rate``, the sample's figures,
     ``packing`` (``bestfit`` or ``stream``) and, with ``num_iterations`` and ``total_batch_size``,
-    ``tokens_needed`` and ``passes`` (how many times the run goes over the arm's data).
+    ``tokens_needed`` and ``passes`` (how many times the run goes over the arm's data). ``val_last``: see
+    :func:`train_files`.
     """
     if max_seq_len < 1 or sample_docs < 1:
         raise ArmsError(f"max_seq_len ({max_seq_len}) and sample_docs ({sample_docs}) must be positive.")
-    paths = train_files(data_dir)
+    paths = train_files(data_dir, val_last=val_last)
     nc = load_nanochat(checkout, base_dir=os.path.dirname(os.path.abspath(tokenizer_dir)))
     tokenizer = load_tokenizer(nc, tokenizer_dir)
     groups, sampled_rows, train_rows = _sample_row_groups(paths, sample_docs, seed)
@@ -329,21 +346,198 @@ def measure_budget(
         "rule": rule,
     }
     if num_iterations is not None and total_batch_size is not None:
-        needed = int(num_iterations) * int(total_batch_size)
-        out["tokens_needed"] = needed
-        out["passes"] = round(needed / out["loader_tokens_per_pass"], 4) if out["loader_tokens_per_pass"] else None
+        return with_passes(out, int(num_iterations) * int(total_batch_size))
     return out
+
+
+def with_passes(budget: Mapping[str, Any], tokens_needed: int | None) -> dict[str, Any]:
+    """``budget`` with ``tokens_needed`` and ``passes`` (tokens needed / tokens the loader yields a pass)."""
+    out = dict(budget)
+    if tokens_needed is None:
+        out.pop("tokens_needed", None)
+        out.pop("passes", None)
+        return out
+    per_pass = int(out.get("loader_tokens_per_pass") or 0)
+    out["tokens_needed"] = int(tokens_needed)
+    out["passes"] = round(int(tokens_needed) / per_pass, 4) if per_pass else None
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# the cache beside the data: a re-run with nothing changed reads the figures instead of measuring
+# ---------------------------------------------------------------------------------------------
+
+CACHE_SUFFIX = ".budget.json"
+# bump when measure_budget's figures change meaning: every cached measurement is then taken again
+METHOD_VERSION = 1
+# nanochat's code the figures depend on: how base_train picks its loader, the loader, its files and tokenizer
+LOADER_CODE = ("scripts/base_train.py", "nanochat/dataloader.py", "nanochat/dataset.py", "nanochat/tokenizer.py")
+
+
+def cache_path(data_dir: str) -> str:
+    """Where the measured budget of ``data_dir`` is kept: beside it (``<data_dir>.budget.json``), never in it
+    (nanochat reads the folder, and the manifest checks refuse extra files there)."""
+    return os.path.abspath(data_dir).rstrip(os.sep) + CACHE_SUFFIX
+
+
+def _sha256_of(paths: Sequence[str]) -> str:
+    """One sha256 over the contents of ``paths`` in order (a missing file counts as its absence)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(os.path.basename(path).encode() + b"\0")
+        try:
+            with open(path, "rb") as fh:
+                while chunk := fh.read(1 << 20):
+                    digest.update(chunk)
+        except FileNotFoundError:
+            digest.update(b"\0missing\0")
+    return digest.hexdigest()
+
+
+def _manifest_sha256s(data_dir: str) -> dict[str, str]:
+    """name -> sha256 from the data dir's manifest.json ({} when there is none or it is unreadable)."""
+    import json
+
+    try:
+        with open(os.path.join(data_dir, "manifest.json"), encoding="utf-8") as fh:
+            shards = json.load(fh).get("shards") or []
+        return {str(s["name"]): str(s["sha256"]) for s in shards if s.get("name") and s.get("sha256")}
+    except (OSError, ValueError, AttributeError, TypeError):
+        return {}
+
+
+def budget_key(
+    *,
+    checkout: str,
+    tokenizer_dir: str,
+    data_dir: str,
+    max_seq_len: int,
+    sample_docs: int,
+    seed: int,
+    val_last: bool,
+) -> dict[str, Any]:
+    """What a measurement is made from: the training files (their sha256 from the manifest, else size and
+    mtime), the tokenizer, nanochat's loader code, the sequence length and the sample. Cheap: only the
+    tokenizer and four source files are read. Not where the files are, nor whether a val file follows them:
+    the CPU node's prepared shards and the arm host's copy (the val shard last) have the same key."""
+    sha = _manifest_sha256s(data_dir)
+    files = []
+    for path in train_files(data_dir, val_last=val_last):
+        name = os.path.basename(path)
+        if name in sha:
+            files.append([name, sha[name]])
+        else:
+            st = os.stat(path)
+            files.append([name, f"{st.st_size}:{st.st_mtime_ns}"])
+    return {
+        "method": METHOD_VERSION,
+        "train_files": files,
+        "tokenizer": _sha256_of([os.path.join(tokenizer_dir, "tokenizer.pkl")]),
+        "loader": _sha256_of([os.path.join(checkout, p) for p in LOADER_CODE]),
+        "max_seq_len": int(max_seq_len),
+        "sample_docs": int(sample_docs),
+        "seed": int(seed),
+    }
+
+
+def read_cache(path: str, key: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The budget cached at ``path`` when it was measured from ``key``; None otherwise."""
+    import json
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            cached = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(cached, dict) or cached.get("key") != key or not isinstance(cached.get("budget"), dict):
+        return None
+    return dict(cached["budget"])
+
+
+def measure_budget_cached(
+    *,
+    checkout: str,
+    tokenizer_dir: str,
+    data_dir: str,
+    max_seq_len: int = 2048,
+    sample_docs: int = DEFAULT_SAMPLE_DOCS,
+    seed: int = 42,
+    val_last: bool = True,
+    cache: bool = True,
+    check_mode: bool = False,
+) -> dict[str, Any]:
+    """:func:`measure_budget` (without passes), read from :func:`cache_path` when it was measured from the same
+    inputs (:func:`budget_key`), else measured and cached (atomically).
+
+    In check mode nothing is measured or written: the cached budget when there is one, else none.
+    Returns {"budget": dict or None, "source": "cache" | "measured" | "check_mode", "cache_file": path or None}.
+    """
+    from ansible.module_utils.arms_common import atomic_write_json
+
+    args = {"max_seq_len": int(max_seq_len), "sample_docs": int(sample_docs), "seed": int(seed), "val_last": val_last}
+    key = budget_key(checkout=checkout, tokenizer_dir=tokenizer_dir, data_dir=data_dir, **args)
+    path = cache_path(data_dir)
+    cached = read_cache(path, key) if cache else None
+    if cached is not None:
+        return {"budget": cached, "source": "cache", "cache_file": path}
+    if check_mode:
+        return {"budget": None, "source": "check_mode", "cache_file": None}
+    budget = measure_budget(checkout=checkout, tokenizer_dir=tokenizer_dir, data_dir=data_dir, **args)
+    if not cache:
+        return {"budget": budget, "source": "measured", "cache_file": None}
+    atomic_write_json(path, {"key": key, "budget": budget})
+    return {"budget": budget, "source": "measured", "cache_file": path}
+
+
+# ---------------------------------------------------------------------------------------------
+# the run's side: sequence length and tokens needed from the experiment, and the figures as a sentence
+# ---------------------------------------------------------------------------------------------
+
+
+def seq_len_of(model: Mapping[str, Any] | None) -> int:
+    """The experiment's ``--max-seq-len`` (its model's extra flags), else nanochat's default 2048."""
+    from ansible.module_utils.arms_flags import DEFAULT_MAX_SEQ_LEN, int_flag, normalize_flags
+
+    return int_flag(normalize_flags((model or {}).get("extra_flags") or {}), "max_seq_len", DEFAULT_MAX_SEQ_LEN)
+
+
+def tokens_needed(model: Mapping[str, Any], commit_date: str | None) -> dict[str, Any]:
+    """The tokens the run consumes (``arms_budget.planned_tokens``: iterations x total batch size) for the
+    experiment's ``model`` at a commit of ``commit_date``."""
+    from ansible.module_utils.arms_budget import planned_tokens
+
+    return planned_tokens(
+        depth=int(model["depth"]),
+        total_batch_size=int(model["total_batch_size"]),
+        extra_flags=model.get("extra_flags") or {},
+        commit_date=commit_date or None,
+    )
+
+
+def budget_line(name: str, budget: Mapping[str, Any]) -> str:
+    """One arm's measured figures as the preflight and the CPU phase say them."""
+    held, per_pass = short_tokens(budget["tokens_held"]), short_tokens(budget["loader_tokens_per_pass"])
+    line = (
+        f"{name}: {held} tokens held, {per_pass} a pass "
+        f"(nanochat's loader crops {float(budget['crop_rate']):.1%} at T={budget['max_seq_len']})"
+    )
+    if budget.get("passes") is not None:
+        needed = short_tokens(budget["tokens_needed"])
+        line += f", {float(budget['passes']):.2f} passes over its data ({needed} tokens needed)"
+    return line
 
 
 def _figures(name: str, budget: Mapping[str, Any]) -> str:
     return (
-        f"{name} makes {budget['passes']:.2f} passes ({_short(budget['tokens_needed'])} tokens needed, "
-        f"{_short(budget['loader_tokens_per_pass'])} a pass after cropping {float(budget['crop_rate']):.0%} of "
-        f"{_short(budget['tokens_held'])} held)"
+        f"{name} makes {budget['passes']:.2f} passes ({short_tokens(budget['tokens_needed'])} tokens needed, "
+        f"{short_tokens(budget['loader_tokens_per_pass'])} a pass after cropping {float(budget['crop_rate']):.0%} of "
+        f"{short_tokens(budget['tokens_held'])} held)"
     )
 
 
-def _short(n: float) -> str:
+def short_tokens(n: float) -> str:
     for unit, size in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
         if abs(n) >= size:
             return f"{n / size:.1f}{unit}"

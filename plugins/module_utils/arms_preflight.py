@@ -26,6 +26,7 @@ from ansible.module_utils.arms_budget import (
 from ansible.module_utils.arms_command import train_flags
 from ansible.module_utils.arms_common import ArmsError, human_bytes, load_env_file, playbook_command
 from ansible.module_utils.arms_manifest import read_manifest, sha256_file, verify_data_dir
+from ansible.module_utils.arms_packing import budget_line, compare_passes, short_tokens, with_passes
 from ansible.module_utils.arms_patch import tf32_plan
 from ansible.module_utils.arms_rowgroups import check_ranks, row_group_rows
 from ansible.module_utils.arms_rowgroups import nanochat_files as rowgroup_files
@@ -389,6 +390,55 @@ def check_data(
     return problems
 
 
+def arm_measurements(
+    facts: Mapping[str, Mapping[str, Any]],
+    arms: Mapping[str, Any],
+    hosts_of: Mapping[str, Sequence[str]],
+    measured: Mapping[str, Any] | None,
+) -> dict[str, dict[str, Any]]:
+    """Per arm with a manifest: {"host", "budget" (nanochat_data_budget's, measured on the arm's first host) or
+    None, "why" (why there is none), "error" (a problem sentence when the measurement failed)}.
+
+    ``measured``: host -> what nanochat_data_budget returned there (its registered result) or its budget;
+    a host missing, skipped, or in check mode without a cached measurement has none.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for arm in arms:
+        hosts = hosts_of.get(arm, [])
+        if not hosts or not facts[hosts[0]].get("manifest"):
+            continue
+        host = hosts[0]
+        result = (measured or {}).get(host)
+        entry: dict[str, Any] = {"host": host, "budget": None, "why": None, "error": None}
+        if not isinstance(result, Mapping) or not result:
+            entry["why"] = f"{host} was not asked"
+        elif "loader_tokens_per_pass" in result:
+            entry["budget"] = dict(result)
+        elif result.get("skipped"):
+            entry["why"] = f"skipped on {host}"
+        elif result.get("failed"):
+            entry["why"] = f"the measurement failed on {host}"
+            # a host without a tokenizer already has its problem sentence (check_tokenizers)
+            if facts[host].get("tokenizer"):
+                entry["error"] = (
+                    f"{host} ({arm}): its data budget could not be measured with nanochat's loader: "
+                    f"{str(result.get('msg') or 'no message').strip()}"
+                )
+        elif isinstance(result.get("budget"), Mapping):
+            entry["budget"] = dict(result["budget"])
+        else:
+            entry["why"] = f"check mode on {host} (a real run measures it)"
+        out[arm] = entry
+    return out
+
+
+def _estimated_line(row: Mapping[str, Any], why: str | None) -> str:
+    return (
+        f"{row['name']}: about {short_tokens(row['tokens_held'])} tokens held (estimated), {row['epochs']:.2f} passes "
+        f"if every token held were trained on; not measured with nanochat's loader ({why or 'no measurement'})"
+    )
+
+
 def data_budget(
     facts: Mapping[str, Mapping[str, Any]],
     arms: Mapping[str, Any],
@@ -398,22 +448,44 @@ def data_budget(
     commit_date: str | None,
     allow_unequal_repeats: bool,
     repeat_tolerance: float,
+    measured: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Tokens each arm's run reads against tokens it holds (``compare_budgets``), with ``plan``; ArmsError when
-    the plan cannot be made or the arms would repeat their data differently."""
+    """The arms' passes over their data, with ``plan`` (the tokens the run needs) and ``lines`` (one per arm).
+
+    Measured (``source: measured``): every compared arm's first host measured its data with nanochat's own
+    loader (:func:`arm_measurements`): passes = tokens needed / tokens the loader yields a pass, compared by
+    ``arms_packing.compare_passes``. When any arm has no measurement (check mode without a cached one, a
+    failure), every arm falls back to the estimate (``source: estimated``, ``arms_budget.compare_budgets``:
+    tokens needed / tokens held, one for one), and a warning says so. ArmsError when the plan cannot be made
+    or the arms would repeat their data differently.
+    """
     plan = planned_tokens(
         depth=int(model["depth"]),
         total_batch_size=int(model["total_batch_size"]),
         extra_flags=model.get("extra_flags") or {},
         commit_date=commit_date,
     )
-    rows = []
-    for arm in arms:
-        hosts = hosts_of.get(arm, [])
-        held = (facts[hosts[0]].get("held") or {}).get("tokens", 0) if hosts else 0
-        if hosts and facts[hosts[0]].get("manifest"):
+    found = arm_measurements(facts, arms, hosts_of, measured)
+    kw = {"tolerance": repeat_tolerance, "allow_unequal_repeats": allow_unequal_repeats}
+    if found and all(m["budget"] is not None for m in found.values()):
+        budgets = {arm: with_passes(m["budget"], plan["tokens"]) for arm, m in found.items()}
+        budget = compare_passes(budgets, **kw)
+        budget["lines"] = [budget_line(arm, b) for arm, b in budgets.items()]
+        budget["source"] = "measured"
+    else:
+        rows = []
+        for arm in found:
+            held = (facts[found[arm]["host"]].get("held") or {}).get("tokens", 0)
             rows.append({"name": arm, "tokens_needed": plan["tokens"], "tokens_held": held})
-    budget = compare_budgets(rows, tolerance=repeat_tolerance, allow_unequal_repeats=allow_unequal_repeats)
+        budget = compare_budgets(rows, **kw)
+        budget["lines"] = [_estimated_line(r, found[r["name"]]["why"]) for r in budget["arms"]]
+        budget["source"] = "estimated"
+        if found:
+            budget["warnings"].append(
+                "the data budget is an estimate (tokens needed / tokens held, one for one; nanochat's loader crops "
+                "part of every arm, at a rate of its own): "
+                + "; ".join(f"{arm}: {m['why']}" for arm, m in found.items() if m["budget"] is None)
+            )
     budget["plan"] = plan
     return budget
 
@@ -463,10 +535,12 @@ def compare(
     allow_unequal_repeats: bool = False,
     repeat_tolerance: float = 0.1,
     inventory: str | None = None,
+    measured: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Every reason the arms are not comparable, as sentences; plus warnings and the budget table.
 
     ``inventory`` is the ``-i ...`` part of the commands the sentences name (``-i inventory/`` when not given).
+    ``measured``: host -> nanochat_data_budget's result there (see :func:`data_budget`).
     """
     arm_hosts = [h for arm in arms for h in hosts_of.get(arm, [])]
     arm_of_host = [(arm, host) for arm in arms for host in hosts_of.get(arm, [])]
@@ -486,6 +560,7 @@ def compare(
         problems += starving
         warnings += uneven
     budget: dict[str, Any] = {}
+    problems += [m["error"] for m in arm_measurements(facts, arms, hosts_of, measured).values() if m["error"]]
     try:
         budget = data_budget(
             facts,
@@ -495,6 +570,7 @@ def compare(
             commit_date=commit_date,
             allow_unequal_repeats=allow_unequal_repeats,
             repeat_tolerance=repeat_tolerance,
+            measured=measured,
         )
         warnings.extend(budget.get("warnings", []))
     except ArmsError as exc:

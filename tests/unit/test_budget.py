@@ -9,15 +9,26 @@ field.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from ansible.module_utils.arms_common import ArmsError
-from ansible.module_utils.arms_packing import compare_passes, load_nanochat, load_tokenizer, measure_budget
+from ansible.module_utils.arms_common import ArmsError, atomic_write_json
+from ansible.module_utils.arms_packing import (
+    budget_key,
+    cache_path,
+    compare_passes,
+    load_nanochat,
+    load_tokenizer,
+    measure_budget,
+    read_cache,
+    short_tokens,
+)
 from arms_fixture import make_table
 from modtest import run_module
 from nanochat_real import nanochat_at_pin
@@ -148,24 +159,107 @@ def test_a_single_file_arm_has_no_training_data(lab: dict[str, Any], tmp_path: P
         measure_budget(checkout=lab["checkout"], tokenizer_dir=lab["tokenizer_dir"], data_dir=str(data))
 
 
-def test_the_module_reports_the_budget(
-    lab: dict[str, Any], budgets: dict[str, dict[str, Any]], capsys: pytest.CaptureFixture[str]
+def training_shards_only(lab: dict[str, Any], arm: str, folder: Path) -> Path:
+    """The arm's training shards alone (hard links), as the CPU node keeps them: no val file last."""
+    data = folder / "prepared" / arm / "base_data"
+    data.mkdir(parents=True)
+    for i in range(FILES):
+        name = f"shard_{i:05d}.parquet"
+        os.link(lab["base"] / arm / "base_data" / name, data / name)
+    return data
+
+
+def test_the_module_measures_once_then_reads_what_it_cached_beside_the_data(
+    lab: dict[str, Any], budgets: dict[str, dict[str, Any]], capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
+    data = training_shards_only(lab, "long", tmp_path)
+    model = {"depth": 2, "total_batch_size": BATCH, "extra_flags": {"max-seq-len": T, "num-iterations": ITERATIONS}}
     args = {
         "checkout": lab["checkout"],
         "tokenizer_dir": lab["tokenizer_dir"],
-        "data_dir": str(lab["base"] / "long" / "base_data"),
-        "max_seq_len": T,
+        "data_dir": str(data),
+        "val_last": False,  # the CPU node's prepared shards: every file trains
+        "arm": "long",
+        "model": model,  # T and the run's tokens come from the experiment's model
         "sample_docs": 2000,
         "seed": 7,
-        "num_iterations": ITERATIONS,
-        "total_batch_size": BATCH,
     }
-    result = run_module("nanochat_data_budget", args, capsys, check_mode=True)
-    assert result["changed"] is False and result["budget"] == budgets["long"]
-    assert f"crop {budgets['long']['crop_rate']:.1%}" in result["msg"]
+    cache = tmp_path / "prepared" / "long" / "base_data.budget.json"
+    # check mode measures nothing and writes nothing
+    predicted = run_module("nanochat_data_budget", args, capsys, check_mode=True)
+    assert predicted["budget"] is None and predicted["source"] == "check_mode" and not cache.exists()
+    assert predicted["msg"] == "long: would measure its data budget with nanochat's loader at T=512 (check mode)"
+
+    first = run_module("nanochat_data_budget", args, capsys)
+    # the same training files as the arm host's data dir (whose last file is val): the same figures
+    expected = {**budgets["long"], "data_dir": str(data)}
+    assert first["changed"] is False and first["source"] == "measured" and first["budget"] == expected
+    assert first["cache_file"] == str(cache) and cache.exists()
+    assert first["plan"]["rule"] == f"num_iterations {ITERATIONS} (explicit flag)"
+    assert first["msg"].startswith(f"long: {short_tokens(expected['tokens_held'])} tokens held, ")
+    assert (
+        f"(nanochat's loader crops {expected['crop_rate']:.1%} at T=512), {expected['passes']:.2f} passes"
+        in (first["msg"])
+    )
+
+    # nothing changed: the cache is read (check mode too), the figures are the same
+    for check_mode in (False, True):
+        again = run_module("nanochat_data_budget", args, capsys, check_mode=check_mode)
+        assert again["source"] == "cache" and again["budget"] == expected and again["msg"].endswith(" (cached)")
+
+    # another sequence length is another measurement: not read from the cache
+    other = run_module("nanochat_data_budget", {**args, "model": {**model, "extra_flags": {}}}, capsys, check_mode=True)
+    assert other["source"] == "check_mode"
+
     bad = run_module("nanochat_data_budget", {**args, "tokenizer_dir": str(lab["base"])}, capsys)
     assert bad["failed"] and bad["msg"].startswith(f"no tokenizer.pkl in {lab['base']}")
+
+
+def test_the_cache_key_follows_the_data_the_tokenizer_and_the_loader(tmp_path: Path) -> None:
+    """What a cached measurement was made from (cheap: footers, a tokenizer file and nanochat's source)."""
+    data = tmp_path / "base_data"
+    data.mkdir()
+    for name in ("shard_00000.parquet", "shard_00001.parquet", "shard_val.parquet"):
+        pq.write_table(pa.table({"text": [name]}), str(data / name))
+    (tmp_path / "tokenizer").mkdir()
+    (tmp_path / "tokenizer" / "tokenizer.pkl").write_bytes(b"tok")
+    (tmp_path / "nanochat" / "nanochat").mkdir(parents=True)
+    loader = tmp_path / "nanochat" / "nanochat" / "dataloader.py"
+    loader.write_text("# best-fit\n")
+    kw = {
+        "checkout": str(tmp_path / "nanochat"),
+        "tokenizer_dir": str(tmp_path / "tokenizer"),
+        "data_dir": str(data),
+        "max_seq_len": 2048,
+        "sample_docs": 20000,
+        "seed": 42,
+        "val_last": True,
+    }
+    key = budget_key(**kw)
+    assert [name for name, _ in key["train_files"]] == ["shard_00000.parquet", "shard_00001.parquet"]
+    assert cache_path(str(data)) == str(tmp_path / "base_data.budget.json")  # beside the data dir, never in it
+    # the CPU node's prepared shards (no val file) and the arm host's copy (the val shard last): the same key
+    prepared = tmp_path / "prepared" / "base_data"
+    prepared.mkdir(parents=True)
+    for name in ("shard_00000.parquet", "shard_00001.parquet"):
+        os.link(data / name, prepared / name)
+    assert budget_key(**{**kw, "data_dir": str(prepared), "val_last": False}) == key
+    atomic_write_json(cache_path(str(data)), {"key": key, "budget": {"tokens_held": 1}})
+    assert read_cache(cache_path(str(data)), budget_key(**kw)) == {"tokens_held": 1}
+    assert budget_key(**{**kw, "max_seq_len": 1024}) != key
+    assert budget_key(**{**kw, "val_last": False})["train_files"][-1][0] == "shard_val.parquet"
+    (tmp_path / "tokenizer" / "tokenizer.pkl").write_bytes(b"another tokenizer")
+    assert read_cache(cache_path(str(data)), budget_key(**kw)) is None
+    (tmp_path / "tokenizer" / "tokenizer.pkl").write_bytes(b"tok")
+    loader.write_text("# another loader\n")  # another nanochat commit
+    assert read_cache(cache_path(str(data)), budget_key(**kw)) is None
+    loader.write_text("# best-fit\n")
+    pq.write_table(pa.table({"text": ["other", "rows"]}), str(data / "shard_00001.parquet"))  # no manifest: size
+    assert read_cache(cache_path(str(data)), budget_key(**kw)) is None
+    # with a manifest, its sha256 of each training file is the key (the preflight checks the files against it)
+    manifest = {"shards": [{"name": n, "sha256": n[:1] * 64} for n in ("shard_00000.parquet", "shard_00001.parquet")]}
+    (data / "manifest.json").write_text(json.dumps(manifest))
+    assert budget_key(**kw)["train_files"][1] == ["shard_00001.parquet", "s" * 64]
 
 
 ERA_PROBE = """

@@ -6,6 +6,7 @@ import copy
 from typing import Any
 
 import pytest
+from ansible.module_utils.arms_common import ArmsError
 from ansible.module_utils.arms_preflight import (
     VAL_NAME,
     check_arm_settings,
@@ -24,6 +25,7 @@ from ansible.module_utils.arms_preflight import (
     data_budget,
     val_reference,
 )
+from modtest import run_module
 
 PIN = "a" * 40
 MINE = "-i inventory-mine/"
@@ -236,3 +238,79 @@ def test_compare_gathers_every_check(facts) -> None:
     assert bad["problems"][0].startswith("gpu-b: nanochat is at bbbbbbbbbbbb")  # commits first ...
     assert bad["problems"][-1].startswith("gpu-a (top): no W&B key")  # ... resources last
     assert all("-i inventory/ " not in p for p in bad["problems"])
+
+
+def measured(held: int, per_pass: int, crop: float) -> dict[str, Any]:
+    """What nanochat_data_budget returns on an arm's first host (its budget without the run's passes)."""
+    budget = {"tokens_held": held, "loader_tokens_per_pass": per_pass, "crop_rate": crop, "max_seq_len": 128}
+    return {"changed": False, "msg": "...", "budget": budget, "source": "measured"}
+
+
+def budget_of(facts, measured_by_host, **kw) -> dict[str, Any]:
+    options = {"commit_date": None, "allow_unequal_repeats": False, "repeat_tolerance": 0.1, **kw}
+    return data_budget(facts, ARMS, HOSTS_OF, MODEL_10_STEPS, measured=measured_by_host, **options)
+
+
+def test_the_budget_compares_passes_over_what_nanochats_loader_yields(facts) -> None:
+    # 5120 tokens needed; top's loader yields 2560 a pass (2 passes), random's 2400 (2.13 passes: within 10%)
+    both = {"gpu-a": measured(4000, 2560, 0.36), "gpu-b": measured(3800, 2400, 0.37)}
+    budget = budget_of(facts, both)
+    assert budget["source"] == "measured" and budget["comparable"] is True
+    assert budget["arms"]["top"]["passes"] == 2.0 and budget["arms"]["random"]["passes"] == pytest.approx(2.1333)
+    assert budget["lines"] == [
+        "top: 4.0K tokens held, 2.6K a pass (nanochat's loader crops 36.0% at T=128), 2.00 passes over its data "
+        "(5.1K tokens needed)",
+        "random: 3.8K tokens held, 2.4K a pass (nanochat's loader crops 37.0% at T=128), 2.13 passes over its data "
+        "(5.1K tokens needed)",
+    ]
+    # the one-for-one rule sees 10M tokens held on each host: no repeat at all; the loader's figures do
+    assert any("arm top will repeat data: top makes 2.00 passes" in w for w in budget["warnings"])
+    # random's documents are cropped more: 3 passes against top's 2 is beyond the 10% tolerance
+    both["gpu-b"] = measured(3800, 1700, 0.55)
+    with pytest.raises(ArmsError, match=r"arms repeat their data differently: random makes 3\.01 passes"):
+        budget_of(facts, both)
+    assert budget_of(facts, both, allow_unequal_repeats=True)["comparable"] is False
+
+
+def test_without_a_measurement_for_every_arm_the_budget_is_the_one_for_one_estimate_and_says_why(facts) -> None:
+    check_mode = {"changed": False, "budget": None, "source": "check_mode", "msg": "would measure"}
+    skipped = {"skipped": True, "skip_reason": "Conditional result was False"}
+    for host_b, why in ((check_mode, "check mode on gpu-b"), (skipped, "skipped on gpu-b"), (None, "gpu-b was not")):
+        mixed = {"gpu-a": measured(4000, 2560, 0.36), "gpu-b": host_b}
+        budget = budget_of(facts, mixed)
+        assert budget["source"] == "estimated" and budget["comparable"] is True
+        assert budget["lines"][0].startswith("top: about 10.0M tokens held (estimated), 0.00 passes if every token")
+        note = [w for w in budget["warnings"] if w.startswith("the data budget is an estimate")]
+        assert note and f"random: {why}" in note[0] and "top:" not in note[0].split("rate of its own): ")[1]
+
+
+def test_a_failed_measurement_is_a_problem_naming_the_host(facts) -> None:
+    failed = {"failed": True, "msg": "no tokenizer.pkl in /data/b/tokenizer: train the experiment's tokenizer"}
+    kw = {"arms": ARMS, "hosts_of": HOSTS_OF, "model": MODEL_10_STEPS, "pin_sha": PIN, "commit_date": None}
+    result = compare(
+        facts, **kw, check_gpus=True, inventory=MINE, measured={"gpu-a": measured(4000, 2560, 0.36), "gpu-b": failed}
+    )
+    assert result["ok"] is False
+    assert result["problems"] == [
+        "gpu-b (random): its data budget could not be measured with nanochat's loader: no tokenizer.pkl in "
+        "/data/b/tokenizer: train the experiment's tokenizer"
+    ]
+    assert result["budget"]["source"] == "estimated"
+    # a host without a tokenizer already has its sentence (check_tokenizers): not a second one
+    facts["gpu-b"]["tokenizer"] = {}
+    result = compare(facts, **kw, check_gpus=True, inventory=MINE, measured={"gpu-b": failed})
+    assert not any("could not be measured" in p for p in result["problems"])
+
+
+def test_the_preflight_module_reads_the_hosts_measurements(facts, capsys) -> None:
+    args = {
+        "facts": facts,
+        "arms": ARMS,
+        "hosts_of": HOSTS_OF,
+        "model": MODEL_10_STEPS,
+        "check_gpus": True,
+        "budgets": {"gpu-a": measured(4000, 2560, 0.36), "gpu-b": measured(3800, 2400, 0.37)},
+    }
+    result = run_module("nanochat_preflight", args, capsys)
+    assert result["msg"] == "the arms are comparable" and result["budget"]["source"] == "measured"
+    assert result["budget"]["lines"][1].startswith("random: 3.8K tokens held, 2.4K a pass")

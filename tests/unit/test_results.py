@@ -229,12 +229,12 @@ def test_markdown_table_shows_the_numbers() -> None:
     )
     table = markdown_table(rows)
     lines = table.splitlines()
-    assert lines[0].startswith("| arm | data | tokens seen | epochs | final val bpb | min val bpb | CORE |")
+    assert lines[0].startswith("| arm | data | tokens seen | epochs | crop rate | passes over data | final val bpb |")
     assert len(lines) == 4
     top = lines[2]
     # the pipe in the data description is escaped, so every line has the same number of columns
     assert "Azure top 16.5% \\| QuRating" in top
-    assert {line.replace("\\|", "").count("|") for line in lines} == {11}
+    assert {line.replace("\\|", "").count("|") for line in lines} == {13}
     for cell in ("10.5M", "4.00", "0.9600", "0.9500", "0.2012 (step 20)", "12m30s", "1,000,950", "finished"):
         assert f" {cell} " in top, (cell, top)
     # a partial arm: tokens seen out of the planned total; no manifest -> epochs unknown
@@ -372,3 +372,60 @@ def test_cli_bad_input_is_a_sentence_and_writes_nothing(
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err
     assert not out.exists()
+
+
+# Each arm's data as nanochat's loader packs it (nanochat_data_budget's figures at T=2048; the top arm's longer
+# documents lose more to cropping): the README's data budget example is this table.
+TOP_BUDGET = {"tokens_held": 5 * TBS, "loader_tokens_per_pass": 25 * TBS // 8, "crop_rate": 0.375, "max_seq_len": 2048}
+RANDOM_BUDGET = {"tokens_held": 8 * TBS, "loader_tokens_per_pass": 6 * TBS, "crop_rate": 0.25, "max_seq_len": 2048}
+
+
+def test_the_table_gives_each_arms_crop_rate_and_passes_over_what_the_loader_yields() -> None:
+    rows = build_rows(
+        [
+            ArmInput(arm="top16.5", log_text=TOP_LOG, manifest=top_manifest(), budget=TOP_BUDGET),
+            ArmInput(arm="random16.5", log_text=RANDOM_LOG, budget=RANDOM_BUDGET),
+        ],
+        total_batch_size=TBS,
+    )
+    top, rnd = rows
+    # finished: 20 batches seen; the arm holds 5 (epochs 4.00), but the loader yields 3.125 a pass: 6.4 passes
+    assert top["epochs"] == pytest.approx(4.0) and top["passes"] == pytest.approx(6.4) and top["crop_rate"] == 0.375
+    # mid-run: 8 steps of 20 planned over 6 batches a pass
+    assert rnd["passes"] == pytest.approx(8 / 6) and rnd["passes_planned"] == pytest.approx(20 / 6)
+    lines = markdown_table(rows).splitlines()
+    assert lines[0].startswith("| arm | data | tokens seen | epochs | crop rate | passes over data | final val bpb |")
+    assert " | 4.00 | 37.5% | 6.40 | 0.9600 |" in lines[2]
+    assert " | — | 25.0% | 1.33 of 3.33 | 1.5012 |" in lines[3]
+    assert {line.count("|") for line in lines} == {13}
+
+
+def test_the_results_page_says_what_the_loader_yields_of_what_each_arm_holds(tmp_path: Path) -> None:
+    arms = [ArmInput(arm="top16.5", log_text=TOP_LOG, log_path="top.log", budget=TOP_BUDGET)]
+    write_results(str(tmp_path), "exp", arms, total_batch_size=TBS)
+    md = (tmp_path / "results.md").read_text()
+    assert "nanochat's loader yields 1.64M tokens a pass of 2.62M held (it crops 37.5% at T=2048" in md
+    assert "passes over data = tokens seen / tokens the loader yields a pass" in md
+
+
+def test_a_budget_that_is_not_a_measurement_is_refused_with_a_sentence() -> None:
+    with pytest.raises(ArmsError, match="the data budget of arm a is not one nanochat_data_budget measured"):
+        build_rows([ArmInput(arm="a", log_text=TOP_LOG, budget={"crop_rate": 1.5, "loader_tokens_per_pass": 10})])
+
+
+def test_cli_reads_the_budget_the_arm_host_cached_beside_its_data(tmp_path: Path) -> None:
+    """collect.yml fetches <data_dir>.budget.json ({"key": ..., "budget": ...}) into OUT/<arm>/budget.json."""
+    out = tmp_path / "results"
+    (out / "top16.5").mkdir(parents=True)
+    (out / "top16.5" / "train.log").write_text(TOP_LOG)
+    (out / "top16.5" / "budget.json").write_text(json.dumps({"key": {"max_seq_len": 2048}, "budget": TOP_BUDGET}))
+    (out / "random16.5").mkdir(parents=True)
+    (out / "random16.5" / "train.log").write_bytes(RANDOM_LOG.encode())
+    proc = run_cli(
+        "--experiment", "exp", "--out", str(out), "--total-batch-size", str(TBS), "--collected", "top16.5", "random16.5"
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = proc.stdout.splitlines()
+    assert rows[2].startswith("| top16.5 |") and " | 37.5% | 6.40 | " in rows[2]
+    assert rows[3].startswith("| random16.5 |") and " | — | — | " in rows[3]
+    assert "random16.5 has no data budget" in proc.stderr and "crop rate and passes are unknown" in proc.stderr
