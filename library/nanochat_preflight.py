@@ -54,6 +54,11 @@ options:
     description: Relative difference in passes over the data tolerated between arms.
     type: float
     default: 0.1
+  eval_bundle:
+    description:
+      - The CPU node's eval bundle (M(nanochat_eval_bundle) with C(state=check), plus C(host)), given when the
+        CORE metric is on; every arm host must then hold that bundle, whole. Not given, nothing is checked.
+    type: dict
 author: nanochat-arms
 """
 
@@ -101,6 +106,7 @@ ARGUMENT_SPEC: dict[str, Any] = {
     "check_gpus": {"type": "bool", "default": True},
     "allow_unequal_repeats": {"type": "bool", "default": False},
     "repeat_tolerance": {"type": "float", "default": 0.1},
+    "eval_bundle": {"type": "dict"},
     "inventory_arg": {"type": "str", "default": "-i inventory/"},
 }
 
