@@ -15,6 +15,9 @@ description:
     not fetched from again, and a zip with another checksum is refused.
   - O(state=check) changes nothing and reports whether the bundle is whole and, with O(expected_sha256), the
     expected one.
+  - With O(extra_flags) (base_train's extra flags, the experiment's C(model.extra_flags)) the bundle is needed
+    only when they leave the CORE metric on (C(--core-metric-every) unset, nanochat's default 2000, or above 0);
+    otherwise nothing is placed (O(always) places or checks it anyway) and RV(needed) is false.
 options:
   base_dir:
     description: nanochat's base dir (C(NANOCHAT_BASE_DIR)) on the host.
@@ -40,6 +43,15 @@ options:
     description: Seconds a download may stall before it fails.
     type: int
     default: 600
+  extra_flags:
+    description:
+      - base_train's extra flags (a mapping, dashes or underscores); the bundle is needed only when they leave
+        the CORE metric on. Not given, the bundle is needed.
+    type: dict
+  always:
+    description: Place (or check) the bundle even when O(extra_flags) switch the CORE metric off (the lab does).
+    type: bool
+    default: false
 author: nanochat-arms
 """
 
@@ -56,22 +68,27 @@ EXAMPLES = r"""
     src: /tmp/eval_bundle.zip
     expected_sha256: "{{ hostvars[groups['cpu'][0]].bundle.sha256 }}"
 
-- name: The bundle is there before launch
+- name: The bundle is there before launch (when the experiment's flags leave the CORE metric on)
   nanochat_eval_bundle:
     base_dir: ~/.cache/nanochat
     state: check
+    extra_flags: {core-metric-every: 2000}
     expected_sha256: "{{ hostvars[groups['cpu'][0]].bundle.sha256 }}"
 """
 
 RETURN = r"""
+needed:
+  description: Whether the bundle is needed (CORE metric on, or O(always)); nothing is placed when it is not.
+  type: bool
+  returned: always
 sha256:
   description: The sha256 of the bundle's zip (placed, or recorded on the host).
   type: str
-  returned: always
+  returned: when needed
 path:
   description: The bundle's folder, C(<base_dir>/eval_bundle).
   type: str
-  returned: always
+  returned: when needed
 files:
   description: Files in the bundle's folder (state=present).
   type: int
@@ -90,7 +107,7 @@ problems:
 from typing import Any
 
 from ansible.module_utils.arms_common import ArmsError, run_module
-from ansible.module_utils.arms_eval_bundle import bundle_url, check_bundle, place_bundle
+from ansible.module_utils.arms_eval_bundle import bundle_url, check_bundle, core_metric_on, place_bundle
 from ansible.module_utils.basic import AnsibleModule
 
 ARGUMENT_SPEC: dict[str, Any] = {
@@ -100,10 +117,23 @@ ARGUMENT_SPEC: dict[str, Any] = {
     "expected_sha256": {"type": "str"},
     "state": {"type": "str", "choices": ["present", "check"], "default": "present"},
     "timeout": {"type": "int", "default": 600},
+    "extra_flags": {"type": "dict"},
+    "always": {"type": "bool", "default": False},
 }
 
 
 def bundle(p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
+    needed = p["always"] or p["extra_flags"] is None or core_metric_on(p["extra_flags"])
+    if not needed:
+        return {
+            "changed": False,
+            "needed": False,
+            "msg": "the CORE metric is off (--core-metric-every <= 0): no eval bundle is needed",
+        }
+    return {"needed": True, **_needed(p, check_mode)}
+
+
+def _needed(p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
     if p["state"] == "check":
         found = check_bundle(p["base_dir"], p["expected_sha256"])
         msg = "; ".join(found["problems"]) or f"{found['path']} holds the bundle {str(found['sha256'])[:12]}"

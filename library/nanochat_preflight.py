@@ -62,6 +62,11 @@ options:
         (one for one), and a note says why. A failed measurement is a problem.
     type: dict
     default: {}
+  eval_bundle:
+    description:
+      - The CPU node's eval bundle (M(nanochat_eval_bundle) with C(state=check), plus C(host)), given when the
+        CORE metric is on; every arm host must then hold that bundle, whole. Not given, nothing is checked.
+    type: dict
 author: nanochat-arms
 """
 
@@ -111,6 +116,7 @@ ARGUMENT_SPEC: dict[str, Any] = {
     "check_gpus": {"type": "bool", "default": True},
     "allow_unequal_repeats": {"type": "bool", "default": False},
     "repeat_tolerance": {"type": "float", "default": 0.1},
+    "eval_bundle": {"type": "dict"},
     "inventory_arg": {"type": "str", "default": "-i inventory/"},
     "budgets": {"type": "dict", "default": {}},
 }

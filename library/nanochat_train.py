@@ -204,6 +204,13 @@ options:
     description: Seconds between SIGTERM and SIGKILL when stopping.
     type: int
     default: 60
+  stall_after:
+    description:
+      - With I(state=status), a live run that printed its model config but no step line, and nothing at all
+        for this many seconds, is looked at for starvation; RV(stall) then names the rank that has no row group
+        in which file of the arm's data dir (nanochat's loader spins forever on it).
+    type: int
+    default: 600
   host:
     description:
       - The host's inventory name, used in the repair commands of the diagnosis (C(-l <host>)); pass
@@ -360,6 +367,12 @@ stale:
   description: The recorded run was made from something else than the experiment declares now.
   returned: always
   type: bool
+stall:
+  description:
+    - For a live run silent I(stall_after) seconds after its model config with no step line (else null)
+      {silent_s, world_size, data_dir, cause ("rank N has no row group in FILE ..." or null), error, note}.
+  returned: with state=status
+  type: dict
 stop:
   description: What stopping did (signals sent, processes remaining), with state=stopped or force.
   returned: when something was stopped
@@ -441,6 +454,7 @@ ARGUMENT_SPEC: dict[str, Any] = {
     "wait_for_step": {"type": "bool", "default": False},
     "start_timeout": {"type": "int", "default": 900},
     "stop_timeout": {"type": "int", "default": 60},
+    "stall_after": {"type": "int", "default": 600},
     "host": {"type": "str"},
 }
 
@@ -471,6 +485,7 @@ def manage(p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
         start_timeout=p["start_timeout"],
         stop_timeout=p["stop_timeout"],
         flag_style=p["flag_style"],
+        stall_after=p["stall_after"],
     )
 
 

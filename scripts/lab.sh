@@ -205,6 +205,9 @@ seed_data() {
       --files-per-dump 2 --seed 7 >/dev/null
     touch "$LAB/data/fortified/.complete"
   fi
+  # a zip shaped like nanochat's eval_bundle.zip (byte-identical every time), placed instead of a download
+  PYTHONPATH="$ROOT/plugins/controller" "$PY" -c 'import sys, arms_fixture; arms_fixture.write_eval_bundle(sys.argv[1])' \
+    "$LAB/data/eval_bundle.zip"
   chmod -R a+rX "$LAB/data"
   "$PY" "$ROOT/tests/lab/seed_azurite.py" --dataset "$LAB/data/fortified" \
     --port "$AZURITE_PORT" --container quratingfiltered --prefix top16.5/

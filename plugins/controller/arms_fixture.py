@@ -14,11 +14,18 @@ Everything is vectorised with numpy/pyarrow (no per-row Python): a token stream 
 vocabulary is cut into documents at token boundaries (so every text is valid UTF-8), ids are
 ``<urn:uuid:...>`` strings built from random bytes. Same arguments -> byte-identical files, whatever
 ``workers`` is: every file draws from its own generator seeded with (seed, dump index, file index).
+
+:func:`write_eval_bundle` writes a tiny zip shaped like nanochat's CORE ``eval_bundle.zip``, which the lab's
+CPU node places instead of downloading the real one.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 import os
+import zipfile
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -375,3 +382,115 @@ def make_fixture(
         return [_write_file_args(j) for j in jobs]
     with ProcessPoolExecutor(max_workers=min(workers, len(specs))) as pool:
         return list(pool.map(_write_file_args, jobs))
+
+
+# ---------------------------------------------------------------------------------------------
+# the CORE eval bundle, tiny
+# ---------------------------------------------------------------------------------------------
+
+# One task of each type nanochat's CORE evaluation knows (scripts/base_eval.py's evaluate_core and
+# nanochat/core_eval.py at b07604e), in the real bundle's layout: eval_bundle/core.yaml (icl_tasks with
+# label, dataset_uri, num_fewshot, icl_task_type, continuation_delimiter), eval_bundle/eval_meta_data.csv
+# (the real header; evaluate_core reads "Eval Task" and "Random baseline") and eval_bundle/eval_data/
+# <category>/<task>.jsonl in each type's item format.
+EVAL_BUNDLE_CORE_YAML = """icl_tasks:
+- label: jeopardy
+  dataset_uri: world_knowledge/jeopardy_all.jsonl
+  num_fewshot: [1]
+  icl_task_type: language_modeling
+  continuation_delimiter: "\\nAnswer: "
+- label: arc_easy
+  dataset_uri: world_knowledge/arc_easy.jsonl
+  num_fewshot: [1]
+  icl_task_type: multiple_choice
+  continuation_delimiter: "\\nAnswer: "
+- label: winograd
+  dataset_uri: language_understanding/winograd_wsc.jsonl
+  num_fewshot: [0]
+  icl_task_type: schema
+"""
+EVAL_BUNDLE_META_CSV = (
+    "Eval Task,Task Category,Task Type,#shots,#datapoints,Random baseline,Centered Metric?,Description\n"
+    "jeopardy,world knowledge,language modeling,1,3,0,,lab stand-in\n"
+    "arc_easy,world knowledge,multiple choice,1,3,25,,lab stand-in\n"
+    "winograd,language understanding,schema,0,3,50,,lab stand-in\n"
+)
+_EVAL_ITEMS = {
+    "world_knowledge/jeopardy_all.jsonl": [
+        {"context": "This river flows through Paris.", "continuation": "the Seine"},
+        {"context": "The chemical symbol for gold.", "continuation": "Au"},
+        {"context": "The largest planet of the solar system.", "continuation": "Jupiter"},
+    ],
+    "world_knowledge/arc_easy.jsonl": [
+        {
+            "query": "Question: What do plants need to make food?",
+            "choices": ["light", "sand", "rock", "salt"],
+            "gold": 0,
+        },
+        {
+            "query": "Question: Which is a liquid at room temperature?",
+            "choices": ["iron", "water", "wood", "ice"],
+            "gold": 1,
+        },
+        {
+            "query": "Question: What pulls objects toward Earth?",
+            "choices": ["wind", "light", "gravity", "sound"],
+            "gold": 2,
+        },
+    ],
+    "language_understanding/winograd_wsc.jsonl": [
+        {
+            "context_options": [
+                "The cup did not fit in the box because the cup",
+                "The cup did not fit in the box because the box",
+            ],
+            "continuation": "was too big.",
+            "gold": 0,
+        },
+        {
+            "context_options": ["The man lifted the boy because the man", "The man lifted the boy because the boy"],
+            "continuation": "was strong.",
+            "gold": 0,
+        },
+        {
+            "context_options": [
+                "The ball broke the window because the ball",
+                "The ball broke the window because the window",
+            ],
+            "continuation": "was fragile.",
+            "gold": 1,
+        },
+    ],
+}
+# a fixed time for every member: the same zip, byte for byte, on every run (its sha256 is what hosts compare)
+_ZIP_TIME = (2026, 1, 1, 0, 0, 0)
+
+
+def eval_bundle_files() -> dict[str, str]:
+    """Member name -> text of the tiny eval bundle (``eval_bundle/...``)."""
+    files = {"eval_bundle/core.yaml": EVAL_BUNDLE_CORE_YAML, "eval_bundle/eval_meta_data.csv": EVAL_BUNDLE_META_CSV}
+    for uri, items in _EVAL_ITEMS.items():
+        files[f"eval_bundle/eval_data/{uri}"] = "".join(json.dumps(item) + "\n" for item in items)
+    return files
+
+
+def write_eval_bundle(path: str) -> str:
+    """Write a zip shaped like nanochat's eval_bundle.zip at ``path`` (atomically, byte-identical every time);
+    returns its sha256. The lab's CPU node places it instead of downloading the real one."""
+    buf = io.BytesIO()
+    # stored, not deflated: the bytes depend on nothing but the files (no zlib version)
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        for name, text in eval_bundle_files().items():
+            info = zipfile.ZipInfo(name, date_time=_ZIP_TIME)
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, text)
+    data = buf.getvalue()
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".tmp-{os.path.basename(path)}")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    return hashlib.sha256(data).hexdigest()

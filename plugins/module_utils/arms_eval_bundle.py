@@ -12,6 +12,9 @@ only test for "already there" is that the folder exists, so a half-unzipped fold
 local zip, atomically (unzipped beside, then renamed into place), and records the zip's sha256 in
 ``eval_bundle/.nanochat-arms-bundle.json`` with every file's size; :func:`check_bundle` reads that
 record back. The URL nanochat itself uses is read from the checkout (:func:`bundle_url`), never re-typed.
+
+Whether a run needs the bundle at all is :func:`core_metric_on` (base_train's ``--core-metric-every``), and
+:func:`bundle_problems` is the preflight's rule: every arm host holds the CPU node's bundle, whole.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import zipfile
 from typing import Any
 
 from ansible.module_utils.arms_common import ArmsError, atomic_write_json, fsync_dir
+from ansible.module_utils.arms_flags import normalize_flags
 
 BUNDLE_DIR = "eval_bundle"
 BUNDLE_ZIP = "eval_bundle.zip"
@@ -47,6 +51,19 @@ def bundle_url(checkout: str) -> str:
     if not found:
         raise ArmsError(f"{path} sets no EVAL_BUNDLE_URL: give the bundle's URL or a local zip explicitly.")
     return found.group(1)
+
+
+def core_metric_on(extra_flags: Any) -> bool:
+    """Whether base_train evaluates CORE (and so reads the bundle) with these extra flags: ``--core-metric-every``
+    unset (nanochat's default, 2000 in every era) or above 0. CORE also runs at the last step then, so a
+    value above the run's step count still needs the bundle."""
+    value = normalize_flags(extra_flags).get("core_metric_every")
+    if value is None:
+        return True
+    try:
+        return int(str(value)) > 0
+    except ValueError:
+        raise ArmsError(f"extra flag --core-metric-every must be a whole number, got {value!r}.") from None
 
 
 def _sha256(path: str) -> str:
@@ -77,11 +94,17 @@ def check_bundle(base_dir: str, expected_sha256: str | None = None) -> dict[str,
     """Whether ``<base_dir>/eval_bundle`` is a whole bundle (as recorded when placed) and, when
     ``expected_sha256`` is given, the bundle of that zip.
 
-    Returns {"present", "sha256" (recorded, or of eval_bundle.zip when nanochat fetched it itself),
-    "matches", "problems": [sentence, ...]}.
+    Returns {"path", "present", "sha256" (recorded, or of eval_bundle.zip when nanochat fetched it itself),
+    "source" (recorded), "matches", "problems": [sentence, ...]}.
     """
     folder = os.path.join(base_dir, BUNDLE_DIR)
-    out: dict[str, Any] = {"path": folder, "present": os.path.isdir(folder), "sha256": None, "problems": []}
+    out: dict[str, Any] = {
+        "path": folder,
+        "present": os.path.isdir(folder),
+        "sha256": None,
+        "source": None,
+        "problems": [],
+    }
     problems: list[str] = out["problems"]
     if not out["present"]:
         problems.append(f"{folder} is missing: base_train would download the eval bundle at its first CORE step")
@@ -91,6 +114,7 @@ def check_bundle(base_dir: str, expected_sha256: str | None = None) -> dict[str,
             record = json.load(fh)
         if record:
             out["sha256"] = record.get("sha256")
+            out["source"] = record.get("source")
             files = record.get("files") or {}
             wrong = sorted(n for n, size in files.items() if not _size_is(os.path.join(folder, n), size))
             if wrong:
@@ -163,12 +187,21 @@ def place_bundle(
     """Put the eval bundle from ``src`` (URL or local zip) at ``<base_dir>/eval_bundle`` (+ ``eval_bundle.zip``).
 
     Idempotent by content: nothing changes when the recorded sha256 is the zip's (with ``expected_sha256``
-    the source is not even fetched when the host already holds that bundle). A zip whose sha256 is not
-    ``expected_sha256`` is refused. Returns {"changed", "sha256", "path", "files", "source"}.
+    the source is not even fetched when the host already holds that bundle; without it, a URL is not
+    fetched again when the whole bundle there was placed from that same URL: the CPU node fetches once).
+    A zip whose sha256 is not ``expected_sha256`` is refused. Check mode predicts a change for a local zip
+    that is not there yet (it arrives from the CPU node first). Returns {"changed", "sha256", "path",
+    "files", "source"}.
     """
     if expected_sha256 and check_bundle(base_dir, expected_sha256)["matches"]:
         return _result(False, base_dir, expected_sha256, src)
+    if not expected_sha256 and _is_url(src):
+        held = check_bundle(base_dir)
+        if held["matches"] and held["source"] == src and held["sha256"]:
+            return _result(False, base_dir, held["sha256"], src)
     if not _is_url(src) and not os.path.isfile(src):
+        if check_mode:
+            return _result(True, base_dir, expected_sha256, src)
         raise ArmsError(f"the eval bundle {src} does not exist: fetch it on the CPU node first.")
     if check_mode and not _is_url(src):
         sha = _sha256(src)
@@ -215,3 +248,33 @@ def _result(changed: bool, base_dir: str, sha: str | None, src: str) -> dict[str
     folder = os.path.join(base_dir, BUNDLE_DIR)
     files = len(_tree(folder)) if os.path.isdir(folder) else 0
     return {"changed": changed, "sha256": sha, "path": folder, "files": files, "source": src}
+
+
+def bundle_problems(
+    reference: dict[str, Any], held: list[tuple[str, str, dict[str, Any]]], repair_command: str
+) -> list[str]:
+    """The preflight's sentences: the CPU node holds a whole bundle and every arm host the same, whole.
+
+    ``reference`` is the CPU node's :func:`check_bundle` result plus its ``host``; ``held`` is (host, arm,
+    :func:`check_bundle` result) of every arm host; ``repair_command`` places the CPU node's bundle again.
+    """
+    cpu = reference.get("host", "the CPU node")
+    if not reference.get("present") or reference.get("problems") or not reference.get("sha256"):
+        why = "; ".join(reference.get("problems") or []) or f"{reference.get('path')} records no checksum"
+        return [
+            f"{cpu} (the CPU node): {why}. The CORE metric is on (--core-metric-every), so every arm host needs "
+            f"the CPU node's eval bundle before launch: fetch it once and place it with: {repair_command}"
+        ]
+    expected = str(reference["sha256"])
+    problems = []
+    for host, arm, found in held:
+        if not found.get("present") or found.get("problems"):
+            why = "; ".join(found.get("problems") or []) or f"{found.get('path')} is missing"
+            problems.append(f"{host} ({arm}): {why}; place the CPU node's eval bundle with: {repair_command}")
+        elif found.get("sha256") != expected:
+            problems.append(
+                f"{host} ({arm}): {found.get('path')} holds the eval bundle {str(found.get('sha256'))[:12]}, not "
+                f"the CPU node's {expected[:12]}: every arm must evaluate CORE on the same bundle; place the CPU "
+                f"node's with: {repair_command}"
+            )
+    return problems

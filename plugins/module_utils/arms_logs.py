@@ -40,6 +40,8 @@ _PEAK = re.compile(r"Peak memory usage: ([\d.]+)\s*MiB")
 _TOTAL_TIME = re.compile(r"Total training time: ([\d.]+)\s*m")
 _MIN_VAL = re.compile(r"Minimum validation bpb: ([\d.]+)")
 _NUM_ITER = re.compile(r"number of iterations.*:\s*([\d,]+)\s*$", re.IGNORECASE)
+# base_train prints its model config before it takes the first batch of training data
+_MODEL_CONFIG = re.compile(r"^(?:\[\w+\]:\s*)?Model config\b")
 _PAIR = re.compile(r"([A-Za-z][\w/]*):\s*(\S+)")
 
 # step-line field name -> (result key, converter)
@@ -137,7 +139,8 @@ def parse_log(text: str, max_steps: int | None = None) -> dict[str, Any]:
     ``core`` (list of (step, value)), ``min_val_bpb`` (from the end line, else the minimum seen),
     ``num_iterations`` (printed count, else the step lines' total), ``peak_memory_mib``,
     ``total_time_min`` (end line, else the last step line's), ``finished`` (the end line
-    ``Total training time`` appeared) and ``started`` (at least one step line).
+    ``Total training time`` appeared), ``started`` (at least one step line) and ``config_printed``
+    (base_train's ``Model config:`` line, printed just before it takes its first batch of data).
     """
     steps: list[dict[str, Any]] = []
     val: list[tuple[int, float]] = []
@@ -146,6 +149,7 @@ def parse_log(text: str, max_steps: int | None = None) -> dict[str, Any]:
     peak: float | None = None
     total_time_end: float | None = None
     num_iterations: int | None = None
+    config_printed = False
     for line in split_lines(text):
         if "step " in line:
             parsed = parse_step_line(line)
@@ -167,6 +171,8 @@ def parse_log(text: str, max_steps: int | None = None) -> dict[str, Any]:
             peak = float(m.group(1))
         elif m := _NUM_ITER.search(line):
             num_iterations = int(m.group(1).replace(",", ""))
+        elif not config_printed and _MODEL_CONFIG.match(line):
+            config_printed = True
     last = steps[-1] if steps else None
     if num_iterations is None and last is not None:
         num_iterations = last["total"]
@@ -185,6 +191,7 @@ def parse_log(text: str, max_steps: int | None = None) -> dict[str, Any]:
         "total_time_min": total_time,
         "finished": total_time_end is not None,
         "started": bool(steps),
+        "config_printed": config_printed,
     }
 
 

@@ -25,6 +25,7 @@ from ansible.module_utils.arms_budget import (
 )
 from ansible.module_utils.arms_command import train_flags
 from ansible.module_utils.arms_common import ArmsError, human_bytes, load_env_file, playbook_command
+from ansible.module_utils.arms_eval_bundle import bundle_problems, check_bundle
 from ansible.module_utils.arms_manifest import read_manifest, sha256_file, verify_data_dir
 from ansible.module_utils.arms_packing import budget_line, compare_passes, short_tokens, with_passes
 from ansible.module_utils.arms_patch import tf32_plan
@@ -142,6 +143,7 @@ def host_facts(
     facts["free_bytes"] = shutil.disk_usage(base_dir if os.path.isdir(base_dir) else os.path.expanduser("~")).free
     facts["gpus"] = gpu_count() if check_gpus else None
     facts["wandb_key"] = bool(load_env_file(env_file).get("WANDB_API_KEY"))
+    facts["eval_bundle"] = check_bundle(base_dir)
     return facts
 
 
@@ -163,6 +165,19 @@ def check_rank_shares(host: str, arm: str, f: Mapping[str, Any], world_size: int
         [f"{host} ({arm}): {p}" for p in result["problems"]],
         [f"{host} ({arm}): {w}" for w in result["warnings"]],
     )
+
+
+def check_eval_bundle(
+    facts: Mapping[str, Mapping[str, Any]],
+    arm_of_host: Sequence[tuple[str, str]],
+    reference: Mapping[str, Any] | None,
+    inventory: str | None,
+) -> list[str]:
+    """Every arm host holds the CPU node's eval bundle, whole (``reference`` is given when the CORE metric is on)."""
+    if not reference:
+        return []
+    held = [(host, arm, dict(facts[host].get("eval_bundle") or {})) for arm, host in arm_of_host]
+    return bundle_problems(dict(reference), held, playbook_command("data", inventory, tags="eval"))
 
 
 def checkpoint_bytes(depth: int) -> int:
@@ -536,11 +551,13 @@ def compare(
     repeat_tolerance: float = 0.1,
     inventory: str | None = None,
     measured: Mapping[str, Any] | None = None,
+    eval_bundle: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Every reason the arms are not comparable, as sentences; plus warnings and the budget table.
 
     ``inventory`` is the ``-i ...`` part of the commands the sentences name (``-i inventory/`` when not given).
     ``measured``: host -> nanochat_data_budget's result there (see :func:`data_budget`).
+    ``eval_bundle`` (the CPU node's bundle, when the CORE metric is on) must be on every arm host.
     """
     arm_hosts = [h for arm in arms for h in hosts_of.get(arm, [])]
     arm_of_host = [(arm, host) for arm in arms for host in hosts_of.get(arm, [])]
@@ -553,6 +570,7 @@ def compare(
         *check_tokenizers(facts, arm_hosts, inventory),
     ]
     problems += check_data(facts, arm_of_host, inventory)
+    problems += check_eval_bundle(facts, arm_of_host, eval_bundle, inventory)
     warnings: list[str] = []
     for arm, host in arm_of_host:
         world = int(model["gpus_per_node"]) * len(hosts_of.get(arm, []))

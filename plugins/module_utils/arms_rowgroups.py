@@ -24,8 +24,10 @@ row groups of near-equal size: spread ~0.)
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Sequence
+import subprocess
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ansible.module_utils.arms_common import ArmsError
@@ -50,6 +52,31 @@ def row_group_rows(path: str) -> list[int]:
     except Exception as exc:  # a truncated or non-parquet file
         raise ArmsError(f"{path} is not a readable parquet file ({exc}); fetch or prepare it again.") from None
     return [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+
+
+# row groups of each file named in argv, in a Python that has pyarrow (a run's own venv: nanochat reads parquet)
+_COUNT_PROBE = (
+    "import json, sys\n"
+    "import pyarrow.parquet as pq\n"
+    "print(json.dumps([pq.ParquetFile(p).metadata.num_row_groups for p in sys.argv[1:]]))\n"
+)
+
+
+def row_group_counts(paths: Sequence[str], python: str | None = None) -> dict[str, int]:
+    """Row groups of each file (by name), from the footers: with ``python`` (a venv's interpreter, e.g. the
+    run's own, for a caller without pyarrow: the status on a host's system Python) or in this process."""
+    if not python:
+        return {os.path.basename(p): len(row_group_rows(p)) for p in paths}
+    try:
+        proc = subprocess.run(
+            [python, "-c", _COUNT_PROBE, *paths], capture_output=True, text=True, timeout=300, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ArmsError(f"could not run {python} to read the parquet footers ({exc}).") from None
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise ArmsError(f"{python} could not read the parquet footers of {len(paths)} file(s): {last}")
+    return {os.path.basename(p): int(n) for p, n in zip(paths, json.loads(proc.stdout), strict=True)}
 
 
 def rank_rows(groups: Sequence[int], world_size: int) -> list[int]:
@@ -141,23 +168,25 @@ def check_data_dir(data_dir: str, world_size: int, **kw: Any) -> dict[str, Any]:
     return check_ranks(nanochat_files(data_dir), world_size, **kw)
 
 
-def starvation_cause(paths: Sequence[str], world_size: int) -> str | None:
+def starvation_cause(paths: Sequence[str], world_size: int, counts: Mapping[str, int] | None = None) -> str | None:
     """For a run that printed no step line: "rank N has no row group in FILE" when the files explain it, else None.
 
     base_train takes its first training batch right after printing the model config, then evaluates at
     step 0 before the first step line: a rank with no row group in any training file hangs at the first,
     one with none in the validation file at the second; both leave the log silent after the config, and
-    the other ranks wait for them in their first collective. Training files are looked at first.
+    the other ranks wait for them in their first collective. Training files are looked at first. ``counts``
+    (name -> row groups, :func:`row_group_counts`) may stand in for reading the files here.
     """
     names = [os.path.basename(p) for p in paths]
     if len(names) < 2:
         return f"the data dir holds {len(names)} parquet file(s), so nanochat has no training file to read"
-    groups = {os.path.basename(p): len(row_group_rows(p)) for p in paths}
+    groups = dict(counts) if counts is not None else row_group_counts(paths)
     train, val = names[:-1], names[-1]
     for r in range(world_size):
         if all(groups[n] <= r for n in train):
             fewest = min(train, key=lambda n: groups[n])
-            return f"rank {r} has no row group in {fewest} ({groups[fewest]} row groups) nor any other training file"
+            others = " nor in any other training file" if len(train) > 1 else ""
+            return f"rank {r} has no row group in {fewest} ({groups[fewest]} row groups){others}"
     if groups[val] < world_size:
         return f"rank {groups[val]} has no row group in {val} ({groups[val]} row groups, the validation file)"
     return None

@@ -44,9 +44,12 @@ from ansible.module_utils.arms_process import (
     start_detached,
     stop,
 )
-from ansible.module_utils.arms_status import idle_note
+from ansible.module_utils.arms_rowgroups import nanochat_files, row_group_counts, starvation_cause
+from ansible.module_utils.arms_status import idle_note, stall_note
 
 TAIL_LINES = 40
+# status: a live run silent this long after its model config, with no step line, is looked at for starvation
+STALL_AFTER = 600.0
 NONZERO_RANK_GRACE = 5.0
 # the switch that replaces a run, as a playbook user passes it (the module's own argument is ``force``); a
 # caller from elsewhere (a CLI's ``--force``) names its own in RunRef.force_switch
@@ -340,6 +343,76 @@ def _stale_check(result: dict[str, Any], spec: LaunchSpec, ref: RunRef, exit_fil
         result.update(identity_changes=[f"its identity cannot be compared ({exc})"], stale=True)
 
 
+def is_stalled(result: dict[str, Any], silent_s: float | None, stall_after: float) -> bool:
+    """A live run that printed its model config, then no step line, and nothing at all for ``stall_after`` s."""
+    progress = result.get("progress") or {}
+    return bool(
+        result.get("alive")
+        and progress.get("config_printed")
+        and not progress.get("started")
+        and silent_s is not None
+        and silent_s >= stall_after
+    )
+
+
+def _silent_for(log: str) -> float | None:
+    try:
+        return max(0.0, time.time() - os.stat(log).st_mtime)
+    except OSError:
+        return None
+
+
+def run_world_size(record: dict[str, Any], spec: LaunchSpec | None) -> int:
+    """The processes of the run in all (its launch's ``<launcher> xN``), else what the launch options say, else 1."""
+    launcher = str((record.get("identity") or {}).get("launcher") or "")
+    count = launcher.rpartition(" x")[2]
+    if count.isdigit() and int(count) > 0:
+        return int(count)
+    return spec.nnodes * spec.gpus_per_node if spec else 1
+
+
+def run_data_dir(record: dict[str, Any], spec: LaunchSpec | None) -> str | None:
+    """The data dir the run reads: the launch options' data_dir, else <its NANOCHAT_BASE_DIR>/base_data."""
+    if spec is not None:
+        return spec.data_dir or os.path.join(spec.base_dir, "base_data")
+    base = (record.get("env") or {}).get("NANOCHAT_BASE_DIR")
+    return os.path.join(base, "base_data") if base else None
+
+
+def _venv_python(record: dict[str, Any], spec: LaunchSpec | None) -> str | None:
+    """The run's venv Python (it has pyarrow: nanochat reads parquet), for a status run by a Python without it."""
+    venv = spec.venv if spec is not None else (record.get("env") or {}).get("VIRTUAL_ENV")
+    python = os.path.join(venv, "bin", "python") if venv else None
+    return python if python and os.access(python, os.X_OK) else None
+
+
+def starvation(record: dict[str, Any], spec: LaunchSpec | None, ref: RunRef, silent_s: float) -> dict[str, Any]:
+    """Why a stalled run prints nothing: {"silent_s", "world_size", "data_dir", "cause", "error", "note"}.
+
+    The cause is :func:`arms_rowgroups.starvation_cause` over the files the run reads (its data dir) at its
+    world size; the footers are read by the run's own venv Python when there is one.
+    """
+    world = run_world_size(record, spec)
+    data_dir = run_data_dir(record, spec)
+    cause = error = None
+    try:
+        if not data_dir:
+            raise ArmsError("the run's pid file names no NANOCHAT_BASE_DIR")
+        paths = nanochat_files(data_dir)
+        cause = starvation_cause(paths, world, row_group_counts(paths, _venv_python(record, spec)))
+    except ArmsError as exc:
+        error = str(exc)
+    stop_command = playbook_command("stop", ref.inventory, limit=ref.host)
+    return {
+        "silent_s": round(silent_s),
+        "world_size": world,
+        "data_dir": data_dir,
+        "cause": cause,
+        "error": error,
+        "note": stall_note(silent_s, cause, world, stop_command, error),
+    }
+
+
 def status_message(ref: RunRef, record: dict[str, Any] | None, result: dict[str, Any]) -> str:
     """One sentence on the run: never started, running, finished, stopped, or why it is not running."""
     changes = result["identity_changes"]
@@ -348,7 +421,8 @@ def status_message(ref: RunRef, record: dict[str, Any] | None, result: dict[str,
     if record is None:
         return f"run {name} was never started on this host (no {result['pidfile']})."
     if result["alive"]:
-        return f"run {name} is running (pid {result['pid']}): {result['progress_line']}.{stale}"
+        stall = f" It prints nothing: {result['stall']['note']}" if result.get("stall") else ""
+        return f"run {name} is running (pid {result['pid']}): {result['progress_line']}.{stale}{stall}"
     idle = idle_note(result.get("ended"))
     if result["finished"]:
         return f"run {name} finished: {result['progress_line']}.{stale}{idle}"
@@ -357,16 +431,26 @@ def status_message(ref: RunRef, record: dict[str, Any] | None, result: dict[str,
     return f"run {name} is not running and did not finish: {explain(result['diagnosis'])}.{idle}"
 
 
-def run_status(ref: RunRef, spec: LaunchSpec | None = None, flag_style: str = "auto") -> dict[str, Any]:
+def run_status(
+    ref: RunRef, spec: LaunchSpec | None = None, flag_style: str = "auto", stall_after: float = STALL_AFTER
+) -> dict[str, Any]:
     """What the pid file, log and exit file say about the run.
 
     With ``spec`` (what the experiment declares now) the recorded identity is compared with it and a
     run made from something else is marked stale; without it, status reports what the pid file says.
+    A live run silent for ``stall_after`` s after its model config, with no step line, gets ``stall``
+    (:func:`starvation`: which rank has no row group in which file, when that is why); else ``stall`` is None.
     """
     with contextlib.ExitStack() as stack:
         paths, record = _open(ref, locked=False, stack=stack)
     result = _base_result(ref, paths, record, spec.flag_style if spec else flag_style)
     result.update(_observe_now(paths, ref))
+    silent = _silent_for(paths["log"])
+    result["stall"] = (
+        starvation(record, spec, ref, silent)
+        if record is not None and silent is not None and is_stalled(result, silent, stall_after)
+        else None
+    )
     if spec is not None and record is not None and _is_checkout(spec.chdir):
         _stale_check(result, spec, ref, paths["exit_file"], record)
     result["msg"] = status_message(ref, record, result)
@@ -702,10 +786,11 @@ def manage_run(
     start_timeout: float = 900,
     stop_timeout: float = 60,
     flag_style: str = "auto",
+    stall_after: float = STALL_AFTER,
 ) -> dict[str, Any]:
     """Bring the run to ``state`` (started, stopped) or report it (status); RunFailed when that fails."""
     if state == "status":
-        return run_status(ref, spec, flag_style)
+        return run_status(ref, spec, flag_style, stall_after)
     if state == "stopped":
         return run_stop(ref, timeout=stop_timeout, check_mode=check_mode, flag_style=flag_style)
     if spec is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -12,7 +13,16 @@ from typing import Any
 
 import pytest
 from ansible.module_utils.arms_common import ArmsError
-from ansible.module_utils.arms_eval_bundle import RECORD, bundle_url, check_bundle, place_bundle
+from ansible.module_utils.arms_eval_bundle import (
+    RECORD,
+    bundle_problems,
+    bundle_url,
+    check_bundle,
+    core_metric_on,
+    place_bundle,
+)
+from ansible.module_utils.arms_preflight import compare
+from arms_fixture import write_eval_bundle
 from modtest import run_module
 from nanochat_real import nanochat_at_pin
 
@@ -139,3 +149,128 @@ def test_the_module_places_checks_and_predicts_in_check_mode(tmp_path: Path, cap
         "nanochat_eval_bundle", {"base_dir": base, "src": str(zip_path), "expected_sha256": "1" * 64}, capsys
     )
     assert bad["failed"] and "every arm host must evaluate CORE on the same bundle" in bad["msg"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "on"),
+    [
+        ({}, True),  # nanochat's default: every 2000 steps (and at the last step)
+        ({"max-seq-len": 64}, True),
+        ({"core-metric-every": -1}, False),  # the lab
+        ({"core_metric_every": "0"}, False),
+        ({"core-metric-every": 2000}, True),
+        (["--core-metric-every=500"], True),
+    ],
+)
+def test_the_bundle_is_needed_when_the_flags_leave_the_core_metric_on(flags: Any, on: bool) -> None:
+    assert core_metric_on(flags) is on
+
+
+def test_a_url_is_fetched_once_by_the_cpu_node(tmp_path: Path) -> None:
+    zip_path = tmp_path / "b.zip"
+    sha = make_zip(zip_path)
+    base = str(tmp_path / "base")
+    assert place_bundle(base, zip_path.as_uri())["sha256"] == sha
+    zip_path.unlink()  # a second fetch would fail now: it does not happen
+    again = place_bundle(base, zip_path.as_uri())
+    assert again["changed"] is False and again["sha256"] == sha
+    assert check_bundle(base)["source"] == zip_path.as_uri()
+
+
+def test_check_mode_predicts_a_zip_that_has_not_arrived_yet(tmp_path: Path, capsys: Any) -> None:
+    args = {"base_dir": str(tmp_path / "base"), "src": str(tmp_path / "not-yet.zip"), "expected_sha256": "a" * 64}
+    predicted = run_module("nanochat_eval_bundle", args, capsys, check_mode=True)
+    assert predicted["changed"] and not predicted.get("failed") and not (tmp_path / "base").exists()
+
+
+def test_with_the_core_metric_off_nothing_is_placed_unless_always(tmp_path: Path, capsys: Any) -> None:
+    zip_path = tmp_path / "b.zip"
+    sha = make_zip(zip_path)
+    base = str(tmp_path / "base")
+    off = {"base_dir": base, "src": str(zip_path), "extra_flags": {"core-metric-every": -1}}
+    skipped = run_module("nanochat_eval_bundle", off, capsys)
+    assert skipped["needed"] is False and skipped["changed"] is False and not os.path.exists(base)
+    assert "the CORE metric is off" in skipped["msg"]
+    assert run_module("nanochat_eval_bundle", {**off, "state": "check"}, capsys)["needed"] is False
+    placed = run_module("nanochat_eval_bundle", {**off, "always": True}, capsys)
+    assert placed["needed"] and placed["changed"] and placed["sha256"] == sha
+    on = run_module("nanochat_eval_bundle", {**off, "extra_flags": {"eval-every": 250}}, capsys)
+    assert on["needed"] and on["changed"] is False
+
+
+def test_the_preflight_refuses_an_arm_host_without_the_cpu_nodes_bundle(tmp_path: Path) -> None:
+    zip_path, other_zip = tmp_path / "b.zip", tmp_path / "other.zip"
+    make_zip(zip_path)
+    make_zip(other_zip, {**FILES, "eval_bundle/core.yaml": "icl_tasks: []\n"})
+    cpu, good, other, changed, missing = (str(tmp_path / n) for n in ("cpu", "good", "other", "changed", "missing"))
+    for base, src in ((cpu, zip_path), (good, zip_path), (other, other_zip), (changed, zip_path)):
+        place_bundle(base, str(src))
+    (Path(changed) / "eval_bundle" / "core.yaml").write_text("edited by hand")
+    reference = {**check_bundle(cpu), "host": "cpu"}
+    repair = "ansible-playbook playbooks/data.yml -i inventory/lab/ --tags eval"
+    held = [(h, "arm", check_bundle(b)) for h, b in (("good", good), ("other", other), ("changed", changed))]
+    problems = bundle_problems(reference, [*held, ("missing", "arm", check_bundle(missing))], repair)
+    assert len(problems) == 3 and all(p.endswith(repair) for p in problems)
+    assert problems[0].startswith(f"other (arm): {other}/eval_bundle holds the eval bundle ")
+    assert "not the CPU node's" in problems[0]
+    assert problems[1].startswith(f"changed (arm): {changed}/eval_bundle differs from the bundle placed there")
+    assert problems[2].startswith(f"missing (arm): {missing}/eval_bundle is missing")
+    assert bundle_problems(reference, held[:1], repair) == []
+    (cpu_problem,) = bundle_problems({**check_bundle(missing), "host": "cpu"}, held, repair)
+    assert cpu_problem.startswith("cpu (the CPU node): ") and "The CORE metric is on" in cpu_problem
+
+
+def test_compare_checks_the_bundle_only_when_given(tmp_path: Path) -> None:
+    from test_preflight_checks import ARMS, HOSTS_OF, MODEL_10_STEPS, PIN, host_facts
+
+    zip_path = tmp_path / "b.zip"
+    make_zip(zip_path)
+    place_bundle(str(tmp_path / "cpu"), str(zip_path))
+    place_bundle(str(tmp_path / "gpu-a"), str(zip_path))
+    facts = {h: {**host_facts(h), "eval_bundle": check_bundle(str(tmp_path / h))} for h in ("gpu-a", "gpu-b")}
+    kw = {
+        "arms": ARMS,
+        "hosts_of": HOSTS_OF,
+        "model": MODEL_10_STEPS,
+        "pin_sha": PIN,
+        "commit_date": None,
+        "check_gpus": False,
+    }
+    assert compare(facts, **kw)["problems"] == []
+    reference = {**check_bundle(str(tmp_path / "cpu")), "host": "cpu"}
+    (problem,) = compare(facts, **kw, eval_bundle=reference)["problems"]
+    assert problem.startswith("gpu-b (random): ") and "--tags eval" in problem
+
+
+# what evaluate_core reads, run by nanochat's own code with its per-task evaluation stubbed (no model here)
+NANOCHAT_CORE = """
+import json
+import nanochat_real
+nanochat_real.hf_tokenizers_importable()
+from scripts import base_eval
+seen = []
+def evaluate_task(model, tokenizer, data, device, task_meta):
+    seen.append([task_meta["task_type"], task_meta["num_fewshot"], len(data)])
+    return 1.0
+base_eval.evaluate_task = evaluate_task
+out = base_eval.evaluate_core(None, None, "cpu")
+print(json.dumps({"core": out["core_metric"], "seen": seen}))
+"""
+
+
+def test_the_labs_tiny_bundle_is_one_nanochat_reads_and_the_same_bytes_every_time(
+    checkout: Path, tmp_path: Path
+) -> None:
+    first = write_eval_bundle(str(tmp_path / "a" / "eval_bundle.zip"))
+    assert write_eval_bundle(str(tmp_path / "b" / "eval_bundle.zip")) == first
+    base = tmp_path / "base"
+    assert place_bundle(str(base), str(tmp_path / "a" / "eval_bundle.zip"))["sha256"] == first
+    env = {**os.environ, "NANOCHAT_BASE_DIR": str(base), "PYTHONPATH": f"{checkout}{os.pathsep}{HERE}"}
+    proc = subprocess.run(
+        [sys.executable, "-c", NANOCHAT_CORE], cwd=checkout, env=env, text=True, capture_output=True, check=False
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["core"] == 1.0  # every task scored, each against its random baseline from eval_meta_data.csv
+    assert out["seen"] == [["language_modeling", 1, 3], ["multiple_choice", 1, 3], ["schema", 0, 3]]
+    assert "eval_bundle.zip.lock" not in os.listdir(base)  # download_file_with_lock never ran: nothing downloaded

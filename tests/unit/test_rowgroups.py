@@ -74,7 +74,7 @@ def test_too_few_row_groups_for_the_world_size_are_refused_naming_the_file(tmp_p
     assert problems[1].startswith("ranks 2, 3, 4, 5, 6, 7 of 8 have no row group in shard_val.parquet (2 row groups)")
     paths = [str(tmp_path / n) for n in sorted(os.listdir(tmp_path))]
     assert starvation_cause(paths, 8) == (
-        "rank 2 has no row group in shard_00000.parquet (2 row groups) nor any other training file"
+        "rank 2 has no row group in shard_00000.parquet (2 row groups) nor in any other training file"
     )
     assert starvation_cause(paths, 2) is None
 
