@@ -283,3 +283,61 @@ def test_a_receiver_showing_another_host_key_gets_nothing(tmp_path: Path, sshd: 
     assert not (tmp_path / "gpu" / "arm" / "shard_00000.parquet").exists()
     assert Path(sshd["authorized_keys"]).read_text() == ""
     assert sorted(os.listdir(tmp_path / "cpu")) == ["arm"]
+
+
+def test_several_folders_go_in_one_transfer_and_only_what_differs_is_sent(tmp_path: Path, sshd: dict[str, str]) -> None:
+    # the GPU phase sends the tokenizer, the val shard and an arm's shards in one transfer: one key per
+    # folder (each writes into its own folder only), one login to learn the address, one rsync job
+    cpu, gpu = tmp_path / "cpu", tmp_path / "gpu"
+    for name, files in {"tok": {"tokenizer.pkl": "tok"}, "val": {"shard_val.parquet": "val"}}.items():
+        (cpu / name).mkdir(parents=True)
+        for f, text in files.items():
+            (cpu / name / f).write_text(text)
+    (gpu / "val").mkdir(parents=True)
+    shutil.copy2(cpu / "val" / "shard_val.parquet", gpu / "val" / "shard_val.parquet")  # already there
+    Path(sshd["authorized_keys"]).write_text(f"{KEY} someone-else\n")
+    keys = {} if sshd["system"] == "True" else {"arms_ssh_host_keys": [sshd["host_key_pub"]]}
+    items = [{"src": str(cpu / n), "dest": str(gpu / n)} for n in ("tok", "val")]
+    first = run_transfer(tmp_path, sshd, "unused", arms_transfer_items=items, **keys)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-2000:]
+    assert (gpu / "tok" / "tokenizer.pkl").read_text() == "tok"
+    assert (gpu / "val" / "shard_val.parquet").read_text() == "val"
+    # only the tokenizer folder was sent: rsync's statistics in the job's log name one file, one run
+    log = (cpu / "transfer.log").read_text()
+    assert log.count("Number of regular files transferred: 1") == 1, log
+    assert Path(sshd["authorized_keys"]).read_text() == f"{KEY} someone-else\n"
+    assert sorted(os.listdir(cpu)) == ["tok", "transfer.log", "val"]
+    second = run_transfer(tmp_path, sshd, "unused", arms_transfer_items=items, **keys)
+    assert second.returncode == 0 and "changed=0" in second.stdout, second.stdout[-2000:]
+    assert "Files are sent" not in second.stdout  # nothing started: no key, no rsync
+
+
+def test_a_folder_missing_on_the_sender_is_named_and_nothing_is_authorised(
+    tmp_path: Path, sshd: dict[str, str]
+) -> None:
+    (tmp_path / "cpu").mkdir()
+    Path(sshd["authorized_keys"]).write_text("")
+    proc = run_transfer(tmp_path, sshd, "gone")
+    assert proc.returncode != 0
+    out = " ".join(proc.stdout.split())
+    assert f"the folder {tmp_path}/cpu/gone to send (test shards) is not on the sender" in out
+    assert Path(sshd["authorized_keys"]).read_text() == ""
+    assert os.listdir(tmp_path / "cpu") == []
+
+
+def test_listing_ignores_temporary_names_and_the_verification_cache(tmp_path: Path) -> None:
+    from ansible.module_utils.arms_transfer import compare_folders, list_files
+
+    (tmp_path / ".tmp-partial").mkdir()
+    (tmp_path / ".tmp-partial" / "shard_00001.parquet").write_text("partial")
+    (tmp_path / ".tmp-x.part").write_text("partial")
+    (tmp_path / ".manifest-verified.json").write_text("{}")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "a").write_text("abc")
+    (tmp_path / "link").symlink_to(tmp_path / "sub" / "a")
+    listed = list_files(str(tmp_path))
+    assert sorted(listed) == ["sub/a"] and listed["sub/a"][0] == 3
+    # same size and whole second: in sync; the receiver's extra file is stale; an empty sender empties nothing
+    assert compare_folders(listed, {**listed, "old": [1, 1]}) == {"in_sync": True, "stale": ["old"]}
+    assert compare_folders(listed, {"sub/a": [3, listed["sub/a"][1] + 1]})["in_sync"] is False
+    assert compare_folders({}, {"old": [1, 1]}) == {"in_sync": True, "stale": []}
