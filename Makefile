@@ -7,10 +7,11 @@ PY := $(VENV)/bin/python
 export ANSIBLE_CONFIG := $(ROOT)/ansible.cfg
 PYTEST_ARGS ?=
 
-.PHONY: help venv lab lab-up lab-down lab-status test unit lint clean
+.PHONY: help venv lab lab-pilot lab-up lab-down lab-status test unit lint clean
 
 help:
 	@echo "make lab       bring up the local lab (3 SSH hosts, Azurite, stand-in nanochat) and run site.yml in it"
+	@echo "make lab-pilot the lab's pilot: top16.5 and random16.5 at seeds 42, 43, 44 (four arms, two per host), then its noise band"
 	@echo "make test      the whole test suite (installs what it needs, brings the lab up)"
 	@echo "make lab-down  stop the lab and remove its users"
 	@echo "make lint      ruff + ansible-lint (production profile)"
@@ -33,6 +34,14 @@ lab: lab-up
 	set -a; . .lab/secrets.env; set +a; \
 	  time $(VENV)/bin/ansible-playbook site.yml -i inventory/lab/ && \
 	  $(VENV)/bin/ansible-playbook playbooks/collect.yml -i inventory/lab/ -e arms_collect_wait=true
+
+# the pilot-first workflow in the lab: -e arms_profile=pilot runs the experiment small (inventory/lab-pilot:
+# the random arm at three seeds, four arms packed two per GPU-less host), then collect writes the table
+# with the noise band (results/lab-top-vs-random-pilot/)
+lab-pilot: lab-up
+	set -a; . .lab/secrets.env; set +a; \
+	  time $(VENV)/bin/ansible-playbook site.yml -i inventory/lab-pilot/ -e arms_profile=pilot && \
+	  $(VENV)/bin/ansible-playbook playbooks/collect.yml -i inventory/lab-pilot/ -e arms_profile=pilot -e arms_collect_wait=true
 
 lab-down:
 	bash scripts/lab.sh down

@@ -26,9 +26,17 @@ description:
     would have is refused with what changed (it is not this experiment's result), unless I(force).
   - Idempotent. The same run alive gives changed=false. Another training alive on the host (a run
     of another pid file in I(state_dir), or a C(scripts.base_train) process started by hand from
-    I(chdir)) makes it fail naming its pid and run name, unless I(force) (then it is stopped first).
-    A run that finished is reported (finished=true), not restarted, unless I(force). A run that
-    died is started again.
+    I(chdir)) that stands in its way makes it fail naming its pid, run name and why, unless I(force)
+    (then it is stopped first). A run that finished is reported (finished=true), not restarted,
+    unless I(force). A run that died is started again.
+  - Several arms on one host. Each arm passes its own I(base_dir), I(run_name) (so its own log and
+    pid file), I(cuda_visible_devices) (its GPUs, set as C(CUDA_VISIBLE_DEVICES) in the run's
+    environment) and, for a multi-node arm, I(rdzv_port); I(alone=false) says other arms share the
+    host. Another training stands in the way only when it uses the same base dir, GPUs this run asks
+    for, or the rendezvous port it must listen on; a run that names no GPUs (I(alone), the default)
+    holds the whole host, so every other training stands in its way, as before hosts were shared.
+    A sibling arm on its own base dir, GPUs and port is never refused nor stopped, even with
+    I(force); status and stop read and signal only the named run's pid file and process group.
   - Secrets (W&B key, HF token) are never arguments; I(env_file), a 0600 file of C(KEY=value) lines,
     is sourced by a wrapper shell inside the process, so its content is in neither the process's
     command line nor this module's result.
@@ -176,9 +184,25 @@ options:
   torchrun:
     description: The torchrun executable; default C(<venv>/bin/torchrun).
     type: path
+  cuda_visible_devices:
+    description:
+      - The arm's GPUs on this host, comma-separated indices (C(0,1)), one per process (as many as
+        I(gpus_per_node)), as the placement's C(cuda_visible_devices) names them. The run gets them as
+        C(CUDA_VISIBLE_DEVICES) (which I(extra_env) may not set) and holds only them, so arms on other
+        GPUs of the host are not in its way. Omitted, the variable is not set and the run holds the
+        whole host (unless I(alone=false) on a host without a GPU).
+    type: str
+  alone:
+    description:
+      - No other arm trains on this host (the placement's C(alone)). C(false) on a host without a GPU
+        makes the run one CPU process among its sibling arms, each on its own base dir; on a host with
+        GPUs it needs I(cuda_visible_devices).
+    type: bool
+    default: true
   force:
     description:
-      - With I(state=started), stop any other training on the host and restart this run even when it is
+      - With I(state=started), stop the other trainings that stand in this run's way (same base dir,
+        overlapping GPUs or port; never a sibling arm on its own) and restart this run even when it is
         alive or has finished.
     type: bool
     default: false
@@ -258,6 +282,23 @@ EXAMPLES = r"""
     base_dir: /home/ubuntu/.cache/nanochat
     run_name: exp-top16-d26-8gpu
     state: status
+
+- name: One of two pilot arms on an 8-GPU host (GPUs 4-7; the other arm has 0-3 and its own base dir)
+  nanochat_train:
+    chdir: /home/ubuntu/nanochat
+    venv: /home/ubuntu/nanochat/.venv
+    base_dir: /home/ubuntu/arms/state/arms/random16.5-s43
+    data_dir: /home/ubuntu/arms/state/arms/random16.5-s43/base_data
+    state_dir: /home/ubuntu/arms/state/runs
+    run_name: exp-rand16-d12-s43-pilot
+    arm: random16.5-s43
+    experiment: exp16-pilot
+    depth: 12
+    device_batch_size: 32
+    total_batch_size: 524288
+    gpus_per_node: 4
+    cuda_visible_devices: "4,5,6,7"
+    alone: false
 
 - name: Stop the run
   nanochat_train:
@@ -419,6 +460,8 @@ LAUNCH_OPTIONAL = (
     "extra_env",
     "niceness",
     "torchrun",
+    "cuda_visible_devices",
+    "alone",
 )
 
 ARGUMENT_SPEC: dict[str, Any] = {
@@ -449,6 +492,8 @@ ARGUMENT_SPEC: dict[str, Any] = {
     "niceness": {"type": "int", "default": 0},
     "inventory_arg": {"type": "str", "default": "-i inventory/"},
     "torchrun": {"type": "path"},
+    "cuda_visible_devices": {"type": "str"},
+    "alone": {"type": "bool", "default": True},
     "force": {"type": "bool", "default": False},
     "state": {"type": "str", "default": "started", "choices": ["started", "stopped", "status"]},
     "wait_for_step": {"type": "bool", "default": False},

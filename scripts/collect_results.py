@@ -1,6 +1,10 @@
 #!/usr/bin/env python3
 """Compare the arms side by side: results.md (a table) and loss.png (loss and val bpb vs step).
 
+With --families (each arm's seed family, what the arms_seed_families filter gives), results.md also
+says, under the table, whether each arm's difference from a seed family is beyond seed noise, and
+noise_band.png draws each family as a band (min to max) with the other arms as lines.
+
 Reads each arm's rank-0 training log (and, optionally, its data manifest) on this machine; the
 collect playbook (playbooks/collect.yml) fetches them from the hosts and runs this script. Works on
 partial logs too (mid-training check) and on an arm without a log yet (the row says so).
@@ -13,6 +17,12 @@ partial logs too (mid-training check) and on an arm without a log yet (the row s
   or, for what collect.yml fetched into OUT/<arm>/ (train.log, manifest.json, run.json, budget.json):
 
   python scripts/collect_results.py --experiment X --out results/X --collected top16.5 random16.5
+
+  with the seeds of random16.5 as a noise band:
+
+  python scripts/collect_results.py --experiment X --out results/X \\
+      --collected top16.5 random16.5 random16.5-s43 \\
+      --families '{"top16.5": null, "random16.5": "random16.5", "random16.5-s43": "random16.5"}'
 
 Logic: plugins/controller/arms_results.py. Prints the table to stdout, warnings to stderr.
 Exit status: 0 written, 1 a sentence explained what is wrong, 2 bad flags.
@@ -81,7 +91,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             "<data_dir>.budget.json it keeps on the arm's host): gives the crop rate and passes over data"
         ),
     )
+    ap.add_argument(
+        "--families",
+        default=None,
+        metavar="JSON",
+        help="each arm's seed family as a JSON object {arm: family or null} (the arms_seed_families filter); "
+        "adds the noise band under the table and noise_band.png",
+    )
     return ap.parse_args(argv)
+
+
+def parse_families(text: str | None) -> dict[str, str | None] | None:
+    """--families' JSON as {arm: family or None}; None when not given; ArmsError with a sentence when malformed."""
+    if text is None:
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise ArmsError(f"--families is not valid JSON ({exc}); give {{arm: family or null}}.") from None
+    if not isinstance(data, dict) or not all(
+        isinstance(k, str) and (v is None or isinstance(v, str)) for k, v in data.items()
+    ):
+        raise ArmsError('--families must be a JSON object of arm names to a family name or null, e.g. {"a": "a"}.')
+    return data
 
 
 def _pairs(items: list[str], flag: str, what: str) -> dict[str, str]:
@@ -212,13 +244,19 @@ def main(argv: list[str] | None = None) -> int:
                 f"--total-batch-size {args.total_batch_size} is not a token count; give the experiment's total "
                 "batch size (e.g. 524288), or leave it out."
             )
+        families = parse_families(args.families)
         arms = load_arms(args, warn)
-        written = write_results(args.out, args.experiment, arms, total_batch_size=args.total_batch_size)
+        written = write_results(
+            args.out, args.experiment, arms, total_batch_size=args.total_batch_size, families=families
+        )
     except ArmsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(markdown_table(written["rows"]), end="")
-    print(f"written: {written['markdown']} and {written['plot']}")
+    for sentence in written["noise"]:
+        print(f"noise band: {sentence}.")
+    files = [written["markdown"], written["plot"]] + ([written["noise_plot"]] if written["noise_plot"] else [])
+    print(f"written: {', '.join(files[:-1])} and {files[-1]}")
     return 0
 
 

@@ -15,7 +15,9 @@ controller; this turns them into what a person compares:
 - :func:`plot`: a PNG with two panels, training loss and validation bpb against step, every arm on
   the same axes (matplotlib, Agg, imported only here: only the controller draws).
 - :func:`write_results`: ``results.md`` (the table, the plot, a line per arm with its log and
-  whether it finished) and ``loss.png`` in one folder, each written atomically.
+  whether it finished) and ``loss.png`` in one folder, each written atomically; given the arms'
+  seed families, also the noise band under the table (:func:`noise_markdown`, the sentences and
+  band table of :mod:`arms_noise`) and ``noise_band.png`` (its band plot).
 
 Steps done is the last step line's step + 1: nanochat prints ``step i/N`` after optimizer step i
 (0-based), so a finished run's last line is ``step N-1/N``.
@@ -34,6 +36,8 @@ from typing import Any
 from ansible.module_utils.arms_budget import held_tokens
 from ansible.module_utils.arms_common import ArmsError, atomic_write_bytes, human_bytes, human_seconds
 from ansible.module_utils.arms_logs import parse_log
+from arms_noise import PLOT_PNG as NOISE_PNG
+from arms_noise import band_table, family_stats, render_band_plot, sentences
 
 RESULTS_MD = "results.md"
 PLOT_PNG = "loss.png"
@@ -479,8 +483,62 @@ def arm_line(row: Mapping[str, Any]) -> str:
     return f"- **{row['arm']}**: {text}."
 
 
-def results_markdown(experiment: str, rows: Sequence[Mapping[str, Any]], plot_name: str = PLOT_PNG) -> str:
-    """The content of results.md."""
+# ---------------------------------------------------------------------------------------------
+# the noise band (issue 13): the rows' figures in arms_noise's shape
+# ---------------------------------------------------------------------------------------------
+
+NOISE_FIGURES = ("min_val_bpb", "final_val_bpb", "core")
+
+
+def noise_figures(rows: Sequence[Mapping[str, Any]], families: Mapping[str, str | None]) -> list[dict[str, Any]]:
+    """arms_noise's input, one per row: {name, family, min_val_bpb, final_val_bpb, core}.
+
+    ``families`` is {arm: its seed family or None} (arms_family.seed_families, the arms_seed_families
+    filter). A stale run's figures are left out (None): it is not this experiment's result, so it
+    neither widens a band nor is compared with one.
+    """
+    out = []
+    for row in rows:
+        stale = row.get("state") == "stale"
+        figures = {k: None if stale else row.get(k) for k in NOISE_FIGURES}
+        out.append({"name": row["arm"], "family": families.get(row["arm"]), **figures})
+    return out
+
+
+def has_band(figures: Sequence[Mapping[str, Any]]) -> bool:
+    """Some family has two or more values of some metric: there is a band to tabulate and draw."""
+    return any(v is not None for entry in family_stats(figures).values() for k, v in entry.items() if k != "members")
+
+
+def noise_markdown(figures: Sequence[Mapping[str, Any]], plot_name: str | None = NOISE_PNG) -> list[str]:
+    """The noise band section of results.md: the rule, a sentence per comparison (or that no band was
+    measured), each family's band table, and the band plot (``plot_name``, None when none was drawn)."""
+    lines = [
+        "## Noise band",
+        "",
+        "Arms that differ only in their data seed form a family; the spread (max - min) of its seeds is what "
+        "changing the seed alone does. Another arm is beyond seed noise when its distance from the family's "
+        "mean is larger than that spread.",
+        "",
+        *[f"- {text}." for text in sentences(figures)],
+    ]
+    if has_band(figures):
+        lines += ["", band_table(figures).rstrip("\n")]
+    if plot_name:
+        lines += [
+            "",
+            f"![validation bpb against step: each seed family a band (min to max), other arms lines]({plot_name})",
+        ]
+    return lines
+
+
+def results_markdown(
+    experiment: str,
+    rows: Sequence[Mapping[str, Any]],
+    plot_name: str = PLOT_PNG,
+    noise: Sequence[str] = (),
+) -> str:
+    """The content of results.md; ``noise`` the noise band section's lines (:func:`noise_markdown`), if any."""
     now = _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
     batch = {r["total_batch_size"] for r in rows if r.get("total_batch_size")}
     batch_text = ", ".join(f"{b:,}" for b in sorted(batch)) if batch else "unknown"
@@ -498,6 +556,7 @@ def results_markdown(experiment: str, rows: Sequence[Mapping[str, Any]], plot_na
         "",
         f"![training loss and validation bpb against step, all arms]({plot_name})",
         "",
+        *([*noise, ""] if noise else []),
         "## Arms",
         "",
         *[arm_line(r) for r in rows],
@@ -511,19 +570,37 @@ def write_results(
     experiment: str,
     arms: Sequence[ArmInput | Mapping[str, Any]],
     total_batch_size: int | None = None,
+    families: Mapping[str, str | None] | None = None,
 ) -> dict[str, Any]:
-    """Write ``results.md`` and ``loss.png`` into ``folder``; {"markdown": path, "plot": path, "rows": rows}.
+    """Write ``results.md`` and ``loss.png`` into ``folder``; {"markdown": path, "plot": path, "rows": rows,
+    "noise": the noise band's sentences, "noise_plot": path or None}.
 
-    Everything is computed before anything is written, and each file is written atomically, so
-    bad input leaves the folder as it was.
+    ``families`` ({arm: seed family or None}, arms_family.seed_families) adds the noise band under
+    the table, and ``noise_band.png`` when some family has a band (two seeds with validation points);
+    without it there is no noise band section. Everything is computed before anything is written,
+    and each file is written atomically, so bad input leaves the folder as it was.
     """
     if not experiment:
         raise ArmsError("the experiment needs a name (it titles the table and the plot).")
     inputs = [as_arm_input(a) for a in arms]
     parsed = {a.arm: parse_log(a.log_text) for a in inputs if a.log_text is not None}
     rows = build_rows(inputs, total_batch_size, parsed)
-    png = render_plot({a.arm: series(parsed.get(a.arm)) for a in inputs}, experiment)
-    md = results_markdown(experiment, rows)
+    curves = {a.arm: series(parsed.get(a.arm)) for a in inputs}
+    png = render_plot(curves, experiment)
+    noise: list[str] = []
+    said: list[str] = []
+    noise_png = None
+    if families is not None:
+        unknown = sorted(set(families) - {a.arm for a in inputs})
+        if unknown:
+            raise ArmsError(f"the seed families name arm {unknown[0]}, which is not among the arms collected.")
+        figures = noise_figures(rows, families)
+        if has_band(figures):
+            fresh = {r["arm"]: curves[r["arm"]]["val"] for r in rows if r["state"] != "stale"}
+            noise_png = render_band_plot(fresh, families, f"{experiment}: seed noise band")
+        noise = noise_markdown(figures, NOISE_PNG if noise_png else None)
+        said = sentences(figures)
+    md = results_markdown(experiment, rows, noise=noise)
     try:
         os.makedirs(folder, exist_ok=True)
     except OSError as exc:
@@ -531,5 +608,14 @@ def write_results(
     md_path = os.path.join(folder, RESULTS_MD)
     png_path = os.path.join(folder, PLOT_PNG)
     atomic_write_bytes(png_path, png)
+    noise_path = os.path.join(folder, NOISE_PNG) if noise_png else None
+    if noise_path and noise_png:
+        atomic_write_bytes(noise_path, noise_png)
     atomic_write_bytes(md_path, md.encode("utf-8"))
-    return {"markdown": md_path, "plot": png_path, "rows": rows}
+    return {
+        "markdown": md_path,
+        "plot": png_path,
+        "rows": rows,
+        "noise": said,
+        "noise_plot": noise_path,
+    }

@@ -33,16 +33,17 @@ _sspec.loader.exec_module(arms_status)
 
 
 def arms_status_rows(hosts: list[str], hostvars: Any) -> list[str]:
-    """status.yml's table: arms_status.status_rows for every host that read its run (``arms_run_result``)."""
+    """status.yml's table: arms_status.status_rows for every arm of every host that read its runs
+    (``arms_run_results``, {arm: result}, kept by the arms_run role's status; else its one ``arms_run_result``)."""
     rows: list[str] = []
     for host in hosts:
         hv = hostvars[host]
-        if "arms_run_result" not in hv:
-            continue
-        status = hv["arms_run_result"]
-        arm = (hv.get("arms_my_arm") or {}).get("key", "-")
+        results = dict(hv.get("arms_run_results") or {})
+        if not results and "arms_run_result" in hv:
+            results = {(hv.get("arms_my_arm") or {}).get("key", "-"): hv["arms_run_result"]}
         util = (hv.get("arms_gpu") or {}).get("stdout_lines") or []
-        rows.extend(arms_status.status_rows(host, arm, dict(status), list(util)))
+        for arm, status in results.items():
+            rows.extend(arms_status.status_rows(host, arm, dict(status), list(util)))
     return rows
 
 

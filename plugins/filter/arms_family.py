@@ -6,6 +6,11 @@
 - ``arms_profile_diff(other)``: the key paths two experiments differ in (the preflight shows them).
 - ``arms_place(groups, gpus_per_host, gpus_per_arm, pack)``: where each arm runs.
 - ``arms_host_arms(host)``: the arms of one host from a placement.
+- ``arms_host_runs(placement, host, state_dir, base_dir, data_dir)``: those arms with their paths and launch
+  values on the host (layout.yml's ``arms_my_arms``).
+- ``arms_receive_items(...)``: what one transfer from the CPU node brings to a host for its arms.
+- ``arms_fact_keys``: {arm: the names its preflight facts go by}.
+- ``arms_profile_diff_problems``: sentences for the paths of a profile diff no profile may change.
 - ``arms_shared_sources``: the random arms grouped by the source they read.
 - ``arms_seed_families``: {arm: its noise-band family or None}, what collect passes to arms_noise.
 
@@ -89,6 +94,50 @@ def arms_host_arms(placement: Any, host: str) -> list[str]:
     return arms_family.host_arms(placement, host)
 
 
+def arms_host_runs(
+    experiment: Any, placement: Any, host: str, state_dir: str, base_dir: str, data_dir: str
+) -> list[dict[str, Any]]:
+    """``arms_experiment | arms_host_runs(arms_placement, inventory_hostname, arms_state_dir, nanochat_base_dir,
+    nanochat_data_dir)`` -> this host's arms, each {key, value, hosts, base_dir, data_dir, log, pidfile,
+    nproc_per_node, gpus, port, alone, fact_key}."""
+    return _call(
+        arms_family.host_runs,
+        placement,
+        experiment["arms"],
+        host,
+        state_dir=str(state_dir),
+        base_dir=str(base_dir),
+        data_dir=str(data_dir),
+        gpus_per_node=_int(experiment["model"]["gpus_per_node"], "model.gpus_per_node"),
+    )
+
+
+def arms_receive_items(
+    runs: Any, receive: Any, tokenizer_src: str, prepared: str, val_arm: str, val_dest: str, selected: Any
+) -> list[dict[str, str]]:
+    """``arms_my_arms | arms_receive_items(arms_data_receive, tokenizer_src, prepared, arms_val_arm, val_dest,
+    arms_selected)`` -> the transfer's items {src, dest, label}."""
+    return arms_family.receive_items(
+        list(runs),
+        receive=list(receive),
+        tokenizer_src=str(tokenizer_src),
+        prepared=str(prepared),
+        val_arm=str(val_arm or ""),
+        val_dest=str(val_dest),
+        selected=list(selected),
+    )
+
+
+def arms_fact_keys(placement: Any) -> dict[str, list[str]]:
+    """``arms_placement | arms_fact_keys`` -> {arm: [host, or host/arm where the host runs several arms]}."""
+    return arms_family.fact_keys(placement)
+
+
+def arms_profile_diff_problems(changed: Any) -> list[str]:
+    """``arms_experiment_full | arms_profile_diff(arms_experiment) | arms_profile_diff_problems`` -> [] or sentences."""
+    return arms_family.profile_diff_problems(list(changed))
+
+
 def arms_shared_sources(experiment: Any) -> list[dict[str, Any]]:
     """``arms_experiment | arms_shared_sources`` -> [{source, arms, seeds, ratios}] (one read per group)."""
     return arms_family.shared_sources(experiment["arms"])
@@ -109,6 +158,10 @@ class FilterModule:
             "arms_profile_diff": arms_profile_diff,
             "arms_place": arms_place,
             "arms_host_arms": arms_host_arms,
+            "arms_host_runs": arms_host_runs,
+            "arms_fact_keys": arms_fact_keys,
+            "arms_receive_items": arms_receive_items,
+            "arms_profile_diff_problems": arms_profile_diff_problems,
             "arms_shared_sources": arms_shared_sources,
             "arms_seed_families": arms_seed_families,
         }

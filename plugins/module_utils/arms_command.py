@@ -40,7 +40,7 @@ WRAPPER_SCRIPT = (
     "exit $rc"
 )
 # environment the launcher owns: an extra_env entry may not change these
-RESERVED_ENV = ("NANOCHAT_BASE_DIR", "WANDB_RUN_GROUP", "WANDB_TAGS", "PATH", "VIRTUAL_ENV")
+RESERVED_ENV = ("NANOCHAT_BASE_DIR", "WANDB_RUN_GROUP", "WANDB_TAGS", "PATH", "VIRTUAL_ENV", "CUDA_VISIBLE_DEVICES")
 
 
 def check_run_name(run_name: str) -> str:
@@ -51,6 +51,20 @@ def check_run_name(run_name: str) -> str:
             "run, the pid file and the log)."
         )
     return run_name
+
+
+def parse_gpu_list(value: str) -> list[int]:
+    """``"0,1"`` -> [0, 1]: the GPU indices of CUDA_VISIBLE_DEVICES; ArmsError with a sentence otherwise."""
+    items = [item.strip() for item in str(value).split(",")]
+    if not all(re.fullmatch(r"[0-9]+", item) for item in items):
+        raise ArmsError(
+            f"cuda_visible_devices {value!r} is not a list of GPU indices; give them comma-separated, e.g. '0,1' "
+            "(the arm's placement names them)."
+        )
+    gpus = [int(item) for item in items]
+    if len(set(gpus)) != len(gpus):
+        raise ArmsError(f"cuda_visible_devices {value!r} names a GPU twice; give each of the arm's GPUs once.")
+    return gpus
 
 
 def torchrun_path(venv: str) -> str:
@@ -196,6 +210,7 @@ def build_command(
     omp_num_threads: int = 1,
     torchrun: str | None = None,
     base_path: str | None = None,
+    cuda_visible_devices: str | None = None,
 ) -> tuple[list[str], dict[str, str]]:
     """The argv and the environment variables of one node's launch of ``scripts.base_train``.
 
@@ -208,8 +223,9 @@ def build_command(
     env (only the variables the launcher sets; the caller adds them to the inherited environment):
     NANOCHAT_BASE_DIR, OMP_NUM_THREADS, WANDB_RUN_GROUP=<experiment>, WANDB_TAGS=<arm>,<experiment>,
     WANDB_MODE (when given), PYTHONUNBUFFERED=1 (log lines reach the file as printed), VIRTUAL_ENV,
-    PATH with the venv's bin first, then ``extra_env`` (which may not change the launcher's own
-    variables).
+    PATH with the venv's bin first, CUDA_VISIBLE_DEVICES (the arm's GPUs on a host it shares with
+    other arms; absent when none are named), then ``extra_env`` (which may not change the launcher's
+    own variables).
     """
     if nnodes < 1 or gpus_per_node < 1:
         raise ArmsError(f"nnodes ({nnodes}) and gpus_per_node ({gpus_per_node}) must be at least 1.")
@@ -251,6 +267,7 @@ def build_command(
         wandb_mode=wandb_mode,
         omp_num_threads=omp_num_threads,
         base_path=base_path,
+        cuda_visible_devices=cuda_visible_devices,
     )
     return argv, env
 
@@ -300,6 +317,7 @@ def launch_env(
     wandb_mode: str | None,
     omp_num_threads: int,
     base_path: str | None,
+    cuda_visible_devices: str | None = None,
 ) -> dict[str, str]:
     """The variables the launcher sets (see :func:`build_command`); ArmsError for an extra_env it may not take."""
     inherited_path = base_path if base_path is not None else os.environ.get("PATH", "/usr/bin:/bin")
@@ -314,6 +332,8 @@ def launch_env(
     }
     if wandb_mode:
         env["WANDB_MODE"] = wandb_mode
+    if cuda_visible_devices:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(gpu) for gpu in parse_gpu_list(cuda_visible_devices))
     for key, value in (extra_env or {}).items():
         check_extra_env(str(key), value)
         env[str(key)] = str(value)
@@ -331,6 +351,11 @@ def check_extra_env(key: str, value: Any) -> None:
     """An extra_env entry is a plain variable name, not one the launcher owns or one that loads code."""
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
         raise ArmsError(f"extra_env name {key!r} is not a variable name (letters, digits and '_').")
+    if key == "CUDA_VISIBLE_DEVICES":
+        raise ArmsError(
+            "extra_env may not set CUDA_VISIBLE_DEVICES: pass the arm's GPUs as cuda_visible_devices, so the "
+            "launch also keeps the host's other arms off them."
+        )
     if key in RESERVED_ENV:
         raise ArmsError(
             f"extra_env may not set {key}: the launcher sets it from the experiment (base_dir, "

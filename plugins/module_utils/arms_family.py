@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import os
+import posixpath
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -436,6 +437,113 @@ def host_arms(placement: Mapping[str, Mapping[str, Any]], host: str) -> list[str
     return [arm for arm, place in placement.items() if host in place["hosts"]]
 
 
+def fact_key(placement: Mapping[str, Mapping[str, Any]], host: str, arm: str) -> str:
+    """The name one arm's preflight facts go by: the host itself when the arm is its only one (as before
+    several arms could share a host), else ``<host>/<arm>`` (each arm has its own base and data dir)."""
+    return host if host_arms(placement, host) == [arm] else f"{host}/{arm}"
+
+
+def fact_keys(placement: Mapping[str, Mapping[str, Any]]) -> dict[str, list[str]]:
+    """{arm: the :func:`fact_key` of each of its hosts, in node-rank order} (the preflight's ``hosts_of``)."""
+    return {arm: [fact_key(placement, host, arm) for host in place["hosts"]] for arm, place in placement.items()}
+
+
+def host_runs(
+    placement: Mapping[str, Mapping[str, Any]],
+    arms: Mapping[str, Any],
+    host: str,
+    *,
+    state_dir: str,
+    base_dir: str,
+    data_dir: str,
+    gpus_per_node: int,
+    port: int = BASE_PORT,
+) -> list[dict[str, Any]]:
+    """The arms ``host`` runs, each with what its data steps and its run take there (absolute paths).
+
+    Each: ``key`` and ``value`` (the arm's name and declaration, as ``arms_my_arm`` always was),
+    ``hosts``, ``base_dir``, ``data_dir``, ``log``, ``pidfile``, ``nproc_per_node``, ``gpus`` (its
+    CUDA_VISIBLE_DEVICES, "" for none named), ``port``, ``alone`` and ``fact_key``. An arm ``alone`` on
+    its hosts (every arm of an experiment without placement, each on its own group) keeps the host's own
+    paths and launch exactly as before several arms could share a host: ``base_dir`` and ``data_dir`` as
+    given (the inventory's nanochat_base_dir and nanochat_data_dir), no GPUs named, ``port``. An arm that
+    shares a host gets the placement's: ``<state_dir>/arms/<arm>`` with the data dir at the same place
+    under it as ``data_dir`` is under ``base_dir``, its GPU indices and its own port. Processes per host:
+    the placement's GPUs, or ``gpus_per_node`` on a host without GPUs (the preflight's world size).
+    """
+    runs = []
+    for arm in host_arms(placement, host):
+        place = placement[arm]
+        alone = bool(place["alone"])
+        arm_base, arm_data = base_dir, data_dir
+        if not alone:
+            arm_base = posixpath.join(state_dir, place["base_dir"])
+            under = data_dir.startswith(base_dir.rstrip("/") + "/")
+            rel = (
+                posixpath.relpath(data_dir, base_dir)
+                if under
+                else posixpath.relpath(place["data_dir"], place["base_dir"])
+            )
+            arm_data = posixpath.join(arm_base, rel)
+        runs.append(
+            {
+                "key": arm,
+                "value": arms[arm],
+                "hosts": list(place["hosts"]),
+                "base_dir": arm_base,
+                "data_dir": arm_data,
+                "log": posixpath.join(state_dir, place["log"]),
+                "pidfile": posixpath.join(state_dir, place["pidfile"]),
+                "nproc_per_node": int(place["gpus"]) or int(gpus_per_node),
+                "gpus": "" if alone else (place["cuda_visible_devices"] or ""),
+                "port": int(port) if alone else int(place["port"]),
+                "alone": alone,
+                "fact_key": fact_key(placement, host, arm),
+            }
+        )
+    return runs
+
+
+def receive_items(
+    runs: Sequence[Mapping[str, Any]],
+    *,
+    receive: Sequence[str],
+    tokenizer_src: str,
+    prepared: str,
+    val_arm: str,
+    val_dest: str,
+    selected: Sequence[str],
+) -> list[dict[str, str]]:
+    """What one transfer from the CPU node brings to a host for its arms (``runs``: :func:`host_runs`' list),
+    as the transfer's items ``{src, dest, label}``, small ones first, for what ``receive`` names of:
+
+    - ``tokenizer``: the CPU node's tokenizer (``tokenizer_src``) into each arm's ``base_dir``/tokenizer;
+    - ``val``: the shared val shard (``prepared``/``val_arm``/val) once into ``val_dest``, when an arm of
+      the host is not the one that made it;
+    - ``shards``: each ``selected`` hf_random_subset arm's prepared shards (``prepared``/<arm>/base_data,
+      ``prepare_mode: prepare``) into its ``data_dir``.
+    """
+    several = len(runs) > 1
+    items = []
+    if "tokenizer" in receive:
+        for run in runs:
+            label = f"tokenizer ({run['key']})" if several else "tokenizer"
+            items.append({"src": tokenizer_src, "dest": posixpath.join(run["base_dir"], "tokenizer"), "label": label})
+    if "val" in receive and val_arm and any(run["key"] != val_arm for run in runs):
+        items.append({"src": posixpath.join(prepared, val_arm, "val"), "dest": val_dest, "label": "shared val shard"})
+    if "shards" in receive:
+        for run in runs:
+            data = run["value"].get("data") or {}
+            if (
+                run["key"] in selected
+                and data.get("source") == "hf_random_subset"
+                and data.get("prepare_mode") == "prepare"
+            ):
+                src = posixpath.join(prepared, run["key"], "base_data")
+                items.append({"src": src, "dest": run["data_dir"], "label": f"{run['key']} shards"})
+    return items
+
+
 # ---------------------------------------------------------------------------------------------
 # 3. profiles
 # ---------------------------------------------------------------------------------------------
@@ -525,6 +633,34 @@ def apply_profile(experiment: Mapping[str, Any], profile: str | None) -> dict[st
             arm_spec["run_name"] = f"{arm_spec.get('run_name', arm)}-{suffix}"
     out["profile"] = profile
     return out
+
+
+# the key paths a profile may change (arms.<arm>.run_name too): anything else differing is refused
+PROFILE_PATHS = (
+    "name",
+    "profile",
+    "placement",
+    "model.depth",
+    "model.gpus_per_node",
+    *(f"model.extra_flags.{flag}" for flag in _ITERATION_FLAGS),
+)
+
+
+def profile_diff_problems(changed: Sequence[str]) -> list[str]:
+    """The paths of a :func:`profile_diff` that no profile may change (empty when the run is the full
+    run made small): a sentence each, so the preflight can refuse a profiled run that is not comparable."""
+    bad = [
+        path
+        for path in changed
+        if not any(path == p or path.startswith(p + ".") for p in PROFILE_PATHS)
+        and not (path.startswith("arms.") and path.endswith(".run_name"))
+    ]
+    return [
+        f"the profiled experiment differs from the full run at {path}, which a profile never changes (only "
+        f"{', '.join(PROFILE_PATHS[:5])}, the iterations and each arm's run_name); its results would not predict "
+        "the full run's"
+        for path in bad
+    ]
 
 
 def profile_diff(full: Any, pilot: Any, path: str = "") -> list[str]:

@@ -43,7 +43,8 @@ NANOCHAT_FILES_PROBE = (
 
 
 def repair(tag: str, host: str, inventory: str | None = None) -> str:
-    return playbook_command("repair", inventory, tags=tag, limit=host)
+    # facts of a host that runs several arms go by host/arm (arms_family.fact_key): the repair is the host's
+    return playbook_command("repair", inventory, tags=tag, limit=host.split("/")[0])
 
 
 def _git_head(checkout: str) -> str | None:
@@ -226,8 +227,9 @@ def check_commits(
 
 
 def check_arm_settings(arms: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    """Arms set nothing of their own but their data (and group and run name)."""
-    allowed = {"group", "run_name", "data"}
+    """Arms set nothing of their own but their data (and group and run name; an expanded family member
+    also its family and sweep, a placed arm its GPUs: arms_family)."""
+    allowed = {"group", "run_name", "data", "family", "sweep", "gpus"}
     problems = []
     for arm, spec in arms.items():
         odd = sorted(set(spec) - allowed)

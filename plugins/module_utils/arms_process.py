@@ -299,12 +299,13 @@ def run_workers(record: Mapping[str, Any]) -> list[int]:
     torchrun starts every worker in a session of its own, so signalling the launcher's group does
     not reach a worker whose agent is already gone (SIGKILLed, OOM-killed): such orphans keep the
     GPUs. They are found as ``scripts.base_train`` processes running in the run's checkout with
-    the run's NANOCHAT_BASE_DIR.
+    the run's NANOCHAT_BASE_DIR. A record without a base dir finds none: sibling arms share the
+    checkout, and only the base dir tells their workers from this run's.
     """
     cwd = record.get("cwd")
-    if not cwd:
+    base = record.get("base_dir") or (record.get("env") or {}).get("NANOCHAT_BASE_DIR")
+    if not cwd or not base:
         return []
-    base = (record.get("env") or {}).get("NANOCHAT_BASE_DIR")
     own = int(record.get("pgid", record.get("pid", 0)) or 0)
     return [t["pgid"] for t in find_trainings(None, cwd, base) if t["pgid"] != own]
 
@@ -427,12 +428,26 @@ def _process_base_dir(pid: int) -> str | None:
     return os.path.realpath(os.path.expanduser(base))
 
 
+def _claimed_gpus(value: Any) -> list[int] | None:
+    """A run record's GPUs as a sorted list; None (the whole host) when it names none or is unreadable."""
+    if not isinstance(value, list) or not all(isinstance(g, int) and not isinstance(g, bool) for g in value):
+        return None
+    return sorted(value)
+
+
 def find_trainings(
     state_dir: str | None, chdir: str | None = None, base_dir: str | None = None
 ) -> list[dict[str, Any]]:
     """The trainings running on this host: live runs of the pid files in ``state_dir``, plus any
     other ``scripts.base_train`` process group whose working directory is ``chdir`` (the runbook's
-    hand-started runs), one entry per process group: {run_name, pid, pgid, pidfile, log, source}.
+    hand-started runs), one entry per process group: {run_name, pid, pgid, pidfile, log, source,
+    base_dir, gpus, master_port}.
+
+    What each training holds, so a launch can tell a rival from a sibling arm on a shared host:
+    ``base_dir`` (its NANOCHAT_BASE_DIR, resolved; None when unknown), ``gpus`` (the GPU indices its
+    launch claimed, [] for a CPU process sharing the host; None = the whole host: runs recorded before
+    arms shared hosts, or started by hand) and ``master_port`` (the rendezvous port it listens on as
+    node rank 0 of a multi-node arm, else None).
 
     With ``base_dir``, a hand-started process counts only when it uses that NANOCHAT_BASE_DIR (or
     its environment cannot be read): two lab "hosts" on one machine share a checkout path but not
@@ -447,6 +462,9 @@ def find_trainings(
                 continue
             if record and record_alive(record):
                 pgid = int(record.get("pgid", record["pid"]))
+                env = record.get("env") if isinstance(record.get("env"), dict) else {}
+                base = record.get("base_dir") or env.get("NANOCHAT_BASE_DIR")
+                port = record.get("master_port")
                 found[pgid] = {
                     "run_name": record.get("run_name"),
                     "pid": record["pid"],
@@ -454,6 +472,9 @@ def find_trainings(
                     "pidfile": pidfile,
                     "log": record.get("log"),
                     "source": "pidfile",
+                    "base_dir": os.path.realpath(os.path.expanduser(str(base))) if base else None,
+                    "gpus": _claimed_gpus(record.get("gpus")),
+                    "master_port": port if isinstance(port, int) and not isinstance(port, bool) else None,
                 }
     if chdir:
         want = os.path.realpath(chdir)
@@ -469,10 +490,10 @@ def find_trainings(
                     continue
             except OSError:
                 continue
-            if base_dir is not None:
-                theirs = _process_base_dir(pid)
-                if theirs is not None and theirs != os.path.realpath(os.path.expanduser(base_dir)):
-                    continue
+            theirs = _process_base_dir(pid)
+            wanted = os.path.realpath(os.path.expanduser(base_dir)) if base_dir is not None else None
+            if wanted is not None and theirs is not None and theirs != wanted:
+                continue
             stat = proc_stat(pid)
             if stat is None or stat["state"] in ("Z", "X", "x") or stat["pgrp"] in found:
                 continue
@@ -484,6 +505,9 @@ def find_trainings(
                 "pidfile": None,
                 "log": None,
                 "source": "process",
+                "base_dir": theirs,
+                "gpus": None,
+                "master_port": None,
             }
     return sorted(found.values(), key=lambda t: t["pgid"])
 

@@ -25,7 +25,9 @@ from ansible.module_utils.arms_command import (
     build_command,
     check_env_file,
     choose_launcher,
+    host_has_gpu,
     launched_program,
+    parse_gpu_list,
     script_flags,
 )
 from ansible.module_utils.arms_common import ArmsError, playbook_command
@@ -84,7 +86,12 @@ class RunRef:
 
 @dataclass(frozen=True)
 class LaunchSpec:
-    """Everything a launch is made from (the module's launch arguments)."""
+    """Everything a launch is made from (the module's launch arguments).
+
+    On a host several arms share, ``cuda_visible_devices`` names the arm's GPUs ("0,1", the
+    placement's) and ``alone`` is False; the base dir, the run name (log and pid file) and, for a
+    multi-node arm, ``rdzv_port`` are the arm's own. See :func:`gpu_claim` and :func:`rival_reason`.
+    """
 
     chdir: str
     venv: str
@@ -110,6 +117,8 @@ class LaunchSpec:
     extra_env: dict[str, Any] = field(default_factory=dict)
     niceness: int = 0
     torchrun: str | None = None
+    cuda_visible_devices: str | None = None
+    alone: bool = True
 
     @property
     def tag(self) -> str:
@@ -125,6 +134,8 @@ class Plan:
     launcher: str
     flag_style: str
     identity: dict[str, Any]
+    # the GPUs the run claims on the host (gpu_claim): None = the whole host
+    gpus: list[int] | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -275,6 +286,7 @@ def plan_launch(spec: LaunchSpec, run_name: str, exit_file: str, resume_step: in
         exit_file=exit_file,
         extra_env=spec.extra_env,
         torchrun=spec.torchrun,
+        cuda_visible_devices=spec.cuda_visible_devices,
     )
     identity = current_identity(
         chdir=spec.chdir,
@@ -285,6 +297,64 @@ def plan_launch(spec: LaunchSpec, run_name: str, exit_file: str, resume_step: in
         processes=spec.nnodes * spec.gpus_per_node,
     )
     return Plan(argv=argv, env=env, launcher=launcher, flag_style=style, identity=identity)
+
+
+def gpu_claim(spec: LaunchSpec, has_gpu: bool | None = None) -> list[int] | None:
+    """The GPUs a launch holds on its host: None = the whole host, [] = none (a CPU process), else indices.
+
+    ``cuda_visible_devices`` names them (one per process: as many as ``gpus_per_node``). Without it, an
+    arm ``alone`` on its host holds the whole host (the rule before hosts were shared); an arm sharing
+    a host without a GPU is one CPU process that holds none; an arm sharing a host WITH GPUs must name
+    its GPUs, or it would train on every GPU of its siblings (ArmsError). ``has_gpu`` defaults to
+    whether this host has one.
+    """
+    if spec.cuda_visible_devices:
+        gpus = parse_gpu_list(spec.cuda_visible_devices)
+        if len(gpus) != spec.gpus_per_node:
+            raise ArmsError(
+                f"cuda_visible_devices {spec.cuda_visible_devices!r} names {len(gpus)} GPU(s) but the arm runs "
+                f"{spec.gpus_per_node} process(es) per node (gpus_per_node): give one GPU per process, as the "
+                "placement does (nproc_per_node and cuda_visible_devices)."
+            )
+        return sorted(gpus)
+    if spec.alone:
+        return None
+    if host_has_gpu() if has_gpu is None else has_gpu:
+        raise ArmsError(
+            f"arm {spec.arm} shares this host with other arms (alone is false) but names no GPUs: pass "
+            "cuda_visible_devices (the placement's), or it would train on the other arms' GPUs too."
+        )
+    return []
+
+
+def _gpu_text(gpus: list[int]) -> str:
+    return ("GPU " if len(gpus) == 1 else "GPUs ") + ",".join(str(g) for g in gpus)
+
+
+def rival_reason(
+    other: dict[str, Any], *, base_dir: str, gpus: list[int] | None, master_port: int | None
+) -> str | None:
+    """Why another training on the host stands in a launch's way, or None when it is a sibling arm.
+
+    A rival uses the same base dir (data, tokenizer, checkpoints), or GPUs the launch claims too
+    (either side holding the whole host overlaps everything: the rule for runs that name no GPUs),
+    or the rendezvous port the launch must listen on. A sibling arm on its own base dir, GPUs and
+    port is no rival: a launch never refuses nor stops it, forced or not.
+    """
+    theirs = other.get("base_dir")
+    if theirs is None or theirs == os.path.realpath(os.path.expanduser(base_dir)):
+        return f"it uses the same base dir ({base_dir})" if theirs else "its base dir cannot be read"
+    held = other.get("gpus")
+    if held is None:
+        return "it holds the whole host (it names no GPUs)"
+    if gpus is None:
+        return "this run would take the whole host (it names no GPUs)"
+    shared = sorted(set(held) & set(gpus))
+    if shared:
+        return f"it trains on {_gpu_text(shared)}, which this run asks for too"
+    if master_port is not None and other.get("master_port") == master_port:
+        return f"its rendezvous listens on port {master_port}, which this run needs too"
+    return None
 
 
 def _is_checkout(chdir: str) -> bool:
@@ -533,11 +603,12 @@ def _stale_refusal(ref: RunRef, spec: LaunchSpec, current: dict[str, Any], chang
 
 
 def other_refusal(ref: RunRef, other: dict[str, Any]) -> str:
-    """Another training runs on the host: how to stop it, or the switch that replaces it."""
+    """Another training runs on the host (and why it is in the way): how to stop it, or the switch that replaces it."""
     log = ", log " + other["log"] if other.get("log") else ""
+    why = f": {other['why']}" if other.get("why") else ""
     return (
         f"another training runs on this host: run {other['run_name']} (pid {other['pid']}, process "
-        f"group {other['pgid']}{log}); stop it first "
+        f"group {other['pgid']}{log}){why}; stop it first "
         f"({playbook_command('stop', ref.inventory, limit=ref.host)}) or replace it with "
         f"{ref.force_switch} (force)."
     )
@@ -580,6 +651,11 @@ def _launch(spec: LaunchSpec, ref: RunRef, paths: dict[str, str], plan: Plan) ->
             "nnodes": spec.nnodes,
             "launcher": plan.launcher,
             "identity": plan.identity,
+            # what the run holds on a shared host (arms_process.find_trainings reads it back)
+            "base_dir": spec.base_dir,
+            "gpus": plan.gpus,
+            "rdzv_port": spec.rdzv_port,
+            "master_port": _master_port(spec),
         },
     )
 
@@ -599,6 +675,7 @@ def _prepare(
             check_env_file(spec.env_file)
         resume_step = resume_step_of(spec)
         plan = plan_launch(spec, ref.run_name, paths["exit_file"], resume_step)
+        plan.gpus = gpu_claim(spec)
         changes = _record_plan(result, plan, record)
         check_launch_inputs(spec, plan, ref.host, ref.inventory)
     except ArmsError as exc:
@@ -628,7 +705,7 @@ def start_run(
         current = observe(record, paths, ref)
         alive = record_alive(record)
         own_pgid = int(record.get("pgid", record["pid"])) if (record and alive) else None
-        others = [] if alive and not force else _others(ref, spec, own_pgid)
+        others = [] if alive and not force else _others(ref, spec, plan.gpus, own_pgid)
         decision = decide_start(
             alive=alive,
             finished=current["finished"],
@@ -667,9 +744,24 @@ def start_run(
     return result
 
 
-def _others(ref: RunRef, spec: LaunchSpec, own_pgid: int | None) -> list[dict[str, Any]]:
-    """The other trainings on the host (not the run itself)."""
-    return [t for t in find_trainings(ref.state_dir, spec.chdir, spec.base_dir) if t["pgid"] != own_pgid]
+def _master_port(spec: LaunchSpec) -> int | None:
+    """The port a launch listens on: node rank 0 of a multi-node arm (one node: torchrun picks a free one)."""
+    return spec.rdzv_port if spec.nnodes > 1 and spec.node_rank == 0 else None
+
+
+def _others(ref: RunRef, spec: LaunchSpec, gpus: list[int] | None, own_pgid: int | None) -> list[dict[str, Any]]:
+    """The host's other trainings that stand in this launch's way (:func:`rival_reason`), each with ``why``.
+
+    Sibling arms (their own base dir, GPUs and port) are not among them: neither refused nor stopped.
+    """
+    rivals = []
+    for training in find_trainings(ref.state_dir, spec.chdir, spec.base_dir):
+        if training["pgid"] == own_pgid:
+            continue
+        why = rival_reason(training, base_dir=spec.base_dir, gpus=gpus, master_port=_master_port(spec))
+        if why:
+            rivals.append({**training, "why": why})
+    return rivals
 
 
 def _predict_start(

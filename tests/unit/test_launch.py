@@ -673,6 +673,7 @@ def test_a_group_whose_leader_is_gone_is_still_the_runs(tmp_path, cleanup) -> No
         ("PYTHONPATH", "changes which code the run loads"),
         ("BASH_ENV", "changes which code the run loads"),
         ("PATH", "the launcher sets it"),
+        ("CUDA_VISIBLE_DEVICES", "pass the arm's GPUs as cuda_visible_devices"),
         ("A B", "is not a variable name"),
         ("X=Y", "is not a variable name"),
     ],

@@ -314,3 +314,30 @@ def test_the_preflight_module_reads_the_hosts_measurements(facts, capsys) -> Non
     result = run_module("nanochat_preflight", args, capsys)
     assert result["msg"] == "the arms are comparable" and result["budget"]["source"] == "measured"
     assert result["budget"]["lines"][1].startswith("random: 3.8K tokens held, 2.4K a pass")
+
+
+def test_two_arms_sharing_a_host_are_compared_each_on_its_own_dirs_and_repaired_by_host(facts) -> None:
+    """A host that runs several arms reports facts per arm under host/arm (arms_family.fact_key): each
+    arm's data is checked in its own data dir, and a repair command limits to the host itself."""
+    members = {
+        "random": {"run_name": "r", "data": {}, "family": "random"},
+        "random-s43": {"run_name": "r-s43", "data": {}, "family": "random"},
+    }
+    assert check_arm_settings(members) == []  # an expanded family member's own keys are no difference
+    shared = {"gpu-a/random": host_facts("a"), "gpu-a/random-s43": host_facts("a2")}
+    shared["gpu-a/random-s43"]["commit"] = "b" * 40
+    shared["gpu-a/random-s43"]["last_file"] = "shard_00001.parquet"
+    result = compare(
+        shared,
+        arms=members,
+        hosts_of={"random": ["gpu-a/random"], "random-s43": ["gpu-a/random-s43"]},
+        model=MODEL,
+        pin_sha=PIN,
+        commit_date=None,
+        check_gpus=True,
+        inventory=MINE,
+    )
+    problems = result["problems"]
+    assert any(p.endswith("--tags checkout -l gpu-a") and p.startswith("gpu-a/random-s43:") for p in problems)
+    assert any(p.startswith("gpu-a/random-s43 (random-s43): the last file in sort order") for p in problems)
+    assert not any(p.startswith("gpu-a/random (random)") for p in problems)

@@ -61,3 +61,18 @@ def test_the_filter_builds_the_table_from_every_host_that_read_its_run() -> None
     }
     rows = load_filter().FilterModule().filters()["arms_status_rows"](["top", "cpu"], hostvars)
     assert len(rows) == 1 and rows[0].startswith("top | top16.5 | alive pid 4242") and "GPU 50%" in rows[0]
+
+
+def test_a_host_with_two_arms_shows_a_row_for_each() -> None:
+    """The arms_run role's status keeps each arm's result (arms_run_results): both arms of a shared host
+    are in the table, the stopped one NOT RUNNING beside its live sibling."""
+    hostvars = {
+        "top": {
+            "arms_run_result": DEAD,
+            "arms_run_results": {"top16.5": ALIVE, "random16.5-s43": DEAD},
+            "arms_my_arm": {"key": "top16.5"},
+        }
+    }
+    rows = load_filter().FilterModule().filters()["arms_status_rows"](["top"], hostvars)
+    assert rows[0].startswith("top | top16.5 | alive pid 4242")
+    assert rows[1].startswith("top | random16.5-s43 | NOT RUNNING")
