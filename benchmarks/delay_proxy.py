@@ -6,7 +6,12 @@ that stamps chunks as they arrive and a writer that sends each one when its time
 proxy adds latency without limiting bandwidth (chunks in flight overlap; nothing is serialised
 behind a sleep). A request/response round trip therefore costs 2 x delay more than on loopback.
 
-    python benchmarks/delay_proxy.py --listen 127.0.0.1:0 --target 127.0.0.1:10000 --delay-ms 30
+``--window-kb`` also models TCP's window: each direction of a connection keeps at most that many
+bytes unacknowledged, a byte counting until its acknowledgement would be back (delay after it was
+delivered), so one connection carries at most window / (2 x delay), as a real one far away does.
+Without it (the default) a single connection is as fast as loopback, only later.
+
+    python benchmarks/delay_proxy.py --listen 127.0.0.1:0 --target 127.0.0.1:10000 --delay-ms 30 [--window-kb 1024]
 
 prints ``listening 127.0.0.1:PORT`` (the real port when 0 was asked) on stdout once it accepts.
 """
@@ -22,16 +27,28 @@ CHUNK = 256 * 1024
 _TASKS: set[asyncio.Task[None]] = set()  # strong refs: asyncio drops its own when a client hangs up
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay: float) -> None:
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay: float, window: int) -> None:
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+    unacked = 0  # bytes read and not yet acknowledged (only counted with a window)
+    acked = asyncio.Event()
+
+    def ack(n: int) -> None:
+        nonlocal unacked
+        unacked -= n
+        acked.set()
 
     async def pump_in() -> None:
+        nonlocal unacked
         while True:
+            while window and unacked >= window:
+                acked.clear()
+                await acked.wait()
             try:
-                data = await reader.read(CHUNK)
+                data = await reader.read(min(CHUNK, window - unacked) if window else CHUNK)
             except (ConnectionError, OSError):
                 data = b""
+            unacked += len(data)
             await queue.put((loop.time() + delay, data))
             if not data:
                 return
@@ -49,6 +66,8 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, dela
                     return
                 writer.write(data)
                 await writer.drain()
+                if window:  # the acknowledgement travels back as long as the data came
+                    loop.call_later(delay, ack, len(data))
         except (ConnectionError, OSError):
             return
 
@@ -62,7 +81,7 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, dela
 
 
 async def _handle(
-    client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter, host: str, port: int, delay: float
+    client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter, host: str, port: int, delay: float, window: int
 ) -> None:
     task = asyncio.current_task()
     if task is not None:
@@ -74,16 +93,17 @@ async def _handle(
         client_w.close()
         return
     try:
-        await asyncio.gather(_pipe(client_r, up_w, delay), _pipe(up_r, client_w, delay))
+        await asyncio.gather(_pipe(client_r, up_w, delay, window), _pipe(up_r, client_w, delay, window))
     finally:
         for w in (up_w, client_w):
             w.close()
 
 
-async def serve(listen_host: str, listen_port: int, host: str, port: int, delay_ms: float) -> None:
+async def serve(listen_host: str, listen_port: int, host: str, port: int, delay_ms: float, window_kb: int = 0) -> None:
     delay = delay_ms / 1000.0
+    window = window_kb * 1024
     server = await asyncio.start_server(
-        lambda r, w: _handle(r, w, host, port, delay), listen_host, listen_port, limit=CHUNK
+        lambda r, w: _handle(r, w, host, port, delay, window), listen_host, listen_port, limit=CHUNK
     )
     real_port = server.sockets[0].getsockname()[1]
     print(f"listening {listen_host}:{real_port}", flush=True)
@@ -101,11 +121,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--listen", default="127.0.0.1:0", help="host:port to accept on (port 0 = any free)")
     ap.add_argument("--target", required=True, help="host:port to forward to")
     ap.add_argument("--delay-ms", type=float, default=30.0, help="delay added to every chunk, each way")
+    ap.add_argument(
+        "--window-kb", type=int, default=0, help="unacknowledged bytes per connection and direction (0: no limit)"
+    )
     args = ap.parse_args(argv)
     lh, lp = _addr(args.listen)
     th, tp = _addr(args.target)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(lh, lp, th, tp, args.delay_ms))
+        asyncio.run(serve(lh, lp, th, tp, args.delay_ms, args.window_kb))
     return 0
 
 
