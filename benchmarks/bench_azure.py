@@ -4,15 +4,21 @@ One run, one Azurite, the same 64 blobs of ~8 MB (real parquet shards with a tex
 
 1. far storage: ~30 ms injected by benchmarks/delay_proxy.py on every forwarded chunk, each way
    (no netem here). The sync vs a sequential loop of ``download_blob().readall()``. Goal >= 4x.
+   ``--window-kb`` also limits each connection to window / round trip, as TCP far away does
+   (default: no limit, a connection is as fast as loopback, only later); with ``--mb 64 --blobs 8``
+   it shows what the parallel ranges of large blobs buy.
 2. plain loopback, where Azurite's own CPU is the ceiling: the sync vs the best raw parallel SDK
    configuration found (threads x max_concurrency, writing files like the sync, and reading into
    memory only). Goal >= 0.8x.
 3. a no-op re-run (everything present and verified): time per 1000 blobs, measured on 1000 small
    blobs (and on the 64 big ones).
 
-    .venv/bin/python benchmarks/bench_azure.py [--blobs 64] [--mb 8] [--delay-ms 30] [--repeat 3] [--port 10100]
+    .venv/bin/python benchmarks/bench_azure.py [--blobs 64] [--mb 8] [--delay-ms 30] [--window-kb 0] [--repeat 3]
 
-Each figure is the median of --repeat runs (best in brackets); data dirs are fresh for each run.
+Each row: the median of --repeat runs (best in brackets), its ratio to the section's baseline (how
+many times faster), and the CPU seconds the client (this process: SDK, file writes, hashing), Azurite
+and the delay proxy spent in it, which a shared machine disturbs less than wall time. Data dirs are
+fresh for each run.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from ansible.module_utils.arms_azure import container_client, resolve_auth, sync
 from azurite import ACCOUNT_NAME, AzuriteServer, azurite_binary, shard_bytes, upload
 
 CONTAINER = "benchdata"
+SEQUENTIAL = "sequential download_blob().readall()"
 SYNC_FAR = "sync (defaults: 16 blobs at once, sha256 once)"
 SYNC_LOOP = "sync (defaults: files + sha256 once)"
 
@@ -50,15 +57,44 @@ def conn_str(server: AzuriteServer, port: int) -> str:
     return server.connection_string.replace(f":{server.port}/", f":{port}/")
 
 
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of a process and its live descendants, from /proc."""
+    total = 0.0
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            with open(f"/proc/{p}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            with open(f"/proc/{p}/task/{p}/children") as fh:
+                todo.extend(int(c) for c in fh.read().split())
+    return total
+
+
+@dataclasses.dataclass
+class Run:
+    wall: float
+    cpu: tuple[float, ...]  # client, then each watched process
+
+
+WATCHED: list[int] = []  # pids whose CPU each run reports (Azurite, the delay proxy)
+
+
 def timed(fn: Callable[[], Any], repeat: int, setup: Callable[[], None] | None = None) -> tuple[float, float]:
-    runs = []
-    for _ in range(repeat):
-        if setup:
-            setup()
-        t0 = time.perf_counter()
-        fn()
-        runs.append(time.perf_counter() - t0)
+    runs = [measured(fn, setup).wall for _ in range(repeat)]
     return statistics.median(runs), min(runs)
+
+
+def measured(fn: Callable[[], Any], setup: Callable[[], None] | None = None) -> Run:
+    if setup:
+        setup()
+    before = [time.process_time()] + [tree_cpu(p) for p in WATCHED]
+    t0 = time.perf_counter()
+    fn()
+    wall = time.perf_counter() - t0
+    after = [time.process_time()] + [tree_cpu(p) for p in WATCHED]
+    return Run(wall, tuple(b - a for a, b in zip(before, after, strict=True)))
 
 
 def client(cs: str, pool: int) -> Any:
@@ -123,24 +159,36 @@ def hashing_disabled() -> Iterator[None]:
 
 def interleaved(
     cases: dict[str, tuple[Callable[[], Any], Callable[[], None] | None]], repeat: int
-) -> dict[str, list[float]]:
+) -> dict[str, list[Run]]:
     """Run the cases round-robin ``repeat`` times, so load from elsewhere hits them alike."""
-    runs: dict[str, list[float]] = {label: [] for label in cases}
+    runs: dict[str, list[Run]] = {label: [] for label in cases}
     for _ in range(repeat):
         for label, (fn, setup) in cases.items():
-            runs[label].append(timed(fn, 1, setup)[0])
+            runs[label].append(measured(fn, setup))
     return runs
 
 
-def median(values: list[float]) -> float:
-    return statistics.median(values)
+def median(runs: list[Run]) -> float:
+    return statistics.median(r.wall for r in runs)
 
 
-def report(runs: dict[str, list[float]], mbps: Callable[[float], float], indent: str = "   ") -> None:
+def report(
+    runs: dict[str, list[Run]],
+    mbps: Callable[[float], float],
+    baseline: str,
+    cpu_names: tuple[str, ...],
+    indent: str = "   ",
+) -> None:
+    """One line a row: median wall, MB/s, ratio to ``baseline`` (x faster), median CPU seconds by process."""
+    base = median(runs[baseline])
+    names = "".join(f"{n:>8s}" for n in cpu_names)
+    print(f"{indent}{'':52s} {'median':>7s} {'':12s} {'vs base':>8s}  CPU s:{names}")
     for label, values in runs.items():
         med = median(values)
-        best = f"  [best {min(values):.2f}s]" if len(values) > 1 else ""
-        print(f"{indent}{label:52s} {med:6.2f}s {mbps(med):7.1f} MB/s{best}")
+        cpu = "".join(f"{statistics.median(r.cpu[i] for r in values):8.2f}" for i in range(len(cpu_names)))
+        best = f"  [best {min(r.wall for r in values):.2f}s]" if len(values) > 1 else ""
+        mark = "  (base)" if label == baseline else ""
+        print(f"{indent}{label:52s} {med:6.2f}s {mbps(med):7.1f} MB/s {base / med:7.2f}x        {cpu}{best}{mark}")
 
 
 def fresh(path: str) -> Callable[[], None]:
@@ -156,6 +204,9 @@ def main() -> int:
     ap.add_argument("--blobs", type=int, default=64)
     ap.add_argument("--mb", type=float, default=8.0, help="size of each blob in MB")
     ap.add_argument("--delay-ms", type=float, default=30.0, help="delay per forwarded chunk, each way")
+    ap.add_argument(
+        "--window-kb", type=int, default=0, help="far storage: unacknowledged KiB per connection (0: no limit)"
+    )
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--small", type=int, default=1000, help="small blobs for the no-op re-run figure")
     ap.add_argument("--work", default=None, help="scratch folder (default: a temp dir, removed)")
@@ -191,6 +242,8 @@ def main() -> int:
                 f"127.0.0.1:{server.port}",
                 "--delay-ms",
                 str(args.delay_ms),
+                "--window-kb",
+                str(args.window_kb),
             ],
             stdout=subprocess.PIPE,
             text=True,
@@ -203,12 +256,16 @@ def main() -> int:
         mbps = lambda s: total / 1e6 / s  # noqa: E731
         rep = args.repeat
 
+        assert server.proc
+        WATCHED[:] = [server.proc.pid, proxy.pid]
+        cpu_far, cpu_loop = ("client", "azurite", "proxy"), ("client", "azurite")
         print(f"load average at start: {os.getloadavg()[0]:.2f} (the machine may be shared: runs are interleaved)")
 
-        print(f"\n1. far storage ({args.delay_ms:.0f} ms per chunk each way through delay_proxy)")
+        window = f", {args.window_kb} KiB window per connection" if args.window_kb else ""
+        print(f"\n1. far storage ({args.delay_ms:.0f} ms per chunk each way through delay_proxy{window})")
         far = interleaved(
             {
-                "sequential download_blob().readall()": (raw_sequential(far_cs, names), None),
+                SEQUENTIAL: (raw_sequential(far_cs, names), None),
                 SYNC_FAR: (module_sync(far_cs, "big", data), fresh(data)),
                 "sync, concurrency 32 (for reference)": (
                     module_sync(far_cs, "big", data, concurrency=32),
@@ -218,13 +275,17 @@ def main() -> int:
                     module_sync(far_cs, "big", data, verify_content_md5=True),
                     fresh(data),
                 ),
+                "sync, the SDK's 32 MiB first GET + 4 MiB ranges": (
+                    module_sync(far_cs, "big", data, max_single_get_size=32 << 20, max_chunk_get_size=4 << 20),
+                    fresh(data),
+                ),
                 "raw 32 threads readall (for reference)": (raw_parallel(far_cs, names, 32, 1, None), None),
                 "diagnostic: sync without hashing": (module_sync(far_cs, "big", data, no_hash=True), fresh(data)),
             },
             rep,
         )
-        report(far, mbps)
-        seq, mod = median(far["sequential download_blob().readall()"]), median(far[SYNC_FAR])
+        report(far, mbps, SEQUENTIAL, cpu_far)
+        seq, mod = median(far[SEQUENTIAL]), median(far[SYNC_FAR])
         print(f"   ratio sync / sequential: {seq / mod:.2f}x (goal >= 4x)")
 
         print("\n2. plain loopback (Azurite's CPU is the ceiling)")
@@ -237,16 +298,16 @@ def main() -> int:
                     label = f"raw {threads} threads x max_concurrency {chunks} {'to files' if out else 'readall'}"
                     configs[label] = (threads, chunks)
                     setup = fresh(raw_dir) if out else None
-                    sweep[label] = [timed(raw_parallel(loop_cs, names, threads, chunks, out), 1, setup)[0]]
-        best_files = min((v[0], k) for k, v in sweep.items() if "to files" in k)[1]
-        best_mem = min((v[0], k) for k, v in sweep.items() if "readall" in k)[1]
+                    sweep[label] = [measured(raw_parallel(loop_cs, names, threads, chunks, out), setup)]
+        best_files = min((median(v), k) for k, v in sweep.items() if "to files" in k)[1]
+        best_mem = min((median(v), k) for k, v in sweep.items() if "readall" in k)[1]
         print("   sweep (one run each):")
-        report(sweep, mbps, indent="     ")
+        report(sweep, mbps, best_files, cpu_loop, indent="     ")
         threads_f, chunks_f = configs[best_files]
         threads_m, chunks_m = configs[best_mem]
         loop = interleaved(
             {
-                "sequential download_blob().readall()": (raw_sequential(loop_cs, names), None),
+                SEQUENTIAL: (raw_sequential(loop_cs, names), None),
                 "best " + best_files: (raw_parallel(loop_cs, names, threads_f, chunks_f, raw_dir), fresh(raw_dir)),
                 "best " + best_mem: (raw_parallel(loop_cs, names, threads_m, chunks_m, None), None),
                 SYNC_LOOP: (module_sync(loop_cs, "big", data), fresh(data)),
@@ -258,7 +319,7 @@ def main() -> int:
             },
             rep,
         )
-        report(loop, mbps)
+        report(loop, mbps, "best " + best_files, cpu_loop)
         mod_l = median(loop[SYNC_LOOP])
         raw_f, raw_m = median(loop["best " + best_files]), median(loop["best " + best_mem])
         print(f"   ratio sync / best raw to files: {raw_f / mod_l:.2f}x (goal >= 0.8x)")
