@@ -81,7 +81,7 @@ options:
     default: 16
   chunk_concurrency:
     description:
-      - Parallel ranges per large blob (the SDK's max_concurrency; blobs up to 32 MiB are one request).
+      - Parallel 8 MiB ranges per large blob (the SDK's max_concurrency; blobs up to 8 MiB are one request).
         Default 4.
     type: int
   max_retries:

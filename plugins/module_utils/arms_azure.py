@@ -6,9 +6,10 @@ One container + prefix (a "folder": blob ``<prefix>/shard_00000.parquet`` become
 * Only ``*.parquet`` blobs directly under the prefix are candidates. Everything else (README,
   ``_SUCCESS``, sub-folders, hidden names) is reported in ``rejected`` and left alone. A
   ``*.parquet`` blob that has no string column ``text`` is a bad input: the sync fails naming it.
-  Blobs larger than one GET have their footer read first (a ranged read of the tail); smaller ones
-  are checked after download, before the rename (same cost as the download itself).
-* Many blobs at once (``concurrency``), large blobs in parallel ranges (``chunk_concurrency``,
+  Blobs larger than one GET have their footer read first (a ranged read of the tail, while other
+  blobs stream); smaller ones are checked after download, before the rename (same cost as the
+  download itself).
+* Many blobs at once (``concurrency``), blobs over 8 MiB in parallel 8 MiB ranges (``chunk_concurrency``,
   the SDK's ``max_concurrency``), written under hidden ``.<name>.arms-XXXX.tmp`` names (arms_datadir; nanochat
   skips them), hashed once while they stream to disk (sha256, the manifest's checksum, on a
   thread of its own beside the network threads), fsync'd and renamed. The download is pinned to the
@@ -89,9 +90,19 @@ HASH_READ = 4 * 1024 * 1024
 # blobs streaming at once. A far account (~30 ms away) leaves each connection idle for a round trip
 # per GET, and one TCP window (~6 MB) carries ~200 MB/s at that distance: 10 Gbit/s needs ~16 blobs
 # streaming. Since a slot is held only while bytes stream (hash wait, fsync and rename happen outside
-# it), 16 slots are 16 streams. 32 measured no better on 2 shared cores (benchmarks/bench_azure.py)
-# and doubles the memory of in-flight GETs (up to 32 MB each).
+# it, and so does a large blob's footer read), 16 slots are 16 streams. 32 measured not clearly
+# better on 2 shared cores (benchmarks/bench_azure.py, with and without --window-kb) and doubles the memory of
+# in-flight GETs (up to chunk_concurrency x 8 MiB each).
 DEFAULT_CONCURRENCY = 16
+# a blob's first GET, and each further range of a larger one. The SDK fetches the first GET alone
+# before the parallel ranges start, and far away one connection carries only window / round trip
+# (~50-100 MB/s at 30 ms): with the SDK's 32 MiB first GET a large shard spent its first 32 MiB on
+# one connection. 8 MiB first, then 8 MiB ranges (``chunk_concurrency`` at once; a round trip is a
+# small part of each range's time, and half the requests of the SDK's 4 MiB): 8 blobs x 64 MB through
+# delay_proxy with a window (benchmarks/bench_azure.py --mb 64 --blobs 8 --window-kb 1024) took
+# ~1.5x less time, without the window too, and on loopback ~1.3x (Azurite's CPU halved).
+SINGLE_GET_BYTES = 8 * 1024 * 1024
+CHUNK_GET_BYTES = 8 * 1024 * 1024
 HASH_QUEUE_BYTES = 16 * 1024 * 1024  # per download: bytes kept in memory for its hasher thread
 JOURNAL_INTERVAL = 2.0
 
@@ -1016,13 +1027,13 @@ class _Fetcher:
         # check and the rename happen outside it, on the extra threads of the pool (see download_all)
         self._network = threading.BoundedSemaphore(concurrency)
         self._client: Any = None
-        self._single_get = max_single_get_size or 32 * 1024 * 1024
-        self._chunk_get = max_chunk_get_size
+        self._single_get = max_single_get_size or SINGLE_GET_BYTES
+        self._chunk_get = max_chunk_get_size or CHUNK_GET_BYTES
 
     @property
     def client(self) -> Any:
         if self._client is None:
-            pool = self.concurrency * self.chunk_concurrency + 4
+            pool = self.concurrency * (self.chunk_concurrency + 1) + 4  # streams' ranges, footer reads
             self._client = container_client(
                 self.auth,
                 self.container,
@@ -1110,8 +1121,9 @@ class _Fetcher:
     def fetch_once(self, blob: BlobInfo) -> dict[str, Any]:
         """One attempt: a temporary file (arms_datadir.tmp_name), hashed as it streams, checked, renamed."""
         if blob.size > self._single_get:
-            with self._network:
-                self.check_footer(blob)  # before committing to a large download
+            # before committing to a large download; outside a download slot, so its round trip
+            # overlaps the blobs streaming (the client's pool has a connection for it)
+            self.check_footer(blob)
         tmp = tmp_path(os.path.join(self.data_dir, blob.rel))
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)  # read back to hash out-of-order ranges
         check_md5 = self.verify_content_md5 and blob.md5 is not None
