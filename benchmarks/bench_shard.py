@@ -16,8 +16,10 @@ made once by arms_fixture and cached), one run measures rows/s of
 
 Every measurement runs in a fresh subprocess (same imports, same cold allocator), the page cache is
 warmed first, measurements are interleaved for ``--rounds`` rounds and the best of each is kept (the
-machine may be shared). CPU seconds are printed beside wall seconds. Then the ratios, and (``--scale``)
-rows/s and peak memory of the module at ~1 GB and at 4x that, run back to back.
+machine may be shared). CPU seconds are printed beside wall seconds. Then the ratios; what binds the
+all-cores run (each pass's CPU seconds, all workers and the busiest one's, from the manifest, and what ran
+outside the passes, with what that leaves of the speed-up on an idle machine); and (``--scale``) rows/s and
+peak memory of the module at ~1 GB and at 4x that, run back to back.
 """
 
 from __future__ import annotations
@@ -136,6 +138,9 @@ def _module(files: list[str], opts: dict[str, Any], workers: int, level: int | N
     with open(os.path.join(out, "base_data", "manifest.json")) as fh:
         stats = json.load(fh).get("stats", {})
     opts["pass1"], opts["pass2"] = stats.get("pass1_seconds", 0.0), stats.get("pass2_seconds", 0.0)
+    opts["workers"] = stats.get("workers", workers)
+    for key in ("pass1_cpu_seconds", "pass1_busiest_cpu_seconds", "pass2_cpu_seconds", "pass2_busiest_cpu_seconds"):
+        opts[key] = stats.get(key)  # None from a module that does not record them
     opts["shard_bytes"] = sum(os.path.getsize(p) for p in glob.glob(os.path.join(out, "base_data", "*.parquet")))
     shutil.rmtree(out, ignore_errors=True)
     return int(result["rows_read"])
@@ -226,6 +231,9 @@ def child(name: str, opts: dict[str, Any]) -> None:
         "pass1": opts.get("pass1", 0.0),  # the module's two passes (wall seconds, from its manifest)
         "pass2": opts.get("pass2", 0.0),
         "shard_bytes": opts.get("shard_bytes", 0),
+        "workers": opts.get("workers", 0),
+        **{k: opts.get(k) for k in ("pass1_cpu_seconds", "pass1_busiest_cpu_seconds")},
+        **{k: opts.get(k) for k in ("pass2_cpu_seconds", "pass2_busiest_cpu_seconds")},
     }
     print(json.dumps(result))
 
@@ -372,12 +380,47 @@ def main() -> None:
                 f"[{cpu[top] / cpu['module_all_alt']:5.2f}x]"
             )
 
+    if "module_1" in best and "module_all" in best:
+        what_binds(best["module_1"], best["module_all"])
     if a.scale > 1:
         scaling(opts, a.scale)
     if a.cleanup:
         for rows in {DATASET_ARGS["rows"], DATASET_ARGS["rows"] * max(a.scale, 1)}:
             shutil.rmtree(dataset_dir(rows), ignore_errors=True)
         print("removed the generated datasets")
+
+
+def what_binds(one: dict[str, Any], every: dict[str, Any]) -> None:
+    """Where the all-cores run loses against ``workers`` x the 1-worker run, from CPU seconds (which the load moves
+    little): what ran outside the two passes (imports, listing, manifest: one process), and each pass's balance
+    (its busiest worker computes longest; the others idle, on an idle machine, for the difference)."""
+    if every.get("pass1_cpu_seconds") is None:
+        print("\n(the module records no CPU seconds per pass: no breakdown of what binds)")
+        return
+    w = max(int(every["workers"]), 1)
+    print()
+    print(f"what binds the all-cores run ({w} workers), in CPU seconds, which a shared machine moves little:")
+    print(f"  {'':22s} {'1 worker cpu s':>14s} {'all cores cpu s':>15s} {'busiest worker':>14s} {'balance':>8s}")
+    est, loss = 0.0, {}
+    for label, p in (("pass 1 (sample, spill)", "pass1"), ("pass 2 (sort, write)", "pass2")):
+        cpu, busiest = every[f"{p}_cpu_seconds"], every[f"{p}_busiest_cpu_seconds"]
+        print(
+            f"  {label:22s} {one[f'{p}_cpu_seconds']:14.2f} {cpu:15.2f} {busiest:14.2f} "
+            f"{cpu / (w * busiest) if busiest else 1.0:8.0%}"
+        )
+        est += busiest
+        loss[label] = busiest - cpu / w
+    outside_1 = one["cpu"] - one["pass1_cpu_seconds"] - one["pass2_cpu_seconds"]
+    outside = every["cpu"] - every["pass1_cpu_seconds"] - every["pass2_cpu_seconds"]
+    print(f"  {'outside the passes':22s} {outside_1:14.2f} {outside:15.2f} {outside:14.2f} {1 / w:8.0%}")
+    est += outside
+    loss["outside the passes"] = outside - outside / w
+    ideal = every["cpu"] / w
+    print(
+        f"  on an idle machine: ~{est:.2f}s wall for all cores against {one['cpu']:.2f}s for 1 worker, "
+        f"{one['cpu'] / est:.2f}x (with no idle core: {one['cpu'] / ideal:.2f}x); the gap, in seconds of wall: "
+        + ", ".join(f"{k} {v:.2f}s" for k, v in loss.items())
+    )
 
 
 def scaling(opts: dict[str, Any], factor: int) -> None:
@@ -398,8 +441,8 @@ def scaling(opts: dict[str, Any], factor: int) -> None:
         print(
             f"  {size / 1e9:5.2f} GB {rows:>8d} rows {res['seconds']:7.2f}s wall {res['cpu']:7.2f}s cpu "
             f"{res['rows'] / res['seconds']:>10,.0f} rows/s  {res['cpu'] / res['rows'] * 1e6:5.1f} us cpu/row  "
-            f"peak {res['rss_mb']:6.0f} MB (largest process); pass 1 {res['pass1']:.2f}s, pass 2 {res['pass2']:.2f}s, "
-            f"{res['shard_bytes'] / 1e6:.0f} MB of shards"
+            f"peak {res['rss_mb']:6.0f} MB (largest process); pass 1 {res['pass1']:.2f}s{_cpu_of(res, 'pass1')}, "
+            f"pass 2 {res['pass2']:.2f}s{_cpu_of(res, 'pass2')}, {res['shard_bytes'] / 1e6:.0f} MB of shards"
         )
     small, big = results[DATASET_ARGS["rows"]], results[big_rows]
     print(
@@ -407,6 +450,11 @@ def scaling(opts: dict[str, Any], factor: int) -> None:
         f"cpu per row x{(big['cpu'] / big['rows']) / (small['cpu'] / small['rows']):.2f}, "
         f"peak memory x{big['rss_mb'] / small['rss_mb']:.2f}   goal: rows/s holds, memory flat"
     )
+
+
+def _cpu_of(res: dict[str, Any], p: str) -> str:
+    cpu = res.get(f"{p}_cpu_seconds")
+    return "" if cpu is None else f" ({cpu:.2f}s cpu, busiest worker {res[f'{p}_busiest_cpu_seconds']:.2f}s)"
 
 
 if __name__ == "__main__":

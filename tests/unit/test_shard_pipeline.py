@@ -138,6 +138,10 @@ def test_same_bytes_for_any_file_order_and_worker_count(source: str, baseline: d
     assert file_digests(result["data_dir"]) == baseline["files"]
     four = run(other, str(tmp_path), data="data4", val_fraction=0.1, workers=4)
     assert file_digests(four["data_dir"]) == baseline["files"]
+    # each pass's CPU seconds, all workers and the busiest one's: what benchmarks/bench_shard.py says binds
+    stats = json.load(open(four["manifest"]))["stats"]
+    for p in ("pass1", "pass2"):
+        assert 0 < stats[f"{p}_busiest_cpu_seconds"] <= stats[f"{p}_cpu_seconds"]
 
 
 # ------------------------------------------------------------------------ idempotence and refusals

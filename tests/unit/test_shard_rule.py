@@ -14,6 +14,8 @@ from ansible.module_utils.arms_shard import (
     MAX_ROWS_PER_GROUP,
     RULE,
     Options,
+    ShardJob,
+    _group_jobs,
     hash_ids,
     plan_shards,
     row_group_sizes,
@@ -130,6 +132,28 @@ def test_row_groups_are_the_smallest_multiple_of_world_size_with_at_most_1024_ro
     per_rank = [sum(sizes[r::world]) for r in range(world)]
     assert min(per_rank) > 0
     assert len({len(sizes[r::world]) for r in range(world)}) == 1
+
+
+@pytest.mark.parametrize("workers", [2, 4])
+def test_pass_2_gives_every_worker_its_share_of_the_shards(workers: int) -> None:
+    """11 shards (the 4 GB benchmark's) and a val shard: the workers end pass 2 within a shard of each other."""
+    bounds = plan_shards(10 * 14000 + 5200, 14000, 8)
+    common = {"buckets": (), "data_dir": "/d", "world_size": 8, "extra_columns": ()}
+    todo = [ShardJob(f"shard_{i:05d}.parquet", lo, hi, role="train", **common) for i, (lo, hi) in enumerate(bounds)]
+    todo.append(ShardJob("shard_val.parquet", 0, 20000, role="val", **common))
+    tasks = _group_jobs(todo, workers)
+    assert sorted(j.name for task in tasks for j in task) == sorted(j.name for j in todo)  # each shard once
+    for task in tasks:  # a task is a run of consecutive shards (they share buckets)
+        assert [j.start for j in task[1:]] == [j.end for j in task[:-1]]
+    rows = [sum(j.end - j.start for j in task) for task in tasks]
+    assert rows == sorted(rows, reverse=True)  # the largest first, so the last to start are the smallest
+    # handed out in that order to whichever worker is free, the busiest ends at most one task after the others
+    load = [0] * workers
+    for r in rows:
+        load[load.index(min(load))] += r
+    assert max(load) - min(load) <= max(rows)
+    assert max(rows) <= 20000  # one shard a task here: no worker waits on a run of several
+    assert sorted(_group_jobs(todo, 1), key=len) == [[todo[-1]], todo[:-1]]  # one worker: one run, buckets loaded once
 
 
 def test_a_shard_with_fewer_rows_than_world_size_is_refused() -> None:
