@@ -375,17 +375,7 @@ def table_cells(row: Mapping[str, Any]) -> list[str]:
 
 def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """The rows as a markdown table (header, alignment line, one line per arm), ending in a newline."""
-    right = {
-        "tokens seen",
-        "epochs",
-        "crop rate",
-        "passes over data",
-        "final val bpb",
-        "min val bpb",
-        "CORE",
-        "wall time",
-        "tok/sec",
-    }
+    right = set(COLUMNS) - {"arm", "data", "status"}  # figures are right-aligned
     lines = [
         "| " + " | ".join(COLUMNS) + " |",
         "| " + " | ".join("---:" if c in right else "---" for c in COLUMNS) + " |",
