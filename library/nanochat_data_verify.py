@@ -82,7 +82,7 @@ import os
 from typing import Any
 
 from ansible.module_utils.arms_common import ArmsError, ModuleFailure, run_module
-from ansible.module_utils.arms_manifest import read_manifest, verify_data_dir
+from ansible.module_utils.arms_manifest import read_manifest, require_complete, verify_data_dir
 from ansible.module_utils.basic import AnsibleModule
 
 ARGUMENT_SPEC: dict[str, Any] = {
@@ -104,12 +104,10 @@ def verify(p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
         if p["allow_missing_manifest"]:
             msg = f"{data_dir} has no manifest yet"
             return {"changed": False, "manifest": False, "bad": [], "verified": 0, "msg": msg}
-        raise ModuleFailure(
-            f"{data_dir} has no manifest.json: the shards there were not made or fetched by nanochat-arms "
-            "(run the prepare or download step), so they cannot be verified.",
-            bad=[],
-            manifest=False,
-        )
+        try:  # its sentence: what a prep or download killed midway leaves, or nothing at all
+            require_complete(data_dir)
+        except ArmsError as exc:
+            raise ModuleFailure(str(exc), bad=[], manifest=False) from exc
     result = verify_data_dir(data_dir, manifest, use_cache=not p["deep"])
     removed: list[str] = []
     if result.bad and p["remove_bad"]:

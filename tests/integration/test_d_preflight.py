@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from conftest import converge, failure_text, lab_overrides, on_host, play
 
@@ -87,3 +89,44 @@ def test_too_little_data_is_refused_when_arms_would_repeat_differently(ready) ->
     warned = play("playbooks/preflight.yml", ready, extravars={"experiment_overrides": ov})
     assert warned.ok, failure_text(warned)
     assert "will repeat data" in warned.stdout
+
+
+TOOLS_PY = "~/.local/share/nanochat-arms/tools/bin/python"
+ROW_GROUPS = (
+    "import glob, os, sys, pyarrow.parquet as pq; d = os.path.expanduser(sys.argv[1]); "
+    "print(max(pq.ParquetFile(f).metadata.num_row_groups for f in sorted(glob.glob(d + '/*.parquet'))[:-1]))"
+)
+
+
+def most_row_groups(host: str) -> int:
+    """The most row groups any training file of the host's arm has (every file but the last, the val shard)."""
+    return int(on_host(host, f"{TOOLS_PY} -c {ROW_GROUPS!r} {DATA}").stdout.strip())
+
+
+def test_a_world_larger_than_the_row_groups_is_refused_for_both_arms(ready) -> None:
+    # nanochat's loader gives rank r the row groups r, r+W, ... of each file: a rank past every training
+    # file's row groups gets none and spins forever without a word. One rank more than the largest file
+    # of either arm has row groups makes the last rank starve on both (the Azure arm and the random arm).
+    world = max(most_row_groups("top"), most_row_groups("random")) + 1
+    ov = lab_overrides()
+    ov["model"]["gpus_per_node"] = world
+    ov["model"]["total_batch_size"] = 32 * 64 * world  # device batch x sequence x world: the batch rule holds
+    text = refused(ready, extravars={"experiment_overrides": ov})
+    for host, arm in (("top", "top16.5"), ("random", "random16.5")):
+        starved = rf"{host} \({re.escape(arm)}\): ranks? [0-9, ]*{world - 1} of {world} ha(s|ve) no row group in shard_"
+        assert re.search(starved, text), text
+
+
+def test_a_killed_preps_folder_is_never_sent(ready) -> None:
+    # what a prep killed midway leaves: shards, and no manifest that matches them
+    prepared = "~/.local/share/nanochat-arms/prepared/random16.5/base_data"
+    on_host("cpu", f"mv {prepared}/manifest.json {prepared}/../manifest.json.kept")
+    try:
+        summary = play("playbooks/transfer_random.yml", ready)
+        assert not summary.ok
+        text = failure_text(summary)
+        assert "random16.5/base_data has no manifest.json" in text and "killed midway" in text, text
+        assert not any(t["task"].startswith("Files are sent") for t in summary.tasks if t["status"] != "skipped")
+    finally:
+        on_host("cpu", f"mv {prepared}/../manifest.json.kept {prepared}/manifest.json")
+    assert play("playbooks/transfer_random.yml", ready).ok

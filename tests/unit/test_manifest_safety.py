@@ -95,3 +95,20 @@ def test_the_val_shard_lands_under_its_name_with_no_temporary_file(tmp_path: Pat
     res = run_module("nanochat_place_val", {"data_dir": str(data), "val_file": str(val)}, capsys)
     assert res["changed"], res
     assert sorted(os.listdir(data)) == [".manifest-verified.json", "manifest.json", "shard_val.parquet"]
+
+
+def test_a_folder_without_its_manifest_is_named_as_a_killed_prep_and_never_passed(tmp_path: Path, capsys) -> None:
+    # what a prep killed midway leaves: finished shards, the manifest (written last) missing
+    data = tmp_path / "base_data"
+    data.mkdir()
+    (data / "shard_00000.parquet").write_text("a finished shard")
+    res = run_module("nanochat_data_verify", {"data_dir": str(data), "fail_on_extra": True}, capsys)
+    assert res["failed"] and res["manifest"] is False
+    assert f"{data} has no manifest.json but holds 1 parquet file(s) (shard_00000.parquet)" in res["msg"]
+    assert "killed midway" in res["msg"]
+    (data / "shard_00000.parquet").unlink()
+    res = run_module("nanochat_data_verify", {"data_dir": str(data)}, capsys)
+    assert res["failed"] and f"{data} has no manifest.json and no shard" in res["msg"]
+    # the receiving side, before anything was sent, accepts a folder with no manifest yet
+    res = run_module("nanochat_data_verify", {"data_dir": str(data), "allow_missing_manifest": True}, capsys)
+    assert not res.get("failed") and res["manifest"] is False
