@@ -130,3 +130,14 @@ def test_a_killed_preps_folder_is_never_sent(ready) -> None:
     finally:
         on_host("cpu", f"mv {prepared}/../manifest.json.kept {prepared}/manifest.json")
     assert play("playbooks/transfer_random.yml", ready).ok
+
+
+def test_an_arm_of_a_single_parquet_file_is_refused(ready) -> None:
+    # nanochat takes the last file as validation: with one file no rank has anything to train on
+    on_host("top", f"mkdir -p ~/held-out && mv {DATA}/shard_0*.parquet ~/held-out/")
+    try:
+        text = refused(ready)
+        assert "top (top16.5): the arm has 1 parquet file (shard_val.parquet)" in text, text
+    finally:
+        on_host("top", f"mv ~/held-out/*.parquet {DATA}/ && rmdir ~/held-out")
+    assert play("playbooks/preflight.yml", ready).ok
