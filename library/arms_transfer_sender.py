@@ -13,13 +13,15 @@ description:
     itself when it ends. Nothing is made when every folder is in sync.
   - C(state=probe) logs in to the receiver with the probe key (its host key checked) and returns what it printed,
     the address it saw the sender at; fails with a sentence saying why it could not log in.
+  - C(state=start) runs the job script the offer wrote, detached from the connection, and returns its job id
+    (its status file in O(async_dir), as Ansible's async jobs keep theirs, for M(nanochat_job) to wait on).
   - C(state=cleanup) removes every key file, the known_hosts and the job script of the transfer.
 options:
   state:
     description: The step.
     type: str
     required: true
-    choices: [offer, probe, cleanup]
+    choices: [offer, probe, start, cleanup]
   srcs:
     description: The folders on this host to send, in order (C(state=offer)).
     type: list
@@ -59,6 +61,13 @@ options:
   probe_key:
     description: The key the probe logs in with (C(state=probe); the offer returns it).
     type: path
+  script:
+    description: The job script to run (C(state=start); the offer returns it).
+    type: path
+  async_dir:
+    description: Where the job's status file goes (C(state=start)).
+    type: path
+    default: ~/.ansible_async
   host_keys:
     description: The receiver's public ssh host keys (read through Ansible's checked connection, or pinned).
     type: list
@@ -135,6 +144,10 @@ probe_key:
   description: The key the probe logs in with (C(state=offer), when something is to be sent).
   type: str
   returned: when something is to be sent
+ansible_job_id:
+  description: The job's id (C(state=start)).
+  type: str
+  returned: state=start
 ssh_client:
   description: What the receiver printed to the probe (C(state=probe)).
   type: str
@@ -150,13 +163,14 @@ from ansible.module_utils.arms_transfer import (
     sender_cleanup,
     sender_offer,
     sender_probe,
+    start_job,
 )
 from ansible.module_utils.basic import AnsibleModule
 
 FAIL_PREFIX = "the transfer cannot go ahead: "
 
 ARGUMENT_SPEC: dict[str, Any] = {
-    "state": {"type": "str", "required": True, "choices": ["offer", "probe", "cleanup"]},
+    "state": {"type": "str", "required": True, "choices": ["offer", "probe", "start", "cleanup"]},
     "srcs": {"type": "list", "elements": "path", "default": []},
     "dests": {"type": "list", "elements": "str", "default": []},
     "receiver_files": {"type": "list", "elements": "dict", "default": []},
@@ -166,6 +180,8 @@ ARGUMENT_SPEC: dict[str, Any] = {
     "keyname": {"type": "str", "required": True},
     "log": {"type": "path", "required": True},
     "probe_key": {"type": "path"},
+    "script": {"type": "path"},
+    "async_dir": {"type": "path", "default": "~/.ansible_async"},
     "host_keys": {"type": "list", "elements": "str", "default": []},
     "user": {"type": "str"},
     "addr": {"type": "str"},
@@ -181,6 +197,8 @@ ARGUMENT_SPEC: dict[str, Any] = {
 def step(p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
     count = len(p["srcs"]) if p["state"] == "offer" else p["count"]
     paths = SenderPaths(p["keydir"], p["keyname"], count, p["log"])
+    if p["state"] == "start":
+        return {"changed": False} if check_mode else start_job(p["script"], p["async_dir"])
     if p["state"] == "cleanup":
         return {"changed": False} if check_mode else sender_cleanup(paths)
     if p["state"] == "probe":

@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import json
 import os
 import pwd
 import re
+import secrets
 import shlex
 import stat
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -440,6 +443,40 @@ def sender_probe(
     raise TransferError(
         f"{sender} could not log in to {receiver} ({user}@{addr}, port {port}) to send the {label}: {last} {hint}"
     )
+
+
+# The job's runner: the script's exit code and output, written as the job's status file when it ends (the
+# format Ansible's async jobs use, which nanochat_job waits on); the script itself removes the keys.
+_JOB_RUNNER = """
+import datetime, json, os, subprocess, sys, time
+status, script = sys.argv[1], sys.argv[2]
+t0 = time.monotonic()
+p = subprocess.run(["/bin/bash", script], capture_output=True, text=True, stdin=subprocess.DEVNULL)
+res = {"rc": p.returncode, "stdout": p.stdout, "stderr": p.stderr, "changed": False, "cmd": ["/bin/bash", script],
+       "delta": str(datetime.timedelta(seconds=time.monotonic() - t0))}
+if p.returncode:
+    res.update(failed=True, msg="non-zero return code")
+with open(status + ".tmp", "w") as fh:
+    json.dump(res, fh)
+os.replace(status + ".tmp", status)
+"""
+
+
+def start_job(script: str, async_dir: str = "~/.ansible_async") -> dict[str, Any]:
+    """Run the job script detached from this connection (its own session), and return its job id: one module
+    call, where Ansible's async start copies files over a connection of its own first."""
+    folder = os.path.expanduser(async_dir)
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    jid = f"j{secrets.randbelow(10**12):012d}.{os.getpid()}"
+    status = os.path.join(folder, jid)
+    with open(status, "w", encoding="utf-8") as fh:
+        json.dump({"started": 1, "finished": 0, "ansible_job_id": jid}, fh)
+    subprocess.Popen(  # argv of our own: this interpreter, the runner, two paths
+        [sys.executable, "-c", _JOB_RUNNER, status, script],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True, close_fds=True,
+    )  # fmt: skip
+    return {"changed": False, "ansible_job_id": jid, "started": 1}
 
 
 def sender_cleanup(paths: SenderPaths) -> dict[str, Any]:
