@@ -453,6 +453,8 @@ def _event_handler(summary: Summary, echo: Callable[[str], None] | None) -> Call
                 {
                     "host": host,
                     "task": task,
+                    # the same task on several hosts: they ran it together (one task, not one a host in turn)
+                    "uuid": data.get("task_uuid", ""),
                     "action": data.get("task_action", ""),
                     "status": status,
                     "duration_s": round(float(duration or 0.0), 3),

@@ -30,6 +30,10 @@ def test_both_arms_launched_and_seen_training(experiment) -> None:
         assert runs[host]["arm"] == arm and runs[host]["pid"]
         log = on_host(host, f"cat {runs[host]['log']}").stdout
         assert "step 0" in log, log[-2000:]
+    # launched in parallel: one launch task ran on both hosts at once, not once a host, one after the other
+    launches = [t for t in first.tasks if t["task"] == "The arm's run is started" and t["status"] != "skipped"]
+    assert {t["host"] for t in launches} == set(ARM_HOSTS)
+    assert len({t["uuid"] for t in launches}) == 1, launches
 
 
 def test_second_site_run_changes_nothing_and_launches_nothing(experiment) -> None:
