@@ -108,7 +108,9 @@ def bound_line(variant: str, hosts: list[dict[str, Any]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--before", default="3522ce3", help="the revision whose site.yml is the 'before'")
+    parser.add_argument(
+        "--before", default="3522ce3", help="the revision whose site.yml is the 'before' ('none': only the after)"
+    )
     parser.add_argument("--after", default="HEAD", help="the revision whose site.yml is the 'after'")
     args = parser.parse_args()
     after = subprocess.run(
@@ -118,7 +120,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-phases-") as tmp:
         trees: list[Path] = []
         try:
-            for variant, rev in ((f"before ({args.before})", args.before), (f"after ({after})", after)):
+            variants = [(f"before ({args.before})", args.before)] if args.before != "none" else []
+            for variant, rev in [*variants, (f"after ({after})", after)]:
                 checkout = Path(tmp) / f"tree-{variant.split()[0]}"
                 subprocess.run(
                     ["git", "-C", str(ROOT), "worktree", "add", "-q", "--detach", str(checkout), rev], check=True
@@ -142,6 +145,8 @@ def main() -> None:
     # longest of (a GPU host's setup, its data), plus the preflight and the launch, and nothing else
     for variant, hosts in results.items():
         print(bound_line(variant, list(hosts.values())))
+    if len(results) < 2:
+        return
     (b, a) = results.values()
     for host in sorted(a):
         if "total_s" in a[host] and "total_s" in b.get(host, {}):
