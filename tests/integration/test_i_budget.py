@@ -18,7 +18,7 @@ ARMS = {"top": "top16.5", "random": "random16.5"}
 BASE = "$HOME/.cache/nanochat"
 CACHE = f"{BASE}/base_data.budget.json"  # arms_packing.cache_path of the arm's data dir
 CPU_CACHE = "$HOME/.local/share/nanochat-arms/prepared/random16.5/base_data.budget.json"
-MEASURE_TASK = "The arm's data budget is measured with nanochat's own loader (on the arm's first host)"
+MEASURE_TASK = "Each arm's data budget is measured with nanochat's own loader (on the arm's first host)"
 
 # nanochat's loader over the whole arm (its data dir, the val shard last), unchanged, as rank 0 of 1: the rows
 # it yields in one steady pass (after WARM passes, while its state says epoch WARM + 1), as
