@@ -1049,9 +1049,7 @@ def members_from_dicts(common: dict[str, Any], members: Any) -> list[Member]:
         raise ArmsError("members must be a non-empty list of {name, seed, ratio, data_dir, ...}, one per data dir.")
     clash = [k for k in SINGLE_ONLY if common.get(k) is not None]
     if clash:
-        raise ArmsError(
-            f"{', '.join(clash)} belong to each member when members is given; move them into the members' entries."
-        )
+        raise ArmsError(f"{', '.join(clash)} cannot be given with members: each member gives its own in its entry.")
     names = set(Options.__dataclass_fields__) - set(SINGLE_ONLY) - {"progress_file"}
     shared = {k: v for k, v in common.items() if k in names and v is not None}
     out = []
