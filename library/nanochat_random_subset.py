@@ -103,7 +103,8 @@ options:
       - Several data dirs sampled from this one source in one read (see the description). Each item is a
         dict with C(name) (the arm; names the member in messages and results), C(seed), C(ratio),
         C(data_dir) (required), C(val_fraction) (default 0), C(val_dir) (default C(<data_dir>/../arms_val)),
-        C(progress_file) (a copy of the job's progress) and C(exclude_val_of) (a dict C(seed), C(ratio),
+        C(progress_file) (a copy of the job's progress), C(rows_per_shard) (default O(rows_per_shard)) and
+        C(exclude_val_of) (a dict C(seed), C(ratio),
         C(val_fraction), as in O(exclude_val_of)). Every other option applies to all members.
       - With O(members), O(data_dir), O(ratio), O(seed), O(val_fraction), O(val_dir) and
         O(exclude_val_of) are refused (they belong to the members); O(progress_file) follows the whole

@@ -1020,7 +1020,17 @@ class Member:
     opts: Options
 
 
-MEMBER_KEYS = ("name", "seed", "ratio", "val_fraction", "data_dir", "val_dir", "progress_file", "exclude_val_of")
+MEMBER_KEYS = (
+    "name",
+    "seed",
+    "ratio",
+    "val_fraction",
+    "data_dir",
+    "val_dir",
+    "progress_file",
+    "exclude_val_of",
+    "rows_per_shard",  # optional: the task's rows_per_shard otherwise (pass 2 is per member)
+)
 # the single form's per-data-dir options: with members each member gives its own
 SINGLE_ONLY = ("data_dir", "ratio", "seed", "val_fraction", "val_dir", "exclude_val_of")
 
@@ -1076,8 +1086,11 @@ def members_from_dicts(common: dict[str, Any], members: Any) -> list[Member]:
                 "ratio": _number(exclude["ratio"], float, f"member {name}: exclude_val_of.ratio"),
                 "val_fraction": _number(exclude["val_fraction"], float, f"member {name}: exclude_val_of.val_fraction"),
             }
+        own = dict(shared)
+        if entry.get("rows_per_shard") is not None:
+            own["rows_per_shard"] = _number(entry["rows_per_shard"], int, f"member {name}: rows_per_shard")
         opts = Options(
-            **shared,
+            **own,
             data_dir=str(entry["data_dir"]),
             val_dir=str(entry["val_dir"]) if entry.get("val_dir") else None,
             seed=_number(entry["seed"], int, f"member {name}: seed"),

@@ -350,6 +350,11 @@ def test_members_from_the_task_refuse_single_form_options_and_read_templated_num
     )
     assert got[0].opts.seed == 43 and got[0].opts.ratio == 0.25 and got[0].opts.rows_per_shard == 10
     assert got[0].opts.exclude_val_of == {"seed": 42, "ratio": 0.25, "val_fraction": 0.01}
+    own = members_from_dicts(
+        {"dataset": source, "rows_per_shard": 10},
+        [{"name": "a", "seed": 1, "ratio": 0.1, "data_dir": "/d", "rows_per_shard": "7"}],
+    )
+    assert own[0].opts.rows_per_shard == 7  # a member's own rows_per_shard (the playbook passes each arm's)
 
 
 def test_the_module_takes_members_and_reports_each(
