@@ -18,6 +18,20 @@ description:
     when u < T and its text is not null; a kept row with u < V is a validation row, every other kept
     row is a training row. The kept set depends only on the seed, the ratio and the ids: not on file
     order, worker count or interruptions, and a smaller ratio keeps a subset of a larger one's rows."
+  - "Excluding the shared validation rows (O(exclude_val_of), or a member's C(exclude_val_of)): given the
+    val owner's seed s', ratio r' and val_fraction f', a row whose id hashes under the key of s' to
+    u' < V' = floor(f' * floor(r' * 2^64)) (a validation row of the owner's C(shard_val.parquet)) is not
+    kept at all; the rule above decides the rest. The experiment validates every arm on the owner's
+    validation shard, so no arm trains on it. Recorded in the manifest's params as C(excludes_val_of): a
+    data dir made without it (or with another owner) is one made with other parameters. Without the
+    option the rows kept are exactly the rule's."
+  - "Several data dirs from one read (O(members)): the members of a family (other seeds or ratios of the
+    same source) are made in one pass over the source: each unit of source files is read once, its ids
+    are hashed once per member key, and each member's kept rows go to that member's own work dir; the
+    shards are then written per member. Each member's data dir, manifest and validation artifact are
+    byte for byte what the single form makes with that member's seed, ratio, val_fraction (and
+    exclude_val_of). Members whose data dir is complete are verified and left alone; when all are, the
+    source is not read. Every member is checked (and a refusal names it) before anything is written."
   - "Shuffle and shards: training rows are ordered by (o, text) and cut in that order into shards of
     O(rows_per_shard) rows. A last shard with fewer than O(world_size) rows (the tiny tail) is appended
     to the shard before it, so that shard may hold up to rows_per_shard + world_size - 1 rows; no row is
@@ -71,19 +85,38 @@ options:
     default: train
   ratio:
     description:
-      - Fraction of the rows to keep, in (0, 1]. The realised fraction is returned.
+      - Fraction of the rows to keep, in (0, 1]; default V(0.165). The realised fraction is returned.
+      - Single form only (with O(members) each member gives its own).
     type: float
-    default: 0.165
   seed:
     description:
-      - Seed of the keyed hash; it decides the subset and its order.
+      - Seed of the keyed hash; it decides the subset and its order. Default V(42).
+      - Single form only (with O(members) each member gives its own).
     type: int
-    default: 42
   data_dir:
     description:
       - Folder nanochat reads (C($NANOCHAT_BASE_DIR/base_data)). Created when missing.
+      - Required unless O(members) is given (then each member gives its own; the two forms exclude each other).
     type: path
-    required: true
+  members:
+    description:
+      - Several data dirs sampled from this one source in one read (see the description). Each item is a
+        dict with C(name) (the arm; names the member in messages and results), C(seed), C(ratio),
+        C(data_dir) (required), C(val_fraction) (default 0), C(val_dir) (default C(<data_dir>/../arms_val)),
+        C(progress_file) (a copy of the job's progress), C(rows_per_shard) (default O(rows_per_shard)) and
+        C(exclude_val_of) (a dict C(seed), C(ratio),
+        C(val_fraction), as in O(exclude_val_of)). Every other option applies to all members.
+      - With O(members), O(data_dir), O(ratio), O(seed), O(val_fraction), O(val_dir) and
+        O(exclude_val_of) are refused (they belong to the members); O(progress_file) follows the whole
+        job. Two members may not share a name, a data dir, a work dir or a val dir.
+    type: list
+    elements: dict
+  exclude_val_of:
+    description:
+      - The val owner's sampling, a dict with C(seed), C(ratio) and C(val_fraction) (above 0); the owner's
+        validation rows are not kept here (see the description). Single form; in O(members) give it per
+        member. Not for the owner itself (refused).
+    type: dict
   rows_per_shard:
     description:
       - Rows per training shard (the last may be smaller, or larger by a tail of fewer than O(world_size)
@@ -98,10 +131,10 @@ options:
     default: 8
   val_fraction:
     description:
-      - Fraction of the kept hash range held out as the validation shard, in [0, 1). V(0) writes no
-        validation shard (nanochat then uses the last training shard as validation).
+      - Fraction of the kept hash range held out as the validation shard, in [0, 1); default V(0). V(0)
+        writes no validation shard (nanochat then uses the last training shard as validation).
+      - Single form only (with O(members) each member gives its own).
     type: float
-    default: 0.0
   val_dir:
     description:
       - Where the copy of the validation shard (and its manifest) is kept as an artifact for other arms.
@@ -147,7 +180,9 @@ options:
   progress_file:
     description:
       - JSON progress state written while running (phase, rows read and kept, shards written, MB/s, ETA
-        and a one-line summary), for a status playbook or an async wait loop.
+        and a one-line summary), for a status playbook or an async wait loop. With O(members) it follows
+        the whole job (the rows of the shared source, read once, and the kept rows of all members, then every
+        member's shards).
     type: path
   work_dir:
     description:
@@ -189,6 +224,27 @@ EXAMPLES = r"""
   poll: 0
   register: prep
 
+- name: Three seeds of one source in one read; seeds 43 and 44 leave out seed 42's validation rows
+  nanochat_random_subset:
+    dataset: airtrain-ai/fineweb-edu-fortified
+    rows_per_shard: 14000
+    world_size: 8
+    progress_file: ~/arms/progress/prepare-random16.5.json
+    members:
+      - {name: random16.5, seed: 42, ratio: 0.165, val_fraction: 0.002, data_dir: ~/arms/prepared/random16.5/base_data}
+      - name: random16.5-s43
+        seed: 43
+        ratio: 0.165
+        data_dir: ~/arms/prepared/random16.5-s43/base_data
+        exclude_val_of: {seed: 42, ratio: 0.165, val_fraction: 0.002}
+      - name: random16.5-s44
+        seed: 44
+        ratio: 0.165
+        data_dir: ~/arms/prepared/random16.5-s44/base_data
+        exclude_val_of: {seed: 42, ratio: 0.165, val_fraction: 0.002}
+  async: 172800
+  poll: 0
+
 - name: Local parquet files, one config, two extra columns, four workers
   nanochat_random_subset:
     dataset: /data/fortified
@@ -201,6 +257,23 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+members:
+  description:
+    - With O(members), one result per member in their order, each with C(name) and the keys below
+      (data_dir, manifest, shards, train_rows, ... as the single form returns them, and its own
+      C(changed)). The single form returns those keys at the top level instead.
+  type: list
+  elements: dict
+  returned: with members
+source_rows_read:
+  description:
+    - With O(members), rows of the source this run read (once for all members; 0 when every member was complete).
+  type: int
+  returned: with members
+source_units_read:
+  description: With O(members), units of source files this run read (each once, whatever the number of members).
+  type: int
+  returned: with members
 data_dir:
   description: Absolute path of the data dir.
   type: str
@@ -242,13 +315,18 @@ resumed:
   type: bool
   returned: success
 msg:
-  description: One-line summary.
+  description: One-line summary; with O(members) one line per member, C(<name>) then its summary.
   type: str
   returned: always
 """
 
 from ansible.module_utils.arms_common import ArmsError, load_env_file
-from ansible.module_utils.arms_shard import options_from_dict, prepare_random_subset
+from ansible.module_utils.arms_shard import (
+    members_from_dicts,
+    options_from_dict,
+    prepare_random_subset,
+    prepare_random_subsets,
+)
 from ansible.module_utils.basic import AnsibleModule
 
 # how a playbook user sets force, named by every refusal (no -e variable feeds it: the task's own argument)
@@ -261,12 +339,14 @@ def main() -> None:
             "dataset": {"type": "str", "required": True},
             "config": {"type": "str"},
             "split": {"type": "str", "default": "train"},
-            "ratio": {"type": "float", "default": 0.165},
-            "seed": {"type": "int", "default": 42},
-            "data_dir": {"type": "path", "required": True},
+            "ratio": {"type": "float"},
+            "seed": {"type": "int"},
+            "data_dir": {"type": "path"},
+            "members": {"type": "list", "elements": "dict"},
+            "exclude_val_of": {"type": "dict"},
             "rows_per_shard": {"type": "int", "default": 14000},
             "world_size": {"type": "int", "default": 8},
-            "val_fraction": {"type": "float", "default": 0.0},
+            "val_fraction": {"type": "float"},
             "val_dir": {"type": "path"},
             "text_column": {"type": "str", "default": "text"},
             "id_column": {"type": "str", "default": "id"},
@@ -281,6 +361,7 @@ def main() -> None:
             "compression_level": {"type": "int", "default": 3},
         },
         supports_check_mode=True,
+        required_one_of=[("data_dir", "members")],
     )
     params = dict(module.params)
     try:
@@ -290,8 +371,18 @@ def main() -> None:
     if not params.get("hf_token"):
         params["hf_token"] = secrets.get("HF_TOKEN") or secrets.get("HUGGINGFACE_HUB_TOKEN")
     token = params.get("hf_token")
+    members = params.pop("members", None)
     try:
-        result = prepare_random_subset(options_from_dict(params), check_mode=module.check_mode, force_hint=FORCE_HINT)
+        if members is not None:
+            result = prepare_random_subsets(
+                members_from_dicts(params, members),
+                check_mode=module.check_mode,
+                force_hint=FORCE_HINT,
+                progress_file=params.get("progress_file"),
+            )
+        else:
+            opts = options_from_dict(params)
+            result = prepare_random_subset(opts, check_mode=module.check_mode, force_hint=FORCE_HINT)
     except ArmsError as exc:
         module.fail_json(msg=_scrub(str(exc), token))
     except OSError as exc:

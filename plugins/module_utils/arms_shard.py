@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import hashlib
 import json
 import math
@@ -131,6 +132,13 @@ RULE = (
     "u < V is a validation row, the others are training rows. Each group is ordered by (o, text) and cut "
     "in that order: training rows into shards of rows_per_shard rows (a last shard of fewer than world_size "
     "rows is appended to the shard before it), validation rows into one shard_val.parquet."
+)
+
+
+EXCLUDE_RULE = (
+    "With excludes_val_of {seed: s', ratio: r', val_fraction: f'}: a row whose id hashes under the key of s' "
+    "to u' < V' = floor(f' * floor(r' * 2^64)) is a validation row of that member's shard_val.parquet and is "
+    "not kept here (neither as a training nor as a validation row); the rule above decides the rest."
 )
 
 
@@ -255,9 +263,31 @@ class Options:
     work_dir: str | None = None
     min_free_bytes_factor: float = 1.2
     compression_level: int = DEFAULT_COMPRESSION_LEVEL
+    # {seed, ratio, val_fraction} of the member whose validation shard the experiment uses: its validation
+    # rows are dropped from this data dir (EXCLUDE_RULE). None: today's rule alone.
+    exclude_val_of: dict[str, Any] | None = None
+
+    def exclusion(self) -> dict[str, Any] | None:
+        """``exclude_val_of`` as recorded in the manifest's params (numbers normalised, the rule in words)."""
+        if not self.exclude_val_of:
+            return None
+        ex = self.exclude_val_of
+        return {
+            "seed": int(ex["seed"]),
+            "ratio": float(ex["ratio"]),
+            "val_fraction": float(ex["val_fraction"]),
+            "rule": EXCLUDE_RULE,
+        }
 
     def params(self) -> dict[str, Any]:
         """What produced the shards: compared with the manifest to refuse mixing."""
+        params = self._params()
+        exclusion = self.exclusion()
+        if exclusion is not None:  # only then: a data dir made without it keeps today's params
+            params["excludes_val_of"] = exclusion
+        return params
+
+    def _params(self) -> dict[str, Any]:
         return {
             "ratio": float(self.ratio),
             "seed": int(self.seed),
@@ -312,6 +342,29 @@ def validate_options(opts: Options) -> None:
             raise ArmsError(f"extra_columns cannot contain {col!r}: the output already has a text column.")
     if len(set(opts.extra_columns)) != len(opts.extra_columns):
         raise ArmsError("extra_columns lists a column twice.")
+    if opts.exclude_val_of is not None:
+        _validate_exclusion(opts)
+
+
+def _validate_exclusion(opts: Options) -> None:
+    ex = opts.exclude_val_of
+    shape = "exclude_val_of must be {seed: <int>, ratio: <(0, 1]>, val_fraction: <(0, 1)>}"
+    if not isinstance(ex, dict) or set(ex) != {"seed", "ratio", "val_fraction"}:
+        raise ArmsError(f"{shape} (the val owner's sampling), got {ex!r}.")
+    seed, ratio, vf = ex["seed"], ex["ratio"], ex["val_fraction"]
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ArmsError(f"{shape}: its seed {seed!r} is not an integer.")
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio <= 1:
+        raise ArmsError(f"{shape}: its ratio {ratio!r} is not in (0, 1].")
+    if isinstance(vf, bool) or not isinstance(vf, (int, float)) or not 0 < vf < 1:
+        raise ArmsError(
+            f"{shape}: its val_fraction {vf!r} is not in (0, 1) (without validation rows there is nothing to exclude)."
+        )
+    if (int(seed), float(ratio), float(vf)) == (int(opts.seed), float(opts.ratio), float(opts.val_fraction)):
+        raise ArmsError(
+            f"exclude_val_of names this data dir's own sampling (seed {seed}, ratio {ratio}, val_fraction {vf}): "
+            "it would drop its own validation rows; the val owner itself takes no exclude_val_of."
+        )
 
 
 def _source_description(opts: Options) -> dict[str, Any]:
@@ -363,18 +416,34 @@ def _report(rows: int, nbytes: int, kept: int) -> None:
 
 
 @dataclass(frozen=True)
-class UnitJob:
-    index: int
-    part: Part
-    row_groups: tuple[int, ...]
+class SpillTarget:
+    """One member's share of a unit: its key and thresholds, where its kept rows are spilled.
+
+    ``exclude`` is (key, V) of another member whose validation rows this member must not keep: a row whose
+    id hashes under that key to u < V is dropped (``Options.exclude_val_of``).
+    """
+
+    member: int  # the member's place in the run (0 for a single data dir)
+    unit: int  # the unit's number in the member's own layout (its spill file and marker)
     spill_dir: str
-    text_column: str
-    id_column: str
-    extra_columns: tuple[str, ...]
     key: bytes
     t: int
     v: int
     bits: int
+    exclude: tuple[bytes, int] | None = None
+
+
+@dataclass(frozen=True)
+class UnitJob:
+    """One read of a unit of the source, sampled for every target (member) that still needs it."""
+
+    index: int
+    part: Part
+    row_groups: tuple[int, ...]
+    text_column: str
+    id_column: str
+    extra_columns: tuple[str, ...]
+    targets: tuple[SpillTarget, ...]
 
 
 def _unit_paths(spill_dir: str, index: int) -> tuple[str, str]:
@@ -441,31 +510,58 @@ class _SpillWriter:
             pass
 
 
+STAT_KEYS = ("rows_read", "rows_null_text", "train_rows", "val_rows", "text_bytes_read", "kept_bytes")
+
+
+class _Hashes:
+    """The ids of one record batch hashed once per key (members of one seed, or a member and the val owner)."""
+
+    def __init__(self, ids: pa.Array | pa.ChunkedArray) -> None:
+        self.ids = ids
+        self.by_key: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
+
+    def get(self, key: bytes) -> tuple[np.ndarray, np.ndarray]:
+        if key not in self.by_key:
+            self.by_key[key] = hash_ids(self.ids, key)
+        return self.by_key[key]
+
+
 def _sample_batch(
-    batch: pa.RecordBatch, job: UnitJob, spill_schema: pa.Schema, stats: dict[str, int]
+    batch: pa.RecordBatch,
+    job: UnitJob,
+    target: SpillTarget,
+    spill_schema: pa.Schema,
+    stats: dict[str, int],
+    hashes: _Hashes,
+    valid: np.ndarray | None,
 ) -> tuple[pa.Table, np.ndarray] | None:
-    """The kept rows of one record batch, sorted by group (bucket; val buckets after train), and their groups."""
+    """One target's kept rows of one record batch, sorted by group (bucket; val buckets after train), and their groups.
+
+    ``valid`` is the batch's non-null text mask (None: no null text).
+    """
     n = batch.num_rows
-    ids = batch.column(job.id_column)
-    if ids.null_count:
-        raise ArmsError(
-            f"{job.part.path} has {ids.null_count} rows without an id in column {job.id_column!r}; "
-            "the sampling rule needs an id on every row: set id_column to a column that always has one."
-        )
     text = batch.column(job.text_column)
-    u, o = hash_ids(ids, job.key)
-    kept, val = sample_masks(u, job.t, job.v)
-    if text.null_count:
-        valid = text.is_valid().to_numpy(zero_copy_only=False)
+    u, o = hashes.get(target.key)
+    kept, val = sample_masks(u, target.t, target.v)
+    if valid is not None:
         stats["rows_null_text"] += int(n - valid.sum())
         kept &= valid
         val &= valid
+    if target.exclude is not None:
+        owner_u, _ = hashes.get(target.exclude[0])
+        _, owner_val = sample_masks(owner_u, 1 << 64, target.exclude[1])
+        if valid is not None:
+            owner_val &= valid
+        dropped = kept & owner_val
+        stats["rows_excluded_val"] = stats.get("rows_excluded_val", 0) + int(dropped.sum())
+        kept &= ~owner_val
+        val &= kept
     stats["rows_read"] += n
     stats["text_bytes_read"] += int(text.nbytes)
     idx = np.flatnonzero(kept)
     if not len(idx):
         return None
-    groups = bucket_of(o[idx], job.bits) + np.where(val[idx], 1 << job.bits, 0)
+    groups = bucket_of(o[idx], target.bits) + np.where(val[idx], 1 << target.bits, 0)
     order = np.argsort(groups, kind="stable")
     idx, groups = idx[order], groups[order]
     take = _arrow(idx.astype(np.int64), pa.int64())
@@ -482,10 +578,14 @@ def _sample_batch(
     return sub, groups
 
 
-def spill_unit(job: UnitJob) -> dict[str, Any]:
-    """Pass 1 for one unit: sample its rows and spill the kept ones grouped by bucket. Returns its stats."""
-    arrow_path, json_path = _unit_paths(job.spill_dir, job.index)
-    tmp = tmp_path(arrow_path)
+def spill_unit(job: UnitJob) -> list[dict[str, Any]]:
+    """Pass 1 for one unit: read it once; for each target sample its rows and spill the kept ones grouped by
+    bucket into the target's spill dir. Returns each target's result (its stats, bucket counts and spill index).
+
+    Every target's spill file is renamed into place and its marker written only after the whole unit was
+    read, one target after the other: a run killed in between leaves some targets' units done (kept on
+    resume, per target) and the others' not started.
+    """
     pf = open_parquet(job.part)
     schema = pf.schema_arrow
     text_type = schema.field(job.text_column).type
@@ -495,38 +595,62 @@ def spill_unit(job: UnitJob) -> dict[str, Any]:
         )
     read_cols = list(dict.fromkeys([job.text_column, job.id_column, *job.extra_columns]))
     spill_schema = _spill_schema(schema, job.extra_columns)
-    stats = dict.fromkeys(("rows_read", "rows_null_text", "train_rows", "val_rows", "text_bytes_read", "kept_bytes"), 0)
-    spill = _SpillWriter(tmp, spill_schema)
+    paths = [_unit_paths(target.spill_dir, target.unit) for target in job.targets]
+    tmps = [tmp_path(arrow_path) for arrow_path, _ in paths]
+    all_stats: list[dict[str, int]] = [dict.fromkeys(STAT_KEYS, 0) for _ in job.targets]
+    spills: list[_SpillWriter] = []
     try:
+        for tmp in tmps:
+            spills.append(_SpillWriter(tmp, spill_schema))
         for batch in pf.iter_batches(
             batch_size=BATCH_ROWS, row_groups=list(job.row_groups), columns=read_cols, use_threads=False
         ):
-            read_before, kept_before = stats["text_bytes_read"], stats["train_rows"] + stats["val_rows"]
-            sampled = _sample_batch(batch, job, spill_schema, stats)
-            if sampled is not None:
-                spill.add(*sampled)
-            kept = stats["train_rows"] + stats["val_rows"] - kept_before
-            _report(batch.num_rows, stats["text_bytes_read"] - read_before, kept)
-        spill.close()
+            ids = batch.column(job.id_column)
+            if ids.null_count:
+                raise ArmsError(
+                    f"{job.part.path} has {ids.null_count} rows without an id in column {job.id_column!r}; "
+                    "the sampling rule needs an id on every row: set id_column to a column that always has one."
+                )
+            text = batch.column(job.text_column)
+            valid = text.is_valid().to_numpy(zero_copy_only=False) if text.null_count else None
+            hashes = _Hashes(ids)
+            kept = 0
+            for target, stats, spill in zip(job.targets, all_stats, spills, strict=True):
+                kept_before = stats["train_rows"] + stats["val_rows"]
+                sampled = _sample_batch(batch, job, target, spill_schema, stats, hashes, valid)
+                if sampled is not None:
+                    spill.add(*sampled)
+                kept += stats["train_rows"] + stats["val_rows"] - kept_before
+            _report(batch.num_rows, int(text.nbytes), kept)
+        for spill in spills:
+            spill.close()
     except BaseException:
-        spill.abandon()
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        for spill in spills:
+            spill.abandon()
+        for tmp in tmps:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
         raise
-    fd = os.open(tmp, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, arrow_path)
-    result = {
-        "unit": job.index,
-        "stats": stats,
-        "counts": {str(k): v for k, v in sorted(spill.counts.items())},
-        "index": spill.index,
-    }
-    atomic_write_json(json_path, result)
-    return result
+    results = []
+    for target, (arrow_path, json_path), tmp, stats, spill in zip(
+        job.targets, paths, tmps, all_stats, spills, strict=True
+    ):
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, arrow_path)
+        result = {
+            "unit": target.unit,
+            "member": target.member,
+            "stats": stats,
+            "counts": {str(k): v for k, v in sorted(spill.counts.items())},
+            "index": spill.index,
+        }
+        atomic_write_json(json_path, {k: v for k, v in result.items() if k != "member"})
+        results.append(result)
+    return results
 
 
 # ----------------------------------------------------------------------------- pass 2: sort + write
@@ -674,7 +798,7 @@ def write_shards(jobs: list[ShardJob]) -> list[dict[str, Any]]:
     """Write a run of consecutive shards (they share buckets, loaded and sorted once)."""
     _BUCKET_CACHE.clear()
     try:
-        return [write_shard(job) for job in jobs]
+        return [{**write_shard(job), "data_dir": job.data_dir} for job in jobs]
     finally:
         _BUCKET_CACHE.clear()
 
@@ -848,37 +972,256 @@ def prepare_random_subset(
     refusal names it. Raises ArmsError with a sentence for anything the user has to fix.
     """
     validate_options(opts)
-    started = time.time()
-    wanted = _wanted(opts)
-    found = inspect_data_dir(wanted, force=opts.force, deep=not check_mode, force_hint=force_hint)
-    decision = decide(found, wanted, force=opts.force, force_hint=force_hint)
-    if decision.action == REFUSE:
-        raise ArmsError(decision.refusal)
-    if decision.action == REUSE:
-        if check_mode:
-            return _predicted_result(decision, wanted, found.manifest)
-        return _reuse(decision, wanted, found)
-    if check_mode and decision.action == REPAIR:
-        return _predicted_result(decision, wanted, found.manifest)
-
-    source, plan = _read_source(opts)
-    parts = [[p.path, p.size] for p in source.parts]
-    decision = decide_after_listing(decision, found, parts, wanted, force=opts.force, force_hint=force_hint)
-    if decision.action == REFUSE:
-        raise ArmsError(decision.refusal)
-    layout = _layout(decision, found.state, plan, wanted.work_dir)
-    # where first, then how much: a data_dir on /proc is not "not enough free disk"
-    _check_writable(wanted.data_dir, "data_dir")
-    _check_writable(wanted.work_dir, "work_dir")
-    if opts.val_fraction > 0:
-        _check_writable(wanted.val_dir, "val_dir")
-    wipe = decision.action == REPLACE
-    _check_space(opts, plan, plan.facts, layout.units, layout.done, wanted.data_dir, wanted.work_dir, wipe)
-    if check_mode:
-        return _estimated_result(decision, wanted, opts, plan)
-    return _execute(
-        opts, decision, found, wanted, source, plan, layout, parts, echo=echo, started=started, force_hint=force_hint
+    results, _ = _prepare(
+        [Member("", opts)], check_mode=check_mode, echo=echo, force_hint=force_hint, progress_file=opts.progress_file
     )
+    return results[0]
+
+
+def prepare_random_subsets(
+    members: list[Member],
+    *,
+    check_mode: bool = False,
+    echo: Callable[[str], None] | None = None,
+    force_hint: str = DEFAULT_FORCE_HINT,
+    progress_file: str | None = None,
+) -> dict[str, Any]:
+    """Several data dirs sampled from one source (the members of a family) in one read of the source.
+
+    Every member's data dir is what :func:`prepare_random_subset` makes for its options, byte for byte:
+    pass 1 reads each unit of the source once and spills each member's kept rows into the member's own
+    work dir; pass 2 writes each member's shards and manifest. Members whose data dir is complete are
+    verified and left alone; when all are, the source is not read. Every member is validated and decided
+    before anything is written (a refusal names the member). ``progress_file`` follows the whole job (rows
+    of the source read once, then the shards of every member); a member's own ``progress_file`` mirrors it.
+
+    Returns ``{changed, msg (one line per member: "<name>: <its msg>"), members: [{name, **its result}],
+    source_rows_read, source_units_read}``; the last two count what this run read of the source (0 when
+    every member was complete).
+    """
+    validate_members(members)
+    results, read = _prepare(
+        members, check_mode=check_mode, echo=echo, force_hint=force_hint, progress_file=progress_file
+    )
+    return {
+        "changed": any(r["changed"] for r in results),
+        "msg": "\n".join(f"{m.name}: {r['msg']}" for m, r in zip(members, results, strict=True)),
+        "members": [{"name": m.name, **r} for m, r in zip(members, results, strict=True)],
+        "source_rows_read": read["rows"],
+        "source_units_read": read["units"],
+    }
+
+
+@dataclass(frozen=True)
+class Member:
+    """One data dir of a run over a shared source: its name (the arm, "" for the single form) and its options."""
+
+    name: str
+    opts: Options
+
+
+MEMBER_KEYS = (
+    "name",
+    "seed",
+    "ratio",
+    "val_fraction",
+    "data_dir",
+    "val_dir",
+    "progress_file",
+    "exclude_val_of",
+    "rows_per_shard",  # optional: the task's rows_per_shard otherwise (pass 2 is per member)
+)
+# the single form's per-data-dir options: with members each member gives its own
+SINGLE_ONLY = ("data_dir", "ratio", "seed", "val_fraction", "val_dir", "exclude_val_of")
+
+
+def _number(value: Any, kind: type, what: str) -> Any:
+    """``value`` as an int or a float (a templated string of one accepted), else ArmsError naming ``what``."""
+    if isinstance(value, bool):
+        raise ArmsError(f"{what} is {value!r}, expected a number.")
+    if isinstance(value, (int, float)) and (kind is float or isinstance(value, int)):
+        return kind(value)
+    if isinstance(value, str):
+        try:
+            return kind(value.strip())
+        except ValueError:
+            pass
+    raise ArmsError(f"{what} is {value!r}, expected {'an integer' if kind is int else 'a number'}.")
+
+
+def members_from_dicts(common: dict[str, Any], members: Any) -> list[Member]:
+    """Members from the module's ``members`` (dicts of :data:`MEMBER_KEYS`) and the options they share.
+
+    ``common`` holds the task's other options; the single form's per-data-dir ones (:data:`SINGLE_ONLY`)
+    must be unset there. Numbers given as text (templated) are read as numbers.
+    """
+    if not isinstance(members, list) or not members:
+        raise ArmsError("members must be a non-empty list of {name, seed, ratio, data_dir, ...}, one per data dir.")
+    clash = [k for k in SINGLE_ONLY if common.get(k) is not None]
+    if clash:
+        raise ArmsError(f"{', '.join(clash)} cannot be given with members: each member gives its own in its entry.")
+    names = set(Options.__dataclass_fields__) - set(SINGLE_ONLY) - {"progress_file"}
+    shared = {k: v for k, v in common.items() if k in names and v is not None}
+    out = []
+    for i, entry in enumerate(members):
+        if not isinstance(entry, dict):
+            raise ArmsError(f"members[{i}] is {entry!r}, expected a dict with name, seed, ratio and data_dir.")
+        unknown = sorted(set(entry) - set(MEMBER_KEYS))
+        if unknown:
+            raise ArmsError(
+                f"members[{i}] has unknown keys {', '.join(unknown)}; a member takes {', '.join(MEMBER_KEYS)}."
+            )
+        missing = [k for k in ("name", "seed", "ratio", "data_dir") if entry.get(k) in (None, "")]
+        if missing:
+            raise ArmsError(
+                f"members[{i}] lacks {', '.join(missing)}; every member needs name, seed, ratio and data_dir."
+            )
+        name = entry["name"]
+        if not isinstance(name, str) or not name.strip() or any(c in name for c in "\n\r"):
+            raise ArmsError(f"members[{i}]'s name {name!r} is not a one-line name; give the arm's name.")
+        exclude = entry.get("exclude_val_of")
+        if isinstance(exclude, dict) and set(exclude) == {"seed", "ratio", "val_fraction"}:
+            exclude = {
+                "seed": _number(exclude["seed"], int, f"member {name}: exclude_val_of.seed"),
+                "ratio": _number(exclude["ratio"], float, f"member {name}: exclude_val_of.ratio"),
+                "val_fraction": _number(exclude["val_fraction"], float, f"member {name}: exclude_val_of.val_fraction"),
+            }
+        own = dict(shared)
+        if entry.get("rows_per_shard") is not None:
+            own["rows_per_shard"] = _number(entry["rows_per_shard"], int, f"member {name}: rows_per_shard")
+        opts = Options(
+            **own,
+            data_dir=str(entry["data_dir"]),
+            val_dir=str(entry["val_dir"]) if entry.get("val_dir") else None,
+            seed=_number(entry["seed"], int, f"member {name}: seed"),
+            ratio=_number(entry["ratio"], float, f"member {name}: ratio"),
+            val_fraction=_number(entry.get("val_fraction") or 0.0, float, f"member {name}: val_fraction"),
+            progress_file=str(entry["progress_file"]) if entry.get("progress_file") else None,
+            exclude_val_of=exclude or None,
+        )
+        out.append(Member(name, opts))
+    return out
+
+
+def validate_members(members: list[Member]) -> None:
+    """ArmsError for members that are wrong on their face or would write into each other's folders."""
+    if not members:
+        raise ArmsError("members is empty; give at least one {name, seed, ratio, data_dir}.")
+    seen_names: set[str] = set()
+    for m in members:
+        if m.name in seen_names:
+            raise ArmsError(f"member {m.name} appears twice; each member names one arm and one data dir.")
+        seen_names.add(m.name)
+        for what, path in (("data_dir", m.opts.data_dir), ("val_dir", m.opts.val_dir)):
+            if path and ".." in path.split(os.sep):
+                raise ArmsError(
+                    f"member {m.name}: {what} {path} climbs out of the folder it names ('..'); give the path it means."
+                )
+        try:
+            validate_options(m.opts)
+        except ArmsError as exc:
+            raise ArmsError(f"member {m.name}: {exc}") from None
+    claimed: list[tuple[str, str, str]] = []  # (real path, member, what)
+    for m in members:
+        data_dir, val_dir, work_dir = (os.path.realpath(p) for p in m.opts.paths())
+        claims = [(data_dir, "data_dir"), (work_dir, "work dir")]
+        if m.opts.val_fraction > 0:
+            claims.append((val_dir, "val_dir"))
+        for path, what in claims:
+            for other_path, other, other_what in claimed:
+                if other == m.name:
+                    continue
+                if path == other_path or path.startswith(other_path + os.sep) or other_path.startswith(path + os.sep):
+                    raise ArmsError(
+                        f"members {other} and {m.name} would write into the same folder ({other_what} {other_path}, "
+                        f"{what} {path}); give each member a data_dir (and val_dir) of its own."
+                    )
+        claimed += [(path, m.name, what) for path, what in claims]
+
+
+@dataclass
+class _Work:
+    """A member as the run goes: what it wants, what is there, what to do and (once planned) its layout."""
+
+    member: Member
+    wanted: Wanted
+    found: Found
+    decision: Decision
+    plan: _Plan | None = None
+    layout: _Layout | None = None
+    spill_dir: str = ""
+    created: bool = False
+
+
+def _refuse_any(works: list[_Work]) -> None:
+    for w in works:
+        if w.decision.action == REFUSE:
+            name = w.member.name
+            raise ArmsError(f"{name}: {w.decision.refusal}" if name else w.decision.refusal)
+
+
+def _prepare(
+    members: list[Member],
+    *,
+    check_mode: bool,
+    echo: Callable[[str], None] | None,
+    force_hint: str,
+    progress_file: str | None,
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Every member's result (in order) and what was read of the source ({rows, units})."""
+    started = time.time()
+    works = []
+    for m in members:
+        wanted = _wanted(m.opts)
+        found = inspect_data_dir(wanted, force=m.opts.force, deep=not check_mode, force_hint=force_hint)
+        works.append(_Work(m, wanted, found, decide(found, wanted, force=m.opts.force, force_hint=force_hint)))
+    _refuse_any(works)
+    # a complete data dir never needs the source; check mode predicts a repair without it
+    todo = [w for w in works if w.decision.action != REUSE and not (check_mode and w.decision.action == REPAIR)]
+    read = {"rows": 0, "units": 0}
+    source, plan, parts = None, None, []
+    if todo:
+        source, plan = _read_source(todo[0].member.opts)
+        parts = [[p.path, p.size] for p in source.parts]
+        for w in todo:
+            opts = w.member.opts
+            w.decision = decide_after_listing(
+                w.decision, w.found, parts, w.wanted, force=opts.force, force_hint=force_hint
+            )
+        _refuse_any(todo)
+        for w in todo:
+            opts = w.member.opts
+            w.plan = _member_plan(plan, opts)
+            w.layout = _layout(w.decision, w.found.state, w.plan, w.wanted.work_dir)
+            # where first, then how much: a data_dir on /proc is not "not enough free disk"
+            _check_writable(w.wanted.data_dir, "data_dir")
+            _check_writable(w.wanted.work_dir, "work_dir")
+            if opts.val_fraction > 0:
+                _check_writable(w.wanted.val_dir, "val_dir")
+        _check_space(todo)
+    results: dict[int, dict[str, Any]] = {}
+    for i, w in enumerate(works):
+        if w in todo:
+            if check_mode:
+                assert w.plan is not None
+                results[i] = _estimated_result(w.decision, w.wanted, w.member.opts, w.plan)
+        elif check_mode:
+            results[i] = _predicted_result(w.decision, w.wanted, w.found.manifest)
+        else:
+            results[i] = _reuse(w.decision, w.wanted, w.found)
+    if todo and not check_mode:
+        assert source is not None and plan is not None
+        done, read = _execute(
+            todo, source, plan, parts, echo=echo, started=started, force_hint=force_hint, progress_file=progress_file
+        )
+        for w, res in zip(todo, done, strict=True):
+            results[works.index(w)] = res
+    return [results[i] for i in range(len(works))], read
+
+
+def _member_plan(plan: _Plan, opts: Options) -> _Plan:
+    """The source's plan for one member: its buckets follow its own ratio."""
+    return dataclasses.replace(plan, bits=_choose_bits(plan.text_bytes * opts.ratio))
 
 
 # ---------------------------------------------------------------------------------- reading what is there
@@ -1033,52 +1376,59 @@ def _reuse(decision: Decision, wanted: Wanted, found: Found) -> dict[str, Any]:
 
 
 def _execute(
-    opts: Options,
-    decision: Decision,
-    found: Found,
-    wanted: Wanted,
+    works: list[_Work],
     source: Source,
     plan: _Plan,
-    layout: _Layout,
     parts: list[list[Any]],
     *,
     echo: Callable[[str], None] | None,
     started: float,
     force_hint: str,
-) -> dict[str, Any]:
-    """Write (prepare, resume, repair or replace) the data dir, under its lock."""
-    data_dir, work_dir, val_dir = wanted.data_dir, wanted.work_dir, wanted.val_dir
-    created_data_dir = not os.path.exists(data_dir)
-    _make_dir(data_dir, "data_dir")
-    with claimed_folder(data_dir):
-        if decision.action == REPLACE:
-            _wipe(data_dir, work_dir, val_dir)
-            layout = _Layout(plan.bits, plan.units, set(), True)
-        for name in decision.repair + decision.remove:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(data_dir, name))
-        sweep_leftovers(val_dir)
-        spill_dir = _prepare_work_dir(work_dir)
-        if layout.fresh:
-            state = {"format": STATE_FORMAT, "source": wanted.source, "params": wanted.params, "parts": parts}
-            state |= {"units": [[u[0], list(u[1])] for u in layout.units], "bits": layout.bits}
-            atomic_write_json(os.path.join(work_dir, STATE_NAME), state)
+    progress_file: str | None,
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Write (prepare, resume, repair or replace) every member's data dir, under their locks, in one read."""
+    with contextlib.ExitStack() as locks:
+        for w in works:
+            w.created = not os.path.exists(w.wanted.data_dir)
+            _make_dir(w.wanted.data_dir, "data_dir")
+            locks.enter_context(claimed_folder(w.wanted.data_dir))
+        for w in works:
+            data_dir, work_dir, val_dir = w.wanted.data_dir, w.wanted.work_dir, w.wanted.val_dir
+            assert w.plan is not None and w.layout is not None
+            if w.decision.action == REPLACE:
+                _wipe(data_dir, work_dir, val_dir)
+                w.layout = _Layout(w.plan.bits, w.plan.units, set(), True)
+            for name in w.decision.repair + w.decision.remove:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(data_dir, name))
+            sweep_leftovers(val_dir)
+            w.spill_dir = _prepare_work_dir(work_dir)
+            if w.layout.fresh:
+                state = {"format": STATE_FORMAT, "source": w.wanted.source, "params": w.wanted.params, "parts": parts}
+                state |= {"units": [[u[0], list(u[1])] for u in w.layout.units], "bits": w.layout.bits}
+                atomic_write_json(os.path.join(work_dir, STATE_NAME), state)
         try:
-            entries, stats = _run(
-                opts, source, layout.units, layout.bits, layout.done, data_dir, spill_dir, echo, plan, force_hint
-            )
+            outputs, read = _run(works, source, plan, echo, progress_file, force_hint)
         except ArmsError:
             # bad input found while reading: leave nothing half-written behind
-            shutil.rmtree(work_dir, ignore_errors=True)
-            if not os.listdir(data_dir) and created_data_dir:
-                os.rmdir(data_dir)
-            elif not decision.repair and found.manifest is None:
-                for path in _our_files(data_dir):
-                    os.unlink(path)
+            for w in works:
+                data_dir = w.wanted.data_dir
+                shutil.rmtree(w.wanted.work_dir, ignore_errors=True)
+                if not os.listdir(data_dir) and w.created:
+                    os.rmdir(data_dir)
+                elif not w.decision.repair and w.found.manifest is None:
+                    for path in _our_files(data_dir):
+                        os.unlink(path)
             raise
-        manifest = _write_outputs(entries, stats, wanted, source, plan, started)
-    resumed = bool(not layout.fresh or decision.repair or stats.get("shards_reused", 0))
-    return _result(True, data_dir, manifest, val_dir, resumed, _done_message(manifest, stats, data_dir, layout.fresh))
+        results = []
+        for w, (entries, stats) in zip(works, outputs, strict=True):
+            assert w.layout is not None
+            manifest = _write_outputs(entries, stats, w.wanted, source, plan, started)
+            fresh = w.layout.fresh
+            resumed = bool(not fresh or w.decision.repair or stats.get("shards_reused", 0))
+            msg = _done_message(manifest, stats, w.wanted.data_dir, fresh)
+            results.append(_result(True, w.wanted.data_dir, manifest, w.wanted.val_dir, resumed, msg))
+    return results, read
 
 
 def _prepare_work_dir(work_dir: str) -> str:
@@ -1157,40 +1507,44 @@ def _done_units(work_dir: str) -> set[int]:
     return done
 
 
-def _check_space(
-    opts: Options,
-    plan: _Plan,
-    facts: list[PartFacts],
-    units: list[tuple[int, tuple[int, ...]]],
-    done_units: set[int],
-    data_dir: str,
-    work_dir: str,
-    wipe: bool,
-) -> None:
-    todo_text = 0
-    for i, (pi, rgs) in enumerate(units):
-        if i in done_units:
-            continue
-        per_rg = facts[pi].row_group_bytes(opts.text_column)
-        todo_text += sum(per_rg[r] for r in rgs)
-    spill_need = todo_text * opts.ratio * SPILL_PER_TEXT_BYTE
-    out_need = plan.text_bytes * opts.ratio * OUTPUT_PER_TEXT_BYTE
-    if not wipe and os.path.isdir(data_dir):
-        have = sum(os.path.getsize(os.path.join(data_dir, n)) for n in os.listdir(data_dir) if n.endswith(".parquet"))
-        out_need = max(0.0, out_need - have)
-    out_need += plan.text_bytes * opts.ratio * opts.val_fraction * OUTPUT_PER_TEXT_BYTE  # the val artifact copy
-    factor = opts.min_free_bytes_factor
+def _check_space(works: list[_Work]) -> None:
+    """Refuse when the spill and the shards of every member to write do not fit, summed by file system."""
     by_device: dict[int, list[Any]] = {}
-    for path, need in ((data_dir, out_need), (work_dir, spill_need)):
-        dev = os.stat(_nearest_existing(path)).st_dev
-        by_device.setdefault(dev, [path, 0.0])[1] += need
+    ratios: list[float] = []
+    factor = works[0].member.opts.min_free_bytes_factor
+    text_bytes = 0
+    for w in works:
+        opts, plan, layout = w.member.opts, w.plan, w.layout
+        assert plan is not None and layout is not None
+        data_dir, work_dir = w.wanted.data_dir, w.wanted.work_dir
+        wipe = w.decision.action == REPLACE
+        text_bytes = plan.text_bytes
+        ratios.append(opts.ratio)
+        todo_text = 0
+        for i, (pi, rgs) in enumerate(layout.units):
+            if i in layout.done:
+                continue
+            per_rg = plan.facts[pi].row_group_bytes(opts.text_column)
+            todo_text += sum(per_rg[r] for r in rgs)
+        spill_need = todo_text * opts.ratio * SPILL_PER_TEXT_BYTE
+        out_need = plan.text_bytes * opts.ratio * OUTPUT_PER_TEXT_BYTE
+        if not wipe and os.path.isdir(data_dir):
+            have = sum(
+                os.path.getsize(os.path.join(data_dir, n)) for n in os.listdir(data_dir) if n.endswith(".parquet")
+            )
+            out_need = max(0.0, out_need - have)
+        out_need += plan.text_bytes * opts.ratio * opts.val_fraction * OUTPUT_PER_TEXT_BYTE  # the val artifact copy
+        for path, need in ((data_dir, out_need), (work_dir, spill_need)):
+            dev = os.stat(_nearest_existing(path)).st_dev
+            by_device.setdefault(dev, [path, 0.0])[1] += need
+    ratio = f"ratio {ratios[0]}" if len(ratios) == 1 else f"the ratios {', '.join(str(r) for r in ratios)} summed"
     for path, need in by_device.values():
         free = free_bytes(path)
         if free < need * factor:
             raise ArmsError(
                 f"not enough free disk for {path}: about {human_bytes(need * factor)} needed "
-                f"({human_bytes(need)} estimated from the source's {human_bytes(plan.text_bytes)} of text x ratio "
-                f"{opts.ratio}, x margin {factor}), {human_bytes(free)} free; free space or point "
+                f"({human_bytes(need)} estimated from the source's {human_bytes(text_bytes)} of text x {ratio}, "
+                f"x margin {factor}), {human_bytes(free)} free; free space or point "
                 "data_dir/work_dir at a larger disk."
             )
 
@@ -1251,35 +1605,58 @@ class _Pool:
             self.queue = None
 
 
+class _MirroredProgress(ProgressWriter):
+    """The job's progress file, copied to each member's own progress file (when a member names one)."""
+
+    def __init__(self, path: str | None, mirrors: list[str | None], **kwargs: Any) -> None:
+        super().__init__(path, **kwargs)
+        self.mirrors = list(dict.fromkeys(m for m in mirrors if m and m != path))
+        for mirror in self.mirrors:
+            os.makedirs(os.path.dirname(os.path.abspath(mirror)), exist_ok=True)
+
+    def flush(self) -> None:
+        super().flush()
+        for mirror in self.mirrors:
+            atomic_write_json(mirror, self.state.to_json())
+
+
 def _run(
-    opts: Options,
+    works: list[_Work],
     source: Source,
-    units: list[tuple[int, tuple[int, ...]]],
-    bits: int,
-    done_units: set[int],
-    data_dir: str,
-    spill_dir: str,
-    echo: Callable[[str], None] | None,
     plan: _Plan,
+    echo: Callable[[str], None] | None,
+    progress_file: str | None,
     force_hint: str = DEFAULT_FORCE_HINT,
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Pass 1 (sample and spill every unit not done), the shard plan, pass 2 (write every shard not there)."""
-    workers = _Pool.start(_workers(opts.workers))
-    progress = ProgressWriter(opts.progress_file, phase="sampling", unit="rows", total=plan.total_rows, echo=echo)
+) -> tuple[list[tuple[list[dict[str, Any]], dict[str, Any]]], dict[str, int]]:
+    """Pass 1 (one read of every unit some member still needs, sampled for each), every member's shard plan,
+    pass 2 (every member's shards not there). Returns each member's (entries, stats) and what was read."""
+    workers = _Pool.start(_workers(works[0].member.opts.workers))
+    mirrors = [w.member.opts.progress_file for w in works]
+    progress = _MirroredProgress(
+        progress_file, mirrors, phase="sampling", unit="rows", total=plan.total_rows, echo=echo
+    )
     try:
         pass1_started = time.time()
-        results = _sample_units(opts, source, units, bits, done_units, spill_dir, plan, progress, workers)
-        stats, counts, sources = _totals(results, len(units), spill_dir)
-        stats["pass1_seconds"] = round(time.time() - pass1_started, 3)
-        stats |= workers.pass_stats("pass1")  # what binds a pass, measured so that a shared machine barely moves it
-        stats["buckets"] = 1 << bits
-        stats["workers"] = workers.workers
-        shard_jobs = _shard_jobs(opts, stats, counts, sources, bits, data_dir, force_hint)
-        entries = _write_pass(shard_jobs, data_dir, stats, progress, workers)
-        stats["pass2_seconds"] = round(time.time() - pass1_started - stats["pass1_seconds"], 3)
-        stats |= workers.pass_stats("pass2")
+        results, read = _sample_units(works, source, plan, progress, workers)
+        pass1: dict[str, Any] = {"pass1_seconds": round(time.time() - pass1_started, 3)}
+        pass1 |= workers.pass_stats("pass1")  # what binds a pass, measured so that a shared machine barely moves it
+        planned = []
+        for w, member_results in zip(works, results, strict=True):
+            assert w.layout is not None
+            opts = w.member.opts
+            stats, counts, sources = _totals(member_results, len(w.layout.units), w.spill_dir, opts.exclude_val_of)
+            stats |= pass1
+            stats["buckets"] = 1 << w.layout.bits
+            stats["workers"] = workers.workers
+            jobs = _shard_jobs(opts, stats, counts, sources, w.layout.bits, w.wanted.data_dir, force_hint)
+            planned.append((w.wanted.data_dir, stats, jobs))
+        entries = _write_pass(planned, progress, workers)
+        pass2: dict[str, Any] = {"pass2_seconds": round(time.time() - pass1_started - pass1["pass1_seconds"], 3)}
+        pass2 |= workers.pass_stats("pass2")
+        for _, stats, _ in planned:
+            stats |= pass2
         progress.finish(phase="done")
-        return entries, stats
+        return [(e, stats) for e, (_, stats, _) in zip(entries, planned, strict=True)], read
     except BaseException:
         workers.close(cancel=True)
         raise
@@ -1288,20 +1665,16 @@ def _run(
 
 
 def _sample_units(
-    opts: Options,
+    works: list[_Work],
     source: Source,
-    units: list[tuple[int, tuple[int, ...]]],
-    bits: int,
-    done_units: set[int],
-    spill_dir: str,
     plan: _Plan,
     progress: ProgressWriter,
     workers: _Pool,
-) -> dict[int, dict[str, Any]]:
-    """Pass 1: every unit's result (its stats, bucket counts and spill index), the finished ones read back."""
+) -> tuple[list[dict[int, dict[str, Any]]], dict[str, int]]:
+    """Pass 1: each member's unit results (its stats, bucket counts and spill index), the finished ones read
+    back; a unit of the source is read once for every member that still needs it. Also {rows, units} read."""
     global _PROGRESS_CB
-    t, v = thresholds(opts.ratio, opts.val_fraction)
-    key = sample_key(opts.seed)
+    opts0 = works[0].member.opts
     kept_seen = 0
 
     def on_progress(rows: int, nbytes: int, kept: int) -> None:
@@ -1309,51 +1682,76 @@ def _sample_units(
         kept_seen += kept
         progress.advance(rows, nbytes, extra={"kept": kept_seen, "shards written": 0})
 
-    results: dict[int, dict[str, Any]] = {}
-    for i in sorted(done_units):
-        with open(_unit_paths(spill_dir, i)[1], encoding="utf-8") as fh:
-            results[i] = json.load(fh)
-        st = results[i]["stats"]
-        on_progress(st["rows_read"], st["text_bytes_read"], st["train_rows"] + st["val_rows"])
+    results: list[dict[int, dict[str, Any]]] = [{} for _ in works]
+    needed: dict[tuple[int, tuple[int, ...]], list[SpillTarget]] = {}
+    read_back: dict[tuple[int, tuple[int, ...]], tuple[int, int]] = {}  # a finished unit's rows and text bytes
+    kept_back = 0
+    for mi, w in enumerate(works):
+        assert w.layout is not None
+        opts = w.member.opts
+        t, v = thresholds(opts.ratio, opts.val_fraction)
+        key = sample_key(opts.seed)
+        ex = opts.exclude_val_of
+        exclude = (sample_key(ex["seed"]), thresholds(ex["ratio"], ex["val_fraction"])[1]) if ex else None
+        for ui, (pi, rgs) in enumerate(w.layout.units):
+            if ui in w.layout.done:
+                with open(_unit_paths(w.spill_dir, ui)[1], encoding="utf-8") as fh:
+                    results[mi][ui] = json.load(fh)
+                st = results[mi][ui]["stats"]
+                read_back[(pi, rgs)] = (st["rows_read"], st["text_bytes_read"])
+                kept_back += st["train_rows"] + st["val_rows"]
+            else:
+                target = SpillTarget(mi, ui, w.spill_dir, key, t, v, w.layout.bits, exclude)
+                needed.setdefault((pi, rgs), []).append(target)
+    for unit, (rows, nbytes) in read_back.items():
+        if unit not in needed:  # no member reads it again: it counts as read
+            on_progress(rows, nbytes, 0)
+    on_progress(0, 0, kept_back)
     progress.update(force=True)
-    columns = (opts.text_column, opts.id_column, tuple(opts.extra_columns))
-    jobs = [
-        UnitJob(i, source.parts[pi], rgs, spill_dir, *columns, key, t, v, bits)
-        for i, (pi, rgs) in enumerate(units)
-        if i not in done_units
-    ]
     # the largest units first, so the workers finish pass 1 together (the order changes no byte: every
-    # unit spills to its own file and pass 2 reads them by unit number)
-    jobs.sort(key=lambda job: -_unit_bytes(plan.facts[units[job.index][0]], job.row_groups, opts.text_column))
+    # unit spills to its own files and pass 2 reads them by unit number)
+    order = sorted(needed, key=lambda u: -_unit_bytes(plan.facts[u[0]], u[1], opts0.text_column))
+    columns = (opts0.text_column, opts0.id_column, tuple(opts0.extra_columns))
+    jobs = [UnitJob(n, source.parts[u[0]], u[1], *columns, tuple(needed[u])) for n, u in enumerate(order)]
+    read = {"rows": 0, "units": 0}
+
+    def keep(res: list[dict[str, Any]]) -> None:
+        read["units"] += 1
+        read["rows"] += res[0]["stats"]["rows_read"]
+        for r in res:
+            results[r.pop("member")][r["unit"]] = r
+
     if workers.pool is not None:
         for res, cpu, pid in _run_pool(workers.pool, spill_unit, jobs, workers.queue, on_progress):
-            results[res["unit"]] = res
+            keep(res)
             workers.count(cpu, pid)
-        return results
+        return results, read
     _PROGRESS_CB = on_progress
     try:
         for job in jobs:
             res, cpu, pid = _cpu_timed(spill_unit, job)
-            results[res["unit"]] = res
+            keep(res)
             workers.count(cpu, pid)
     finally:
         _PROGRESS_CB = None
-    return results
+    return results, read
 
 
 def _totals(
-    results: dict[int, dict[str, Any]], n_units: int, spill_dir: str
+    results: dict[int, dict[str, Any]], n_units: int, spill_dir: str, exclude_val_of: dict[str, Any] | None = None
 ) -> tuple[dict[str, Any], dict[int, int], dict[int, list[tuple[str, list[int]]]]]:
-    """(summed stats, rows per bucket, each bucket's spill batches by unit file), in unit order."""
-    stats: dict[str, Any] = dict.fromkeys(
-        ("rows_read", "rows_null_text", "train_rows", "val_rows", "text_bytes_read", "kept_bytes"), 0
-    )
+    """(summed stats, rows per bucket, each bucket's spill batches by unit file), in unit order.
+
+    With ``exclude_val_of`` the stats also count ``rows_excluded_val`` (the val owner's rows not kept).
+    """
+    keys = STAT_KEYS + (("rows_excluded_val",) if exclude_val_of else ())
+    stats: dict[str, Any] = dict.fromkeys(keys, 0)
     counts: dict[int, int] = {}
     sources: dict[int, list[tuple[str, list[int]]]] = {}
     for i in range(n_units):
         res = results[i]
         for k in stats:
-            stats[k] += res["stats"][k]
+            stats[k] += res["stats"].get(k, 0)
         by_group: dict[int, list[int]] = {}
         for g, batch_no, _rows in res["index"]:
             by_group.setdefault(g, []).append(batch_no)
@@ -1409,37 +1807,48 @@ def _shard_jobs(
 
 
 def _write_pass(
-    shard_jobs: list[ShardJob], data_dir: str, stats: dict[str, Any], progress: ProgressWriter, workers: _Pool
-) -> list[dict[str, Any]]:
-    """Pass 2: the entries of every shard, those an earlier run finished kept, the others written."""
-    entries: list[dict[str, Any]] = []
+    planned: list[tuple[str, dict[str, Any], list[ShardJob]]], progress: ProgressWriter, workers: _Pool
+) -> list[list[dict[str, Any]]]:
+    """Pass 2: for each (data dir, stats, shard jobs) the entries of every shard, those an earlier run finished
+    kept, the others written."""
+    per_dir: dict[str, list[dict[str, Any]]] = {}
     todo: list[ShardJob] = []
-    for job in shard_jobs:  # written by the interrupted run, or intact in a repaired dir
-        existing = _existing_entry(data_dir, job)
-        if existing is not None:
-            entries.append(existing)
-        else:
-            todo.append(job)
-    stats["shards_reused"] = len(entries)
+    for data_dir, stats, shard_jobs in planned:
+        entries = per_dir.setdefault(data_dir, [])
+        for job in shard_jobs:  # written by the interrupted run, or intact in a repaired dir
+            existing = _existing_entry(data_dir, job)
+            if existing is not None:
+                entries.append(existing)
+            else:
+                todo.append(job)
+        stats["shards_reused"] = len(entries)
+    written = sum(len(e) for e in per_dir.values())
     progress.update(
         force=True,
         phase="writing shards",
         unit="shards",
-        done=len(entries),
-        total=len(shard_jobs),
+        done=written,
+        total=sum(len(jobs) for _, _, jobs in planned),
         bytes_done=0,
         started=time.time(),
-        extra={"kept": stats["rows_kept"], "shards written": len(entries)},
+        extra={"kept": sum(stats["rows_kept"] for _, stats, _ in planned), "shards written": written},
     )
-    batches = _group_jobs(todo, workers.workers)
+    # runs of consecutive shards of one data dir (they share its buckets), the largest first over all
+    batches: list[list[ShardJob]] = []
+    for data_dir, _, _ in planned:
+        batches += _group_jobs([j for j in todo if j.data_dir == data_dir], workers.workers)
+    batches.sort(key=lambda group: -sum(j.end - j.start for j in group))  # stable: one member keeps its order
 
     def on_shard(res: list[dict[str, Any]]) -> None:
+        nonlocal written
         for entry in res:
+            data_dir = entry.pop("data_dir")
             path = os.path.join(data_dir, entry["name"])
             full = {**entry, "bytes": os.path.getsize(path)}
             remember_verified(data_dir, entry["name"], entry["sha256"])
-            entries.append(full)
-            progress.advance(1, full["bytes"], extra={"shards written": len(entries)})
+            per_dir[data_dir].append(full)
+            written += 1
+            progress.advance(1, full["bytes"], extra={"shards written": written})
 
     if workers.pool is not None and len(batches) > 1:
         for res, cpu, pid in _run_pool(workers.pool, write_shards, batches, None, None):
@@ -1450,8 +1859,9 @@ def _write_pass(
             res, cpu, pid = _cpu_timed(write_shards, batch)
             on_shard(res)
             workers.count(cpu, pid)
-    fsync_dir(data_dir)
-    return entries
+    for data_dir in per_dir:
+        fsync_dir(data_dir)
+    return [per_dir[data_dir] for data_dir, _, _ in planned]
 
 
 def _existing_entry(data_dir: str, job: ShardJob) -> dict[str, Any] | None:
