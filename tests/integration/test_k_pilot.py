@@ -86,6 +86,37 @@ def test_four_arms_train_two_per_host_each_in_its_own_dirs(long_pilot) -> None:
         assert {proc_env(host, pid, "NANOCHAT_BASE_DIR") for pid in procs} == {r["base_dir"] for r in records.values()}
 
 
+def test_the_three_seeds_are_sharded_from_one_read_and_validate_on_rows_none_trained_on(long_pilot) -> None:
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", long_pilot.stdout)
+    # one sharding job for the three random arms of the shared source (one read), not one per arm
+    started = re.findall(r"\(item=([^)]*random16\.5[^)]*)\)", plain.split("Shards are being written", 1)[1][:2000])
+    assert started[:1] == ["random16.5, random16.5-s43, random16.5-s44"], plain[-3000:]
+    prepared = f"{STATE}/prepared"
+    val_texts = set(
+        json.loads(
+            on_host(
+                "cpu",
+                f"{STATE}/tools/bin/python -c 'import json,pyarrow.parquet as pq; "
+                f'print(json.dumps(pq.read_table("{prepared}/random16.5/val/shard_val.parquet").column("text").to_pylist()))\'',
+            ).stdout
+        )
+    )
+    assert val_texts
+    for arm in ("random16.5-s43", "random16.5-s44"):
+        manifest = json.loads(on_host("cpu", f"cat {prepared}/{arm}/base_data/manifest.json").stdout)
+        assert manifest["params"]["excludes_val_of"]["seed"] == 42, manifest["params"]
+        trained = json.loads(
+            on_host(
+                "cpu",
+                f"{STATE}/tools/bin/python -c 'import glob,json,pyarrow.parquet as pq; "
+                f'print(json.dumps([t for f in sorted(glob.glob("{prepared}/{arm}/base_data/shard_0*.parquet")) '
+                f'for t in pq.read_table(f).column("text").to_pylist()]))\'',
+            ).stdout
+        )
+        # the shared val shard's rows (seed 42's validation) are in no other seed's training shards
+        assert trained and not val_texts & set(trained), f"{arm}: {len(val_texts & set(trained))} val rows trained on"
+
+
 def test_the_preflight_shows_the_pilot_changes_only_depth_iterations_placement_and_names(long_pilot) -> None:
     plain = re.sub(r"\x1b\[[0-9;]*m", "", long_pilot.stdout)  # the callback's colours
     shown = [line for line in plain.splitlines() if "profile pilot changes:" in line]
