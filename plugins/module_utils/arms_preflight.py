@@ -9,6 +9,7 @@ returns one sentence per problem: the host, what differs, and what to run.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -74,8 +75,60 @@ def _tokenizer(base_dir: str) -> dict[str, str]:
     }
 
 
-def nanochat_files(checkout: str, venv: str, base_dir: str) -> dict[str, Any]:
-    """The parquet files nanochat's own dataset code lists, run in its venv with this base dir."""
+# what nanochat's listing depends on, besides the data dir's entries: the code that lists and the base dir
+LISTING_CODE = ("nanochat/dataset.py", "nanochat/common.py")
+FILES_CACHE_DIR = os.path.join("~", ".cache", "nanochat-arms", "preflight")
+FILES_CACHE_KEEP = 32
+
+
+def _listing_key(checkout: str, venv: str, base_dir: str, data_dir: str) -> str | None:
+    """A key for nanochat's answer: its listing code, the venv, the base dir and the data dir's entries."""
+    try:
+        code = [sha256_file(os.path.join(checkout, rel)) for rel in LISTING_CODE]
+        entries = sorted(os.listdir(data_dir)) if os.path.isdir(data_dir) else []
+        python = os.stat(os.path.join(venv, "bin", "python"))
+    except OSError:
+        return None
+    raw = json.dumps([code, os.path.realpath(base_dir), data_dir, entries, python.st_ino, python.st_mtime_ns])
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def nanochat_files(
+    checkout: str, venv: str, base_dir: str, data_dir: str | None = None, cache_dir: str | None = FILES_CACHE_DIR
+) -> dict[str, Any]:
+    """The parquet files nanochat's own dataset code lists, run in its venv with this base dir.
+
+    Asking nanochat costs seconds (it imports torch). With ``data_dir`` and ``cache_dir``, its last answer
+    is kept under a key of everything the answer depends on (the listing code's bytes, the venv, the base
+    dir, the data dir's entries) and given again while that key holds: a re-run on a converged host does
+    not ask again, a new, removed or renamed file, another venv or an edited dataset.py does.
+    """
+    key = _listing_key(checkout, venv, base_dir, data_dir) if data_dir is not None and cache_dir else None
+    cache = os.path.join(os.path.expanduser(cache_dir), f"{key}.json") if key and cache_dir else None
+    if cache is not None:
+        try:
+            with open(cache, encoding="utf-8") as fh:
+                return {"ok": True, "files": json.load(fh)["files"], "cached": True}
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    answer = _ask_nanochat_files(checkout, venv, base_dir)
+    if cache is not None and answer["ok"]:
+        try:
+            folder = os.path.dirname(cache)
+            os.makedirs(folder, mode=0o700, exist_ok=True)
+            tmp = f"{cache}.tmp{os.getpid()}"
+            with open(tmp, "w", encoding="utf-8") as fh:
+                json.dump({"files": answer["files"]}, fh)
+            os.replace(tmp, cache)
+            kept = sorted((os.path.join(folder, n) for n in os.listdir(folder)), key=os.path.getmtime)
+            for stale in kept[:-FILES_CACHE_KEEP]:  # old answers (other data dirs, earlier listings) go
+                os.unlink(stale)
+        except OSError:
+            pass
+    return answer
+
+
+def _ask_nanochat_files(checkout: str, venv: str, base_dir: str) -> dict[str, Any]:
     env = {**os.environ, "NANOCHAT_BASE_DIR": base_dir, "PYTHONDONTWRITEBYTECODE": "1"}
     python = os.path.join(venv, "bin", "python")
     try:
@@ -140,7 +193,7 @@ def host_facts(
         facts["last_file"] = last
         facts["last_sha256"] = sha256_file(os.path.join(data_dir, last))
     facts["row_groups"] = _row_groups(data_dir)
-    facts["nanochat"] = nanochat_files(checkout, venv, base_dir)
+    facts["nanochat"] = nanochat_files(checkout, venv, base_dir, data_dir)
     facts["free_bytes"] = shutil.disk_usage(base_dir if os.path.isdir(base_dir) else os.path.expanduser("~")).free
     facts["gpus"] = gpu_count() if check_gpus else None
     facts["wandb_key"] = bool(load_env_file(env_file).get("WANDB_API_KEY"))
