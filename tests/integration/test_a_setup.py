@@ -72,6 +72,21 @@ def test_venv_imports_rustbpe_psutil_and_new_wandb(converged, host: str) -> None
     assert (major, minor, patch) >= (0, 22, 3)
 
 
+def test_a_converged_venv_skips_its_install_but_a_package_removed_by_hand_is_installed_again(converged) -> None:
+    secrets, _, second = converged
+    # the converged run stamped each venv's inputs and skipped the install (uv is not even asked)
+    installs = [t for t in second.tasks if "dependencies and the runbook's extras are installed" in t["task"]]
+    assert installs and all(t["status"] == "skipped" for t in installs), installs
+    # the failure table's "No module named psutil": removed by hand, with the stamp still saying "installed"
+    on_host("top", "~/.local/bin/uv pip uninstall --quiet --python ~/nanochat/.venv/bin/python psutil")
+    assert on_host("top", "~/nanochat/.venv/bin/python -c 'import psutil'", check=False).returncode != 0
+    repaired = play("playbooks/repair.yml", secrets, tags="deps", limit="top")
+    assert repaired.ok, failure_text(repaired)
+    assert on_host("top", "~/nanochat/.venv/bin/python -c 'import psutil'", check=False).returncode == 0
+    again = play("playbooks/repair.yml", secrets, tags="deps", limit="top")
+    assert again.ok and again.hosts["top"].changed == 0, failure_text(again)
+
+
 @pytest.mark.parametrize("host", ARM_HOSTS)
 def test_credential_files_are_private_and_written_once(converged, host: str) -> None:
     secrets, _, _ = converged
