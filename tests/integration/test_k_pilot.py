@@ -108,8 +108,8 @@ def test_the_three_seeds_are_sharded_from_one_read_and_validate_on_rows_none_tra
         trained = json.loads(
             on_host(
                 "cpu",
-                f"{STATE}/tools/bin/python -c 'import glob,json,pyarrow.parquet as pq; "
-                f'print(json.dumps([t for f in sorted(glob.glob("{prepared}/{arm}/base_data/shard_0*.parquet")) '
+                f"{STATE}/tools/bin/python -c 'import glob,json,os,pyarrow.parquet as pq; "
+                f'print(json.dumps([t for f in sorted(glob.glob(os.path.expanduser("{prepared}/{arm}/base_data/shard_0*.parquet"))) '
                 f'for t in pq.read_table(f).column("text").to_pylist()]))\'',
             ).stdout
         )
