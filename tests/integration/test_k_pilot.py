@@ -105,11 +105,12 @@ def test_the_three_seeds_are_sharded_from_one_read_and_validate_on_rows_none_tra
     for arm in ("random16.5-s43", "random16.5-s44"):
         manifest = json.loads(on_host("cpu", f"cat {prepared}/{arm}/base_data/manifest.json").stdout)
         assert manifest["params"]["excludes_val_of"]["seed"] == 42, manifest["params"]
+        shards = f"{prepared}/{arm}/base_data/shard_0*.parquet"
         trained = json.loads(
             on_host(
                 "cpu",
                 f"{STATE}/tools/bin/python -c 'import glob,json,os,pyarrow.parquet as pq; "
-                f'print(json.dumps([t for f in sorted(glob.glob(os.path.expanduser("{prepared}/{arm}/base_data/shard_0*.parquet"))) '
+                f'print(json.dumps([t for f in sorted(glob.glob(os.path.expanduser("{shards}"))) '
                 f'for t in pq.read_table(f).column("text").to_pylist()]))\'',
             ).stdout
         )
