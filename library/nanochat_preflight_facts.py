@@ -11,9 +11,9 @@ description:
     manifest, the parquet files nanochat itself will read (asked from nanochat's own dataset code in
     the venv), the tokens the arm holds, the last file in sort order (nanochat's validation split)
     and its sha256, free disk, visible GPUs and whether a W&B key is present. Changes nothing on the
-    host but a cache of nanochat's answer (~/.cache/nanochat-arms/preflight/): asking costs seconds (it
-    imports torch), so the answer is given again while the listing code's bytes, the venv, the base dir
-    and the data dir's entries are all as they were.
+    host but a cache of nanochat's answer (in ~/.cache/nanochat-arms/preflight/). Asking costs seconds
+    (nanochat imports torch), so the answer is given again while the listing code's bytes, the venv,
+    the base dir and the data dir's entries are all as they were.
 options:
   checkout:
     description: The nanochat checkout.
