@@ -24,7 +24,16 @@ partial logs too (mid-training check) and on an arm without a log yet (the row s
       --collected top16.5 random16.5 random16.5-s43 \\
       --families '{"top16.5": null, "random16.5": "random16.5", "random16.5-s43": "random16.5"}'
 
-Logic: plugins/controller/arms_results.py. Prints the table to stdout, warnings to stderr.
+With --cost (the experiment's model section, its profiles and the profile collected), results.md also
+says, under the table, what the run costs in GPU-hours at the MFU its arms measured, and what the other
+configuration (the full run for a pilot, the profiles for the full run) would cost at it:
+
+  python scripts/collect_results.py --experiment X-pilot --out results/X-pilot --collected top16.5 random16.5 \\
+      --cost '{"model": {"depth": 26, "total_batch_size": 524288}, "profiles": {"pilot": {"depth": 12,
+      "num_iterations": 2205}}, "profile": "pilot"}'
+
+Logic: plugins/controller/arms_results.py (the MFU and cost: arms_mfu.py). Prints the table to stdout,
+warnings to stderr.
 Exit status: 0 written, 1 a sentence explained what is wrong, 2 bad flags.
 """
 
@@ -40,6 +49,7 @@ import _arms_path  # noqa: F401
 from ansible.module_utils.arms_common import ArmsError
 from ansible.module_utils.arms_manifest import FORMAT
 from ansible.module_utils.arms_names import name_problem
+from arms_mfu import H100_PEAK_FLOPS, CostBasis, cost_basis
 from arms_results import ArmInput, markdown_table, write_results
 
 
@@ -98,6 +108,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="each arm's seed family as a JSON object {arm: family or null} (the arms_seed_families filter); "
         "adds the noise band under the table and noise_band.png",
     )
+    ap.add_argument(
+        "--cost",
+        default=None,
+        metavar="JSON",
+        help='the full run\'s model section, its profiles and the profile collected, as a JSON object {"model": '
+        '{...}, "profiles": {...}, "profile": "pilot" or ""}: adds the GPU-hours at the measured MFU under the table',
+    )
+    ap.add_argument(
+        "--peak-flops",
+        type=float,
+        default=H100_PEAK_FLOPS,
+        help="the bf16 peak FLOP/s of one GPU, the one nanochat measured the MFU against (default: H100 SXM, 989e12)",
+    )
     return ap.parse_args(argv)
 
 
@@ -114,6 +137,19 @@ def parse_families(text: str | None) -> dict[str, str | None] | None:
     ):
         raise ArmsError('--families must be a JSON object of arm names to a family name or null, e.g. {"a": "a"}.')
     return data
+
+
+def parse_cost(text: str | None, peak_flops: float) -> CostBasis | None:
+    """--cost's JSON as a CostBasis; None when not given; ArmsError with a sentence when malformed."""
+    if text is None:
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise ArmsError(
+            f'--cost is not valid JSON ({exc}); give {{"model": {{...}}, "profiles": {{...}}, "profile": ""}}.'
+        ) from None
+    return cost_basis(data, peak_flops)
 
 
 def _pairs(items: list[str], flag: str, what: str) -> dict[str, str]:
@@ -245,14 +281,18 @@ def main(argv: list[str] | None = None) -> int:
                 "batch size (e.g. 524288), or leave it out."
             )
         families = parse_families(args.families)
+        cost = parse_cost(args.cost, args.peak_flops)
         arms = load_arms(args, warn)
         written = write_results(
-            args.out, args.experiment, arms, total_batch_size=args.total_batch_size, families=families
+            args.out, args.experiment, arms, total_batch_size=args.total_batch_size, families=families, cost=cost
         )
     except ArmsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(markdown_table(written["rows"]), end="")
+    for line in written["mfu"]["arms"]:
+        print(f"MFU {line}")
+    print(f"cost: {written['mfu']['cost']}.")
     for sentence in written["noise"]:
         print(f"noise band: {sentence}.")
     files = [written["markdown"], written["plot"]] + ([written["noise_plot"]] if written["noise_plot"] else [])

@@ -17,7 +17,8 @@ controller; this turns them into what a person compares:
 - :func:`write_results`: ``results.md`` (the table, the plot, a line per arm with its log and
   whether it finished) and ``loss.png`` in one folder, each written atomically; given the arms'
   seed families, also the noise band under the table (:func:`noise_markdown`, the sentences and
-  band table of :mod:`arms_noise`) and ``noise_band.png`` (its band plot).
+  band table of :mod:`arms_noise`) and ``noise_band.png`` (its band plot); and under the table each
+  arm's measured MFU and what the run costs at it (:mod:`arms_mfu`).
 
 Steps done is the last step line's step + 1: nanochat prints ``step i/N`` after optimizer step i
 (0-based), so a finished run's last line is ``step N-1/N``.
@@ -36,6 +37,7 @@ from typing import Any
 from ansible.module_utils.arms_budget import held_tokens
 from ansible.module_utils.arms_common import ArmsError, atomic_write_bytes, human_bytes, human_seconds
 from ansible.module_utils.arms_logs import parse_log
+from arms_mfu import CostBasis, measure_rows, mfu_lines
 from arms_noise import PLOT_PNG as NOISE_PNG
 from arms_noise import band_table, family_stats, render_band_plot, sentences
 
@@ -527,8 +529,10 @@ def results_markdown(
     rows: Sequence[Mapping[str, Any]],
     plot_name: str = PLOT_PNG,
     noise: Sequence[str] = (),
+    mfu: Sequence[str] = (),
 ) -> str:
-    """The content of results.md; ``noise`` the noise band section's lines (:func:`noise_markdown`), if any."""
+    """The content of results.md; ``noise`` the noise band section's lines (:func:`noise_markdown`), if any;
+    ``mfu`` the measured MFU and cost lines under the table (:func:`arms_mfu.mfu_lines`' markdown), if any."""
     now = _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
     batch = {r["total_batch_size"] for r in rows if r.get("total_batch_size")}
     batch_text = ", ".join(f"{b:,}" for b in sorted(batch)) if batch else "unknown"
@@ -544,6 +548,7 @@ def results_markdown(
         "",
         markdown_table(rows).rstrip("\n"),
         "",
+        *([*mfu, ""] if mfu else []),
         f"![training loss and validation bpb against step, all arms]({plot_name})",
         "",
         *([*noise, ""] if noise else []),
@@ -561,9 +566,13 @@ def write_results(
     arms: Sequence[ArmInput | Mapping[str, Any]],
     total_batch_size: int | None = None,
     families: Mapping[str, str | None] | None = None,
+    cost: CostBasis | None = None,
 ) -> dict[str, Any]:
     """Write ``results.md`` and ``loss.png`` into ``folder``; {"markdown": path, "plot": path, "rows": rows,
-    "noise": the noise band's sentences, "noise_plot": path or None}.
+    "noise": the noise band's sentences, "noise_plot": path or None, "mfu": :func:`arms_mfu.mfu_lines`}.
+
+    Under the table: each arm's measured MFU and, with ``cost`` (the experiment's model and profiles,
+    :class:`arms_mfu.CostBasis`), what the run and the other configuration cost in GPU-hours at it.
 
     ``families`` ({arm: seed family or None}, arms_family.seed_families) adds the noise band under
     the table, and ``noise_band.png`` when some family has a band (two seeds with validation points);
@@ -590,7 +599,8 @@ def write_results(
             noise_png = render_band_plot(fresh, families, f"{experiment}: seed noise band")
         noise = noise_markdown(figures, NOISE_PNG if noise_png else None)
         said = sentences(figures)
-    md = results_markdown(experiment, rows, noise=noise)
+    mfu = mfu_lines(measure_rows(rows, parsed, {a.arm: a.log_text for a in inputs}), cost, len(rows))
+    md = results_markdown(experiment, rows, noise=noise, mfu=mfu["markdown"])
     try:
         os.makedirs(folder, exist_ok=True)
     except OSError as exc:
@@ -608,4 +618,5 @@ def write_results(
         "rows": rows,
         "noise": said,
         "noise_plot": noise_path,
+        "mfu": mfu,
     }

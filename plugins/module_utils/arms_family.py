@@ -774,3 +774,33 @@ def run_cost(
         "gpu_hours": gpu_hours,
         "hours": gpu_hours / gpus,
     }
+
+
+# the spellings of base_train's flags that run_cost's figures depend on, besides --num-iterations
+_RATIO_FLAGS = ("target-param-data-ratio", "target_param_data_ratio", "--target-param-data-ratio")
+_SEQ_LEN_FLAGS = ("max-seq-len", "max_seq_len", "--max-seq-len", "--max_seq_len")
+
+
+def _flag(flags: Mapping[str, Any], names: Sequence[str]) -> Any:
+    return next((flags[name] for name in names if name in flags), None)
+
+
+def cost_config(model: Mapping[str, Any]) -> dict[str, Any] | None:
+    """What :func:`run_cost` needs from an experiment's ``model`` section: {depth, num_iterations,
+    total_batch_size, max_seq_len}; None when depth or total batch size is not a positive whole number.
+
+    ``num_iterations`` is ``extra_flags``' ``num-iterations`` (any spelling) when positive, else
+    base_train's own (:func:`default_iterations`, at ``target-param-data-ratio`` if the flags set it).
+    """
+    depth, tbs = model.get("depth"), model.get("total_batch_size")
+    if not (_is_int(depth) and depth > 0 and _is_int(tbs) and tbs > 0):
+        return None
+    flags = model.get("extra_flags") if isinstance(model.get("extra_flags"), Mapping) else {}
+    iterations = _flag(flags, _ITERATION_FLAGS)
+    if not (_is_int(iterations) and iterations > 0):
+        ratio = _flag(flags, _RATIO_FLAGS)
+        ratio = ratio if _is_number(ratio) and ratio > 0 else NANOCHAT_DEFAULTS["target_param_data_ratio"]
+        iterations = default_iterations(depth, tbs, ratio=ratio)
+    seq_len = _flag(flags, _SEQ_LEN_FLAGS)
+    seq_len = seq_len if _is_int(seq_len) and seq_len > 0 else NANOCHAT_DEFAULTS["max_seq_len"]
+    return {"depth": depth, "num_iterations": iterations, "total_batch_size": tbs, "max_seq_len": seq_len}
