@@ -28,11 +28,29 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_phases import LAB, ROOT, lab_env
 
 GOAL_S = 12.0
 RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
+
+
+def lab_inventory(checkout: Path) -> Path:
+    """The checkout's lab inventory with the lab's paths pinned to ROOT (the hosts were set up from ROOT's
+    .lab: the same repo address, so a worktree's run sees them converged, and the lab users can read it)."""
+    folder = checkout / "bench-inventory"
+    group_vars = folder / "group_vars" / "all"
+    group_vars.mkdir(parents=True, exist_ok=True)
+    src = checkout / "inventory" / "lab"
+    for item in (src / "group_vars" / "all").iterdir():
+        text = item.read_text().replace("(inventory_dir ~ '/../..') | realpath", repr(str(ROOT)))
+        (group_vars / item.name).write_text(text)
+    hosts = yaml.safe_load((src / "hosts.yml").read_text())
+    hosts["all"]["vars"]["ansible_ssh_private_key_file"] = str(LAB / "ssh" / "id_ed25519")
+    (folder / "hosts.yml").write_text(yaml.safe_dump(hosts))
+    return folder
 
 
 def run_site(checkout: Path, times: Path) -> tuple[float, dict[str, Any], str]:
@@ -45,7 +63,7 @@ def run_site(checkout: Path, times: Path) -> tuple[float, dict[str, Any], str]:
     )
     start = time.monotonic()
     proc = subprocess.run(
-        [str(ROOT / ".venv" / "bin" / "ansible-playbook"), "site.yml", "-i", "inventory/lab/"],
+        [str(ROOT / ".venv" / "bin" / "ansible-playbook"), "site.yml", "-i", str(lab_inventory(checkout))],
         cwd=checkout,
         env=env,
         capture_output=True,
