@@ -28,42 +28,20 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_phases import LAB, ROOT, lab_env
+from bench_phases import LAB, ROOT, lab_inventory, site_env
 
 GOAL_S = 12.0
 RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 
 
-def lab_inventory(checkout: Path) -> Path:
-    """The checkout's lab inventory with the lab's paths pinned to ROOT (the hosts were set up from ROOT's
-    .lab: the same repo address, so a worktree's run sees them converged, and the lab users can read it)."""
-    folder = checkout / "bench-inventory"
-    group_vars = folder / "group_vars" / "all"
-    group_vars.mkdir(parents=True, exist_ok=True)
-    src = checkout / "inventory" / "lab"
-    for item in (src / "group_vars" / "all").iterdir():
-        text = item.read_text().replace("(inventory_dir ~ '/../..') | realpath", repr(str(ROOT)))
-        (group_vars / item.name).write_text(text)
-    hosts = yaml.safe_load((src / "hosts.yml").read_text())
-    hosts["all"]["vars"]["ansible_ssh_private_key_file"] = str(LAB / "ssh" / "id_ed25519")
-    (folder / "hosts.yml").write_text(yaml.safe_dump(hosts))
-    return folder
-
-
 def run_site(checkout: Path, times: Path) -> tuple[float, dict[str, Any], str]:
-    env = lab_env()
-    env.update(
-        ANSIBLE_CONFIG=str(checkout / "ansible.cfg"),
-        ANSIBLE_CALLBACK_PLUGINS=f"{ROOT / 'benchmarks' / 'callback'}:{checkout / 'plugins' / 'callback'}",
-        ANSIBLE_CALLBACKS_ENABLED="arms_progress,arms_timeline,arms_task_times",
-        ARMS_TASK_TIMES_FILE=str(times),
-    )
+    plugins = [ROOT / "benchmarks" / "callback", checkout / "plugins" / "callback"]
+    env = site_env(checkout, plugins, "arms_progress,arms_timeline,arms_task_times", ARMS_TASK_TIMES_FILE=str(times))
+    inventory = lab_inventory(checkout, checkout / "bench-inventory")
     start = time.monotonic()
     proc = subprocess.run(
-        [str(ROOT / ".venv" / "bin" / "ansible-playbook"), "site.yml", "-i", str(lab_inventory(checkout))],
+        [str(ROOT / ".venv" / "bin" / "ansible-playbook"), "site.yml", "-i", str(inventory)],
         cwd=checkout,
         env=env,
         capture_output=True,

@@ -41,34 +41,42 @@ def lab_env() -> dict[str, str]:
     return env
 
 
-def fresh_inventory(checkout: Path, folder: Path) -> Path:
-    """The checkout's lab inventory with cpu/top/random on the fresh hosts, the lab's paths pinned to ROOT."""
+def lab_inventory(checkout: Path, folder: Path, fresh: bool = False) -> Path:
+    """The checkout's lab inventory with the lab's paths pinned to ROOT (the hosts were set up from ROOT's
+    .lab, and the lab users can read it); with ``fresh``, cpu/top/random on the fresh hosts."""
     src = checkout / "inventory" / "lab"
     group_vars = folder / "group_vars" / "all"
-    group_vars.mkdir(parents=True)
+    group_vars.mkdir(parents=True, exist_ok=True)
     for item in (src / "group_vars" / "all").iterdir():
         text = item.read_text().replace("(inventory_dir ~ '/../..') | realpath", repr(str(ROOT)))
         (group_vars / item.name).write_text(text)
     hosts = yaml.safe_load((src / "hosts.yml").read_text())
     hosts["all"]["vars"]["ansible_ssh_private_key_file"] = str(LAB / "ssh" / "id_ed25519")
-    for name, (group, fresh) in FRESH.items():
-        user, addr = ADDR[fresh]
+    for name, (group, host) in FRESH.items() if fresh else ():
+        user, addr = ADDR[host]
         hosts["all"]["children"][group]["hosts"][name] = {"ansible_host": addr, "ansible_user": user}
     (folder / "hosts.yml").write_text(yaml.safe_dump(hosts))
     return folder
 
 
-def run_site(checkout: Path, work: Path) -> list[dict[str, Any]]:
-    subprocess.run(["bash", str(ROOT / "scripts" / "lab.sh"), "reset", *ADDR], check=True, stdout=subprocess.DEVNULL)
-    inventory = fresh_inventory(checkout, work / "inventory")
-    timeline = work / "timeline.json"
+def site_env(checkout: Path, plugin_dirs: list[Path], callbacks: str, **extra: str) -> dict[str, str]:
+    """The lab's secrets and the checkout's ansible.cfg, with these callback plugins enabled."""
     env = lab_env()
     env.update(
         ANSIBLE_CONFIG=str(checkout / "ansible.cfg"),
-        ANSIBLE_CALLBACK_PLUGINS=f"{checkout / 'plugins' / 'callback'}:{ROOT / 'plugins' / 'callback'}",
-        ANSIBLE_CALLBACKS_ENABLED="arms_progress,arms_timeline",
-        ARMS_TIMELINE_FILE=str(timeline),
+        ANSIBLE_CALLBACK_PLUGINS=":".join(str(d) for d in plugin_dirs),
+        ANSIBLE_CALLBACKS_ENABLED=callbacks,
+        **extra,
     )
+    return env
+
+
+def run_site(checkout: Path, work: Path) -> list[dict[str, Any]]:
+    subprocess.run(["bash", str(ROOT / "scripts" / "lab.sh"), "reset", *ADDR], check=True, stdout=subprocess.DEVNULL)
+    inventory = lab_inventory(checkout, work / "inventory", fresh=True)
+    timeline = work / "timeline.json"
+    plugins = [checkout / "plugins" / "callback", ROOT / "plugins" / "callback"]
+    env = site_env(checkout, plugins, "arms_progress,arms_timeline", ARMS_TIMELINE_FILE=str(timeline))
     log = work / "site.log"
     with log.open("w") as out:
         proc = subprocess.run(

@@ -8,7 +8,6 @@ the same bytes, a complete family does not touch the source, and bad members are
 from __future__ import annotations
 
 import glob
-import hashlib
 import json
 import os
 import shutil
@@ -29,6 +28,7 @@ from ansible.module_utils.arms_shard import (
 )
 from ansible.module_utils.arms_source import resolve_source
 from modtest import ROOT, run_module
+from test_shard_resume import digests
 
 SOURCE = {"rows": 3000, "files_per_dump": 3, "dumps": 2, "seed": 31, "text_bytes_mean": 400, "row_group_rows": 250}
 SHARED = {"rows_per_shard": 90, "world_size": 4}
@@ -67,14 +67,6 @@ def single(dataset: str, root: str, spec: dict[str, Any], workers: int = 1) -> d
         **_opts(spec),
     )
     return prepare_random_subset(opts)
-
-
-def digests(folder: str) -> dict[str, str]:
-    out = {}
-    for path in sorted(glob.glob(os.path.join(folder, "*.parquet"))):
-        with open(path, "rb") as fh:
-            out[os.path.basename(path)] = hashlib.sha256(fh.read()).hexdigest()
-    return out
 
 
 def texts(folder: str, pattern: str = "*.parquet") -> set[str]:
