@@ -12,7 +12,9 @@ made once by arms_fixture and cached), one run measures rows/s of
 * naive: the runbook's way, ``datasets`` streaming of the local parquet files, ``random.random() < ratio``,
   rows accumulated in a list and written per shard; over a fixed prefix of rows (it is slow), said so;
 * limit: pyarrow reading only the text and id columns of every file, nothing else (1 core: no threads;
-  all cores: pyarrow's threads or one process per core, whichever is faster).
+  all cores: pyarrow's threads or one process per core, whichever is faster);
+* family: three seeds of the same source (all cores), as three runs and as one run with members (the
+  source read once for all three); rows/s counts the source's rows once per seed in both.
 
 Every measurement runs in a fresh subprocess (same imports, same cold allocator), the page cache is
 warmed first, measurements are interleaved for ``--rounds`` rounds and the best of each is kept (the
@@ -195,6 +197,45 @@ def m_naive(files: list[str], opts: dict[str, Any]) -> int:
     return seen
 
 
+FAMILY_SEEDS = (42, 43, 44)
+
+
+def _family_opts(files: list[str], opts: dict[str, Any], seed: int, out: str) -> Any:
+    from ansible.module_utils.arms_shard import Options
+
+    return Options(
+        dataset=dataset_dir(opts.get("rows")),
+        data_dir=os.path.join(out, f"s{seed}", "base_data"),
+        ratio=opts["ratio"],
+        seed=seed,
+        rows_per_shard=opts["rows_per_shard"],
+        world_size=opts["world_size"],
+        compression_level=opts["compression_level"],
+        workers=0,
+    )
+
+
+def m_family_apart(files: list[str], opts: dict[str, Any]) -> int:
+    """A family of three seeds as three sharding runs (before: one job, one read, per member)."""
+    from ansible.module_utils.arms_shard import prepare_random_subset
+
+    out = os.path.join(BENCH_DIR, "out-family-apart")
+    shutil.rmtree(out, ignore_errors=True)
+    for seed in FAMILY_SEEDS:
+        prepare_random_subset(_family_opts(files, opts, seed, out))
+    return DATASET_ARGS["rows"] * len(FAMILY_SEEDS)
+
+
+def m_family_one_read(files: list[str], opts: dict[str, Any]) -> int:
+    """The same three seeds as one run with members: the source read once for all three."""
+    from ansible.module_utils.arms_shard import Member, prepare_random_subsets
+
+    out = os.path.join(BENCH_DIR, "out-family-one")
+    shutil.rmtree(out, ignore_errors=True)
+    prepare_random_subsets([Member(f"s{seed}", _family_opts(files, opts, seed, out)) for seed in FAMILY_SEEDS])
+    return DATASET_ARGS["rows"] * len(FAMILY_SEEDS)
+
+
 MEASURES = {
     "limit_1": m_limit_1,
     "limit_threads": m_limit_threads,
@@ -204,6 +245,8 @@ MEASURES = {
     "naive": m_naive,
     "module_1_alt": m_module_1_alt,
     "module_all_alt": m_module_all_alt,
+    "family_apart": m_family_apart,
+    "family_one_read": m_family_one_read,
 }
 
 
@@ -312,6 +355,8 @@ def main() -> None:
         "naive": "naive (datasets streaming)",
         "module_1_alt": f"module, 1 worker, zstd-{a.also_level}",
         "module_all_alt": f"module, all cores, zstd-{a.also_level}",
+        "family_apart": f"family of {len(FAMILY_SEEDS)} seeds, 3 runs",
+        "family_one_read": f"family of {len(FAMILY_SEEDS)} seeds, one read",
     }
     head = f"best of {a.rounds}"
     print(f"{head:34s} {'rows':>8s} {'wall s':>8s} {'cpu s':>8s} {'rows/s':>10s} {'us cpu/row':>10s} {'peak MB':>8s}")
@@ -352,6 +397,12 @@ def main() -> None:
         print(
             f"  {labels['module_all']} / module, 1 worker: {rate['module_all'] / rate['module_1']:6.2f}x "
             f"[{cpu['module_1'] / cpu['module_all']:5.2f}x]   goal >= 1.7x on 2 cores"
+        )
+    if "family_apart" in rate and "family_one_read" in rate:
+        print(
+            f"  {labels['family_one_read']} / {labels['family_apart']}: "
+            f"{rate['family_one_read'] / rate['family_apart']:6.2f}x "
+            f"[{cpu['family_apart'] / cpu['family_one_read']:5.2f}x]   (issue 13: the source read once for all seeds)"
         )
     if "module_1" in rate and "limit_1" in rate:
         print(
