@@ -8,7 +8,7 @@ At the end of a run that launched an arm (site.yml, train.yml), print one line p
 
 and, when the environment names ``ARMS_TIMELINE_FILE``, write the same figures there as JSON (the CI
 entry puts them in its summary). A host's time is split by what ran for it: setup (the host-setup
-roles), data (download, transfer, val shard, tokenizer: tasks tagged so, including those delegated
+roles), data (download, transfer, val shard, tokenizer, eval bundle: tasks tagged so, including those delegated
 to the CPU node on its behalf), preflight, launch (nanochat_train starting the run and waiting for
 its first step line), checks (inputs, facts), and what is left: waiting (play barriers, where a host
 waits for the slowest host of a task or play, and Ansible's own work between tasks). Overlapped work
@@ -49,7 +49,7 @@ SETUP_ROLES = frozenset(
         "credentials",
     }
 )
-DATA_TAGS = frozenset({"download", "transfer", "val", "tokenizer", "prepare"})
+DATA_TAGS = frozenset({"download", "transfer", "val", "tokenizer", "prepare", "eval"})
 CATEGORIES = ("setup", "data", "preflight", "launch", "checks")
 LAUNCH_ACTION = "nanochat_train"
 # nanochat_train states that only read a run (status.yml, stop.yml, collect.yml): not a launch
