@@ -10,6 +10,14 @@ measures each GPU host's time from first contact to its arm's first step line, b
 one row per variant and GPU host, and the ratio after/before. Needs the lab up (`make lab-up`) and
 root (the reset makes users); takes about 10 minutes on 2 cores. A benchmark, not a test: it only
 prints figures.
+
+    --set-before/--set-after VAR=VALUE   an -e for that variant's site.yml (repeatable), e.g. the same
+                                         revision with arms_overlap_setup=false and =true
+    --one-gpu-host                       both arms on fresh-top (the pilot's placement): one GPU host
+                                         installs while the other core is free, as on a node with cores to spare
+
+Each row also says how busy the machine's CPU was between the first GPU contact and the last first
+step line (all cores; the lab's three hosts, the controller and Azurite share them).
 """
 
 from __future__ import annotations
@@ -20,6 +28,8 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -71,16 +81,54 @@ def site_env(checkout: Path, plugin_dirs: list[Path], callbacks: str, **extra: s
     return env
 
 
-def run_site(checkout: Path, work: Path) -> list[dict[str, Any]]:
+class CpuSampler:
+    """The machine's CPU use (all cores, from /proc/stat) sampled every half second while a run goes."""
+
+    def __init__(self) -> None:
+        self.samples: list[tuple[float, float]] = []  # (time, busy fraction over the last interval)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def _read() -> tuple[int, int]:
+        with open("/proc/stat", encoding="ascii") as fh:
+            values = [int(v) for v in fh.readline().split()[1:]]
+        return sum(values), values[3] + values[4]  # all, idle + iowait
+
+    def _run(self) -> None:
+        last = self._read()
+        while not self._stop.wait(0.5):
+            now = self._read()
+            total = now[0] - last[0]
+            self.samples.append((time.time(), 1 - (now[1] - last[1]) / total if total else 0.0))
+            last = now
+
+    def __enter__(self) -> CpuSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def busy(self, start: float, end: float) -> float | None:
+        window = [f for t, f in self.samples if start <= t <= end]
+        return sum(window) / len(window) if window else None
+
+
+def run_site(checkout: Path, work: Path, extra: list[str], one_host: bool) -> list[dict[str, Any]]:
     subprocess.run(["bash", str(ROOT / "scripts" / "lab.sh"), "reset", *ADDR], check=True, stdout=subprocess.DEVNULL)
     inventory = lab_inventory(checkout, work / "inventory", fresh=True)
     timeline = work / "timeline.json"
     plugins = [checkout / "plugins" / "callback", ROOT / "plugins" / "callback"]
     env = site_env(checkout, plugins, "arms_progress,arms_timeline", ARMS_TIMELINE_FILE=str(timeline))
+    args = [a for value in extra for a in ("-e", value)]
+    if one_host:
+        args += ["-e", json.dumps({"experiment_overrides": {"arms": {"random16.5": {"group": "arm_top"}}}})]
     log = work / "site.log"
-    with log.open("w") as out:
+    with log.open("w") as out, CpuSampler() as cpu:
         proc = subprocess.run(
-            [str(ROOT / ".venv" / "bin" / "ansible-playbook"), "site.yml", "-i", str(inventory)],
+            [str(ROOT / ".venv" / "bin" / "ansible-playbook"), "site.yml", "-i", str(inventory), *args],
             cwd=checkout,
             env=env,
             stdout=out,
@@ -88,14 +136,22 @@ def run_site(checkout: Path, work: Path) -> list[dict[str, Any]]:
         )
     if proc.returncode != 0 or not timeline.exists():
         sys.exit(f"site.yml failed in {checkout} (rc {proc.returncode}); see {log}")
-    return json.loads(timeline.read_text())["hosts"]
+    hosts = json.loads(timeline.read_text())["hosts"]
+    reached = [h["reached"] for h in hosts if h.get("reached")]
+    ends = [h["reached"] + h["total_s"] for h in hosts if "total_s" in h]
+    busy = cpu.busy(min(reached), max(ends)) if reached and ends else None
+    for host in hosts:
+        host["cpu_busy"] = busy
+    return hosts
 
 
 def row(variant: str, host: dict[str, Any]) -> str:
     s = host.get("seconds", {})
+    cpu = f"{host['cpu_busy'] * 100:.0f}%" if host.get("cpu_busy") is not None else "-"
     return (
         f"| {variant} | {host['host']} | {host.get('total_s', '-')} | {s.get('setup', '-')} | {s.get('data', '-')} | "
-        f"{s.get('preflight', '-')} | {s.get('launch', '-')} | {s.get('checks', '-')} | {host.get('waiting_s', '-')} |"
+        f"{s.get('preflight', '-')} | {s.get('launch', '-')} | {s.get('checks', '-')} | {host.get('waiting_s', '-')} | "
+        f"{host.get('overlapped_s', '-')} | {cpu} |"
     )
 
 
@@ -120,6 +176,9 @@ def main() -> None:
         "--before", default="3522ce3", help="the revision whose site.yml is the 'before' ('none': only the after)"
     )
     parser.add_argument("--after", default="HEAD", help="the revision whose site.yml is the 'after'")
+    parser.add_argument("--set-before", action="append", default=[], metavar="VAR=VALUE", help="an -e for 'before'")
+    parser.add_argument("--set-after", action="append", default=[], metavar="VAR=VALUE", help="an -e for 'after'")
+    parser.add_argument("--one-gpu-host", action="store_true", help="both arms on fresh-top (one GPU host)")
     args = parser.parse_args()
     after = subprocess.run(
         ["git", "-C", str(ROOT), "rev-parse", "--short", args.after], check=True, capture_output=True, text=True
@@ -128,8 +187,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-phases-") as tmp:
         trees: list[Path] = []
         try:
-            variants = [(f"before ({args.before})", args.before)] if args.before != "none" else []
-            for variant, rev in [*variants, (f"after ({after})", after)]:
+
+            def label(name: str, rev: str, sets: list[str]) -> str:
+                return f"{name} ({rev}{''.join(', ' + v for v in sets)})"
+
+            variants = [(label("before", args.before, args.set_before), args.before, args.set_before)]
+            variants = variants if args.before != "none" else []
+            for variant, rev, sets in [*variants, (label("after", after, args.set_after), after, args.set_after)]:
                 checkout = Path(tmp) / f"tree-{variant.split()[0]}"
                 subprocess.run(
                     ["git", "-C", str(ROOT), "worktree", "add", "-q", "--detach", str(checkout), rev], check=True
@@ -138,14 +202,14 @@ def main() -> None:
                 (checkout / ".lab").symlink_to(LAB)
                 work = Path(tmp) / f"run-{variant.split()[0]}"
                 work.mkdir()
-                results[variant] = {h["host"]: h for h in run_site(checkout, work)}
+                results[variant] = {h["host"]: h for h in run_site(checkout, work, sets, args.one_gpu_host)}
         finally:
             for tree in trees:
                 subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=False)
             subprocess.run(["bash", str(ROOT / "scripts" / "lab.sh"), "reset", *ADDR], stdout=subprocess.DEVNULL)
     print("GPU time before training on fresh lab hosts, seconds (reached -> first step line):")
-    print("| variant | host | total | setup | data | preflight | launch | checks | waiting |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| variant | host | total | setup | data | preflight | launch | checks | waiting | at once | CPU busy |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for variant, hosts in results.items():
         for host in sorted(hosts):
             print(row(variant, hosts[host]))

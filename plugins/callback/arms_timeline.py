@@ -11,15 +11,19 @@ entry puts them in its summary). A host's time is split by what ran for it: setu
 roles), data (download, transfer, val shard, tokenizer, eval bundle: tasks tagged so, including those delegated
 to the CPU node on its behalf), preflight, launch (nanochat_train starting the run and waiting for
 its first step line), checks (inputs, facts), and what is left: waiting (play barriers, where a host
-waits for the slowest host of a task or play, and Ansible's own work between tasks). Overlapped work
-counts once, under the task the host was running: the Azure download that runs while the CUDA venv
-installs is setup time, and only the wait that outlasts the setup is data time.
+waits for the slowest host of a task or play, and Ansible's own work between tasks). Work in the
+background counts under the task the host was running: the Azure download that runs while the CUDA venv
+installs is setup time, and only the wait that outlasts the setup is data time. A background setup job
+(the venv's install started with poll 0, arms_overlap_setup) counts as setup for as long as it ran (its
+command's delta) while the data's steps ran: those seconds are then both setup and data, and the line
+says how many overlapped.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -78,12 +82,31 @@ def fmt_s(seconds: float) -> str:
     return f"{m}m{s:02d}s" if m else f"{s}s"
 
 
+def union_seconds(spans: list[tuple[float, float]]) -> float:
+    """The time covered by these (start, end) spans, each second once however many cover it."""
+    total, reach = 0.0, float("-inf")
+    for start, end in sorted(spans):
+        if end > reach:
+            total += end - max(start, reach)
+            reach = end
+    return total
+
+
+def delta_seconds(delta: Any) -> float | None:
+    """A command result's delta ("0:00:18.612345") in seconds; None when it is not one."""
+    match = re.fullmatch(r"(\d+):(\d{2}):(\d{2}(?:\.\d+)?)", str(delta or ""))
+    if not match:
+        return None
+    hours, minutes, seconds = match.groups()
+    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+
+
 @dataclass
 class HostTimeline:
     """What one host did in this run: busy spans by category, first contact, the launch's outcome."""
 
     reached: float | None = None
-    busy: dict[str, float] = field(default_factory=lambda: dict.fromkeys(CATEGORIES, 0.0))
+    spans: dict[str, list[tuple[float, float]]] = field(default_factory=lambda: {cat: [] for cat in CATEGORIES})
     first_step: float | None = None  # when the launch task saw the first step line (this run started it)
     launch: str | None = None  # launched | already | failed
     last: float | None = None  # end of the host's last task
@@ -91,8 +114,16 @@ class HostTimeline:
     def span(self, cat: str, start: float, end: float) -> None:
         if self.reached is None or start < self.reached:
             self.reached = start
-        self.busy[cat] = self.busy.get(cat, 0.0) + max(0.0, end - start)
+        self.spans.setdefault(cat, []).append((start, max(start, end)))
         self.last = end if self.last is None else max(self.last, end)
+
+    def background(self, cat: str, start: float, end: float) -> None:
+        """A job this host ran in the background (started with poll 0): its category's time while it ran."""
+        self.spans.setdefault(cat, []).append((start, max(start, end)))
+
+    @property
+    def busy(self) -> dict[str, float]:
+        return {cat: union_seconds(self.spans.get(cat, [])) for cat in CATEGORIES}
 
     def report(self, host: str) -> dict[str, Any]:
         """The host's figures: reached, first step, total, per category, and the waiting left over."""
@@ -103,10 +134,16 @@ class HostTimeline:
             return out
         end = self.first_step if self.first_step is not None else (self.last or self.reached)
         total = end - self.reached
-        parts = {cat: round(self.busy.get(cat, 0.0), 1) for cat in CATEGORIES}
-        waiting = max(0.0, total - sum(parts.values()))
+        busy = self.busy
+        parts = {cat: round(busy[cat], 1) for cat in CATEGORIES}
+        # seconds when two things ran at once (the venv installing in the background while the data's steps ran)
+        overlapped = sum(busy.values()) - union_seconds([sp for cat in CATEGORIES for sp in self.spans.get(cat, [])])
+        waiting = max(0.0, total - sum(busy.values()) + overlapped)
         out.update(total_s=round(total, 1), seconds=parts, waiting_s=round(waiting, 1))
+        out["overlapped_s"] = round(overlapped, 1)
         shown = ", ".join(f"{cat} {fmt_s(parts[cat])}" for cat in CATEGORIES if parts[cat] >= 0.5)
+        if overlapped >= 0.5:
+            shown += f" ({fmt_s(overlapped)} of them at once)"
         clock = time.strftime("%H:%M:%S", time.localtime(self.reached))
         if self.first_step is not None:
             head = f"first step {time.strftime('%H:%M:%S', time.localtime(end))}"
@@ -124,6 +161,7 @@ class Timeline:
     def __init__(self) -> None:
         self.hosts: dict[str, HostTimeline] = {}
         self._started: dict[tuple[str, str], float] = {}
+        self._jobs: dict[tuple[str, str], tuple[str, float]] = {}  # (host, job id): category, start
 
     def host(self, name: str) -> HostTimeline:
         return self.hosts.setdefault(name, HostTimeline())
@@ -139,6 +177,7 @@ class Timeline:
             return
         line = self.host(host)
         line.span(cat, start, now)
+        self._job(host, cat, start, now, result or {})
         if cat == "launch":
             result = result or {}
             if status != "ok":
@@ -147,6 +186,20 @@ class Timeline:
                 line.launch, line.first_step = "launched", now
             else:
                 line.launch = "already"
+
+    def _job(self, host: str, cat: str, start: float, now: float, result: dict[str, Any]) -> None:
+        """A setup job started in the background, or its end (async_status with the command's delta)."""
+        jid = result.get("ansible_job_id")
+        if not jid or cat != "setup":
+            return
+        if result.get("started") and not result.get("finished"):
+            self._jobs[(host, str(jid))] = (cat, start)
+            return
+        began = self._jobs.pop((host, str(jid)), None)
+        ran = delta_seconds(result.get("delta"))
+        if began is not None and ran is not None:
+            # it cannot have ended after the task that saw it end
+            self.host(host).background(began[0], began[1], min(began[1] + ran, now))
 
     def launched_hosts(self) -> list[str]:
         return [h for h, t in self.hosts.items() if t.launch is not None]

@@ -146,3 +146,114 @@ def test_the_callback_reports_a_real_playbook_run_and_writes_the_json(tmp_path: 
     busy = row["seconds"]["setup"] + row["seconds"]["data"] + row["seconds"]["launch"]
     assert row["total_s"] >= busy - 0.2  # each figure is rounded to 0.1 s
     assert "localhost: reached" in proc.stdout and "first step" in proc.stdout
+
+
+def test_a_background_setup_job_counts_as_setup_for_as_long_as_it_ran() -> None:
+    """The venv installing in the background (arms_overlap_setup) while the data's steps run: both count."""
+    t = Timeline()
+    t.start("top", "facts", 100.0)
+    t.end("top", "facts", "checks", 101.0, "ok")
+    t.start("top", "venv-start", 101.0)  # poll 0: the job is started and the task returns
+    t.end("top", "venv-start", "setup", 102.0, "ok", {"ansible_job_id": "j1.2", "started": 1, "finished": 0})
+    t.start("top", "transfer", 102.0)
+    t.end("top", "transfer", "data", 110.0, "ok")
+    t.start("top", "venv-end", 110.0)  # async_status: the command ran 15 s, so it ended at 116
+    t.end("top", "venv-end", "setup", 117.0, "ok", {"ansible_job_id": "j1.2", "finished": 1, "delta": "0:00:15.000000"})
+    t.start("top", "launch", 117.0)
+    t.end("top", "launch", "launch", 127.0, "ok", {"changed": True})
+
+    (row,) = t.report()
+    assert row["total_s"] == 27.0
+    # setup: 101-117 (its own tasks and the job from 101 to 116); data: 102-110, all of it while the job ran
+    assert row["seconds"]["setup"] == 16.0 and row["seconds"]["data"] == 8.0
+    assert row["overlapped_s"] == 8.0 and row["waiting_s"] == 0.0
+    assert "setup 16s, data 8s, launch 10s, checks 1s (8s of them at once), waiting on other hosts 0s" in row["line"]
+
+
+def test_a_job_ended_in_the_same_task_or_never_started_here_adds_nothing() -> None:
+    t = Timeline()
+    t.start("top", "venv", 0.0)  # a synchronous install: no job id, its span only
+    t.end("top", "venv", "setup", 20.0, "ok", {"delta": "0:00:19.000000"})
+    t.start("top", "wait", 20.0)  # an async_status of a job this run did not see start
+    t.end("top", "wait", "setup", 21.0, "ok", {"ansible_job_id": "x", "finished": 1, "delta": "1:00:00.0"})
+    t.start("top", "launch", 21.0)
+    t.end("top", "launch", "launch", 30.0, "ok", {"changed": True})
+    (row,) = t.report()
+    assert row["seconds"]["setup"] == 21.0 and row["overlapped_s"] == 0.0 and row["total_s"] == 30.0
+
+
+def test_the_callback_counts_a_real_background_install_under_setup(tmp_path: Path) -> None:
+    """Real Ansible async: a setup command started with poll 0, the data's step meanwhile, async_status after."""
+    (tmp_path / "roles" / "nanochat_venv" / "tasks").mkdir(parents=True)
+    (tmp_path / "roles" / "nanochat_venv" / "tasks" / "main.yml").write_text(
+        textwrap.dedent(
+            """\
+            - name: Install starts
+              ansible.builtin.command: sleep 2.5
+              async: 60
+              poll: 0
+              changed_when: false
+              register: install
+            """
+        )
+    )
+    (tmp_path / "roles" / "nanochat_venv" / "tasks" / "check.yml").write_text(
+        textwrap.dedent(
+            """\
+            - name: Install ends
+              ansible.builtin.async_status:
+                jid: "{{ install.ansible_job_id }}"
+              register: job
+              until: job.finished
+              retries: 60
+              delay: 1
+            """
+        )
+    )
+    (tmp_path / "library").mkdir()
+    (tmp_path / "library" / "nanochat_train.py").write_text(
+        "#!/usr/bin/python\nfrom ansible.module_utils.basic import AnsibleModule\n"
+        "AnsibleModule(argument_spec={}).exit_json(changed=True)\n"
+    )
+    (tmp_path / "site.yml").write_text(
+        textwrap.dedent(
+            """\
+            - name: A run
+              hosts: localhost
+              gather_facts: false
+              tasks:
+                - name: Install starts
+                  ansible.builtin.import_role:
+                    name: nanochat_venv
+                - name: Data step meanwhile
+                  ansible.builtin.command: sleep 1.2
+                  changed_when: false
+                  tags: [transfer]
+                - name: Install ends
+                  ansible.builtin.import_role:
+                    name: nanochat_venv
+                    tasks_from: check.yml
+                - name: Launch
+                  nanochat_train: {}
+            """
+        )
+    )
+    out = tmp_path / "timeline.json"
+    env = dict(os.environ)
+    env.update(
+        ANSIBLE_CALLBACK_PLUGINS=str(ROOT / "plugins" / "callback"),
+        ANSIBLE_CALLBACKS_ENABLED="arms_timeline",
+        ANSIBLE_ROLES_PATH=str(tmp_path / "roles"),
+        ANSIBLE_LIBRARY=str(tmp_path / "library"),
+        ARMS_TIMELINE_FILE=str(out),
+    )
+    env.pop("ANSIBLE_CONFIG", None)
+    proc = ansible_playbook(
+        [*LOCALHOST, "-e", f"ansible_python_interpreter={sys.executable}", "site.yml"], cwd=tmp_path, env=env
+    )
+    (row,) = json.loads(out.read_text())["hosts"]
+    # the job's 2.5 s count as setup although only its start and its end were setup tasks
+    assert row["seconds"]["setup"] >= 2.5 and row["seconds"]["data"] >= 1.2
+    assert row["overlapped_s"] >= 1.0 and "of them at once" in proc.stdout
+    parts = sum(row["seconds"].values()) - row["overlapped_s"] + row["waiting_s"]
+    assert abs(parts - row["total_s"]) <= 0.3  # each figure is rounded to 0.1 s
