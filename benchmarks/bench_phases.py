@@ -69,6 +69,17 @@ def lab_inventory(checkout: Path, folder: Path, fresh: bool = False) -> Path:
     return folder
 
 
+def one_gpu_host(inventory: Path) -> None:
+    """Both arms on the top host (the random host leaves the inventory): one GPU host sets up at a time."""
+    hosts = yaml.safe_load((inventory / "hosts.yml").read_text())
+    hosts["all"]["children"]["arm_random"]["hosts"] = {}
+    (inventory / "hosts.yml").write_text(yaml.safe_dump(hosts))
+    lab_vars = inventory / "group_vars" / "all" / "lab.yml"
+    settings = yaml.safe_load(lab_vars.read_text())
+    settings["experiment_overrides"]["arms"]["random16.5"]["group"] = "arm_top"
+    lab_vars.write_text(yaml.safe_dump(settings, sort_keys=False))
+
+
 def site_env(checkout: Path, plugin_dirs: list[Path], callbacks: str, **extra: str) -> dict[str, str]:
     """The lab's secrets and the checkout's ansible.cfg, with these callback plugins enabled."""
     env = lab_env()
@@ -124,7 +135,7 @@ def run_site(checkout: Path, work: Path, extra: list[str], one_host: bool) -> li
     env = site_env(checkout, plugins, "arms_progress,arms_timeline", ARMS_TIMELINE_FILE=str(timeline))
     args = [a for value in extra for a in ("-e", value)]
     if one_host:
-        args += ["-e", json.dumps({"experiment_overrides": {"arms": {"random16.5": {"group": "arm_top"}}}})]
+        one_gpu_host(inventory)
     log = work / "site.log"
     with log.open("w") as out, CpuSampler() as cpu:
         proc = subprocess.run(
@@ -135,7 +146,8 @@ def run_site(checkout: Path, work: Path, extra: list[str], one_host: bool) -> li
             stderr=subprocess.STDOUT,
         )
     if proc.returncode != 0 or not timeline.exists():
-        sys.exit(f"site.yml failed in {checkout} (rc {proc.returncode}); see {log}")
+        tail = "\n".join(log.read_text().splitlines()[-40:])
+        sys.exit(f"site.yml failed in {checkout} (rc {proc.returncode}); the end of its output:\n{tail}")
     hosts = json.loads(timeline.read_text())["hosts"]
     reached = [h["reached"] for h in hosts if h.get("reached")]
     ends = [h["reached"] + h["total_s"] for h in hosts if "total_s" in h]
