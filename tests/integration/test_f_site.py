@@ -94,6 +94,8 @@ def test_site_runs_the_whole_experiment_and_the_ci_summary_says_so(site) -> None
         parts = row["seconds"]
         assert set(parts) == {"setup", "data", "preflight", "launch", "checks"}
         assert parts["launch"] > 0 and parts["preflight"] > 0, row
+        # the lab installs the venv between the data's steps, not under them: nothing runs at once
+        assert row["overlapped_s"] == 0.0, row
         assert abs(sum(parts.values()) + row["waiting_s"] - row["total_s"]) < 1.0, row
         assert row["line"].startswith(f"{host}: reached ")
 
@@ -229,3 +231,48 @@ def test_check_mode_on_a_fresh_lab_predicts_every_step_and_touches_nothing(lab, 
     ):
         assert f"{host} is not set up yet: {step}" in out, (host, step)
     assert out.index("would receive the tokenizer") < out.index("would launch its arm")
+
+
+def test_fresh_gpu_hosts_install_their_venv_in_the_background_while_their_data_arrives(site, lab, tmp_path) -> None:
+    """arms_overlap_setup, the default off the lab (the lab turns it off: its 2 cores are full): site.yml on
+    never-set-up GPU hosts, the converged CPU node sending. Each host's venv installs in the background while
+    its data's steps run; both arms train, the timeline says how long the two ran at once, and a second run
+    changes nothing. The fresh hosts are made new again afterwards (the check-mode test above needs them so)."""
+
+    def fresh_gpu_hosts(hosts: dict) -> None:
+        for group, name in (("arm_top", "top"), ("arm_random", "random")):
+            user, addr = FRESH_HOSTS[name]
+            hosts["all"]["children"][group]["hosts"][name] = {"ansible_host": addr, "ansible_user": user}
+
+    fresh = ["fresh-top", "fresh-random"]
+    reset = ["bash", os.path.join(ROOT, "scripts", "lab.sh"), "reset", *fresh]
+    subprocess.run(reset, check=True, capture_output=True, timeout=600)
+    inventory = inventory_variant(tmp_path / "inventory", fresh_gpu_hosts)
+    overlap = {"arms_overlap_setup": True}
+    try:
+        ran = play("site.yml", lab, inventory=inventory, extravars=overlap)
+        assert ran.ok, failure_text(ran)
+        assert {r["host"] for r in ran.runs} == set(ARMS), ran.runs
+        statuses: dict[tuple[str, str], list[str]] = {}
+        for task in ran.tasks:
+            statuses.setdefault((task["task"], task["host"]), []).append(task["status"])
+        # started with poll 0 (not changed yet), ended by async_status after the data's steps (changed)
+        start = "Nanochat's dependencies and the runbook's extras are installed in the venv"
+        end = "Nanochat's dependencies are installed (the background install ends)"
+        for host in ARMS:
+            assert statuses.get((start, host)) == ["ok"], (host, statuses.get((start, host)))
+            assert "changed" in statuses.get((end, host), []), (host, statuses.get((end, host)))
+        idle = {row["host"]: row for row in ran.idle}
+        for host in ARMS:
+            row = idle[host]
+            assert row["launch"] == "launched", row
+            # the install's own run time counts as setup, and part of it went on while the data's steps ran
+            assert row["overlapped_s"] > 1.0 and "of them at once" in row["line"], row
+            parts = sum(row["seconds"].values()) - row["overlapped_s"] + row["waiting_s"]
+            assert abs(parts - row["total_s"]) < 1.0, row
+        again = play("site.yml", lab, inventory=inventory, extravars=overlap)
+        assert again.ok, failure_text(again)
+        assert all(stats.changed == 0 for stats in again.hosts.values()), again.hosts
+    finally:
+        play("playbooks/stop.yml", lab, inventory=inventory)
+        subprocess.run(reset, check=True, capture_output=True, timeout=600)
