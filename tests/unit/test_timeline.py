@@ -8,6 +8,7 @@ import os
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 from playtest import LOCALHOST, ansible_playbook
 
@@ -19,6 +20,28 @@ sys.modules["arms_timeline"] = timeline_mod  # dataclasses look their module up 
 spec.loader.exec_module(timeline_mod)
 Timeline = timeline_mod.Timeline
 category = timeline_mod.category
+
+PLAY_HEAD = "- name: A run\n  hosts: localhost\n  gather_facts: false\n  tasks:\n"
+
+
+def run_with_timeline(tmp_path: Path, tasks: str) -> tuple[Any, Path]:
+    """One play of these tasks on localhost, run in tmp_path (its roles/ and library/) with the arms_timeline
+    callback on: its output and the JSON the callback wrote."""
+    (tmp_path / "site.yml").write_text(PLAY_HEAD + textwrap.indent(textwrap.dedent(tasks), "    "))
+    out = tmp_path / "timeline.json"
+    env = dict(os.environ)
+    env.update(
+        ANSIBLE_CALLBACK_PLUGINS=str(ROOT / "plugins" / "callback"),
+        ANSIBLE_CALLBACKS_ENABLED="arms_timeline",
+        ANSIBLE_ROLES_PATH=str(tmp_path / "roles"),
+        ANSIBLE_LIBRARY=str(tmp_path / "library"),
+        ARMS_TIMELINE_FILE=str(out),
+    )
+    env.pop("ANSIBLE_CONFIG", None)
+    proc = ansible_playbook(
+        [*LOCALHOST, "-e", f"ansible_python_interpreter={sys.executable}", "site.yml"], cwd=tmp_path, env=env
+    )
+    return proc, out
 
 
 def test_tasks_are_put_under_what_they_were_for() -> None:
@@ -102,13 +125,7 @@ def test_the_callback_reports_a_real_playbook_run_and_writes_the_json(tmp_path: 
             """
         )
     )
-    (tmp_path / "site.yml").write_text(
-        textwrap.dedent(
-            """\
-            - name: A run
-              hosts: localhost
-              gather_facts: false
-              tasks:
+    tasks = """\
                 - name: Setup role
                   ansible.builtin.import_role:
                     name: uv
@@ -124,21 +141,7 @@ def test_the_callback_reports_a_real_playbook_run_and_writes_the_json(tmp_path: 
                   vars:
                     action: status
             """
-        )
-    )
-    out = tmp_path / "timeline.json"
-    env = dict(os.environ)
-    env.update(
-        ANSIBLE_CALLBACK_PLUGINS=str(ROOT / "plugins" / "callback"),
-        ANSIBLE_CALLBACKS_ENABLED="arms_timeline",
-        ANSIBLE_ROLES_PATH=str(tmp_path / "roles"),
-        ANSIBLE_LIBRARY=str(tmp_path / "library"),
-        ARMS_TIMELINE_FILE=str(out),
-    )
-    env.pop("ANSIBLE_CONFIG", None)
-    proc = ansible_playbook(
-        [*LOCALHOST, "-e", f"ansible_python_interpreter={sys.executable}", "site.yml"], cwd=tmp_path, env=env
-    )
+    proc, out = run_with_timeline(tmp_path, tasks)
     assert "GPU time before training, per host" in proc.stdout
     (row,) = json.loads(out.read_text())["hosts"]
     assert row["host"] == "localhost" and row["launch"] == "launched"
@@ -215,13 +218,7 @@ def test_the_callback_counts_a_real_background_install_under_setup(tmp_path: Pat
         "#!/usr/bin/python\nfrom ansible.module_utils.basic import AnsibleModule\n"
         "AnsibleModule(argument_spec={}).exit_json(changed=True)\n"
     )
-    (tmp_path / "site.yml").write_text(
-        textwrap.dedent(
-            """\
-            - name: A run
-              hosts: localhost
-              gather_facts: false
-              tasks:
+    tasks = """\
                 - name: Install starts
                   ansible.builtin.import_role:
                     name: nanochat_venv
@@ -236,21 +233,7 @@ def test_the_callback_counts_a_real_background_install_under_setup(tmp_path: Pat
                 - name: Launch
                   nanochat_train: {}
             """
-        )
-    )
-    out = tmp_path / "timeline.json"
-    env = dict(os.environ)
-    env.update(
-        ANSIBLE_CALLBACK_PLUGINS=str(ROOT / "plugins" / "callback"),
-        ANSIBLE_CALLBACKS_ENABLED="arms_timeline",
-        ANSIBLE_ROLES_PATH=str(tmp_path / "roles"),
-        ANSIBLE_LIBRARY=str(tmp_path / "library"),
-        ARMS_TIMELINE_FILE=str(out),
-    )
-    env.pop("ANSIBLE_CONFIG", None)
-    proc = ansible_playbook(
-        [*LOCALHOST, "-e", f"ansible_python_interpreter={sys.executable}", "site.yml"], cwd=tmp_path, env=env
-    )
+    proc, out = run_with_timeline(tmp_path, tasks)
     (row,) = json.loads(out.read_text())["hosts"]
     # the job's 2.5 s count as setup although only its start and its end were setup tasks
     assert row["seconds"]["setup"] >= 2.5 and row["seconds"]["data"] >= 1.2
