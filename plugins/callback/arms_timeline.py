@@ -161,7 +161,7 @@ class Timeline:
     def __init__(self) -> None:
         self.hosts: dict[str, HostTimeline] = {}
         self._started: dict[tuple[str, str], float] = {}
-        self._jobs: dict[tuple[str, str], tuple[str, float]] = {}  # (host, job id): category, start
+        self._jobs: dict[tuple[str, str], float] = {}  # (host, job id): when the task that started it began
 
     def host(self, name: str) -> HostTimeline:
         return self.hosts.setdefault(name, HostTimeline())
@@ -193,13 +193,13 @@ class Timeline:
         if not jid or cat != "setup":
             return
         if result.get("started") and not result.get("finished"):
-            self._jobs[(host, str(jid))] = (cat, start)
+            self._jobs[(host, str(jid))] = start
             return
         began = self._jobs.pop((host, str(jid)), None)
         ran = delta_seconds(result.get("delta"))
         if began is not None and ran is not None:
             # it cannot have ended after the task that saw it end
-            self.host(host).background(began[0], began[1], min(began[1] + ran, now))
+            self.host(host).background(cat, began, min(began + ran, now))
 
     def launched_hosts(self) -> list[str]:
         return [h for h, t in self.hosts.items() if t.launch is not None]
