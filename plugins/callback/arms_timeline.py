@@ -10,8 +10,12 @@ and, when the environment names ``ARMS_TIMELINE_FILE``, write the same figures t
 entry puts them in its summary). A host's time is split by what ran for it: setup (the host-setup
 roles), data (download, transfer, val shard, tokenizer, eval bundle: tasks tagged so, including those delegated
 to the CPU node on its behalf), preflight, launch (nanochat_train starting the run and waiting for
-its first step line), checks (inputs, facts), and what is left: waiting (play barriers, where a host
-waits for the slowest host of a task or play, and Ansible's own work between tasks). Work in the
+its first step line), checks (the inputs), and what is left: waiting on other hosts (at a play's start, or
+a task's in a play that is not free, a host waits for the slowest host). Ansible's own work between a host's
+tasks (reading the last result, templating the next task; with several hosts in a free play, one controller
+serving them in turn) is counted with the task it leads to: past the last barrier, a host is not waiting on
+another host but on its own next step. Gathering a host's facts is setup. Only what lies between first
+contact and the first step line is counted (the status read after the launch is not). Work in the
 background counts under the task the host was running: the Azure download that runs while the CUDA venv
 installs is setup time, and only the wait that outlasts the setup is data time. A background setup job
 (the venv's install started with poll 0, arms_overlap_setup) counts as setup for as long as it ran (its
@@ -56,6 +60,8 @@ SETUP_ROLES = frozenset(
 DATA_TAGS = frozenset({"download", "transfer", "val", "tokenizer", "prepare", "eval"})
 CATEGORIES = ("setup", "data", "preflight", "launch", "checks")
 LAUNCH_ACTION = "nanochat_train"
+# Ansible's fact gathering: what the setup roles read of a host (its user dir, Python, OS)
+FACT_ACTIONS = frozenset({"setup", "gather_facts"})
 # nanochat_train states that only read a run (status.yml, stop.yml, collect.yml): not a launch
 READ_STATES = frozenset({"status", "stopped", "absent"})
 
@@ -64,6 +70,8 @@ def category(action: str, role: str | None, tags: list[str], args: dict[str, Any
     """What a task is for, as far as a GPU host's time goes."""
     if action.split(".")[-1] == LAUNCH_ACTION and str(args.get("state", "started")) not in READ_STATES:
         return "launch"
+    if action.split(".")[-1] in FACT_ACTIONS:
+        return "setup"
     if role in SETUP_ROLES:
         return "setup"
     if "preflight" in tags:
@@ -110,23 +118,40 @@ class HostTimeline:
     first_step: float | None = None  # when the launch task saw the first step line (this run started it)
     launch: str | None = None  # launched | already | failed
     last: float | None = None  # end of the host's last task
+    tasks: list[tuple[float, float, str]] = field(default_factory=list)  # its own tasks, in the foreground
 
     def span(self, cat: str, start: float, end: float) -> None:
         if self.reached is None or start < self.reached:
             self.reached = start
         self.spans.setdefault(cat, []).append((start, max(start, end)))
+        self.tasks.append((start, max(start, end), cat))
         self.last = end if self.last is None else max(self.last, end)
 
     def background(self, cat: str, start: float, end: float) -> None:
         """A job this host ran in the background (started with poll 0): its category's time while it ran."""
         self.spans.setdefault(cat, []).append((start, max(start, end)))
 
-    @property
-    def busy(self) -> dict[str, float]:
-        return {cat: union_seconds(self.spans.get(cat, [])) for cat in CATEGORIES}
+    def counted(self, end: float, barriers: list[float]) -> dict[str, list[tuple[float, float]]]:
+        """The spans of each category between first contact and ``end``, each task's with the gap before it
+        from the last barrier in that gap on (Ansible's work towards that task); the rest is waiting."""
+        spans = {cat: list(self.spans.get(cat, [])) for cat in CATEGORIES}
+        reach = self.reached if self.reached is not None else end
+        for start, stop, cat in sorted(self.tasks):
+            if start > reach:
+                since = max((b for b in barriers if reach < b <= start), default=reach)
+                if start > since:
+                    spans.setdefault(cat, []).append((since, start))
+            reach = max(reach, stop)
+        lo = self.reached if self.reached is not None else end
+        return {
+            cat: [(max(a, lo), min(b, end)) for a, b in items if min(b, end) > max(a, lo)]
+            for cat, items in spans.items()
+        }
 
-    def report(self, host: str) -> dict[str, Any]:
-        """The host's figures: reached, first step, total, per category, and the waiting left over."""
+    def report(self, host: str, barriers: list[float] | None = None) -> dict[str, Any]:
+        """The host's figures: reached, first step, total, per category, and the waiting left over.
+        ``barriers``: when every host was held for the slowest (a play's start, a task's start in a play
+        that is not free)."""
         out: dict[str, Any] = {"host": host, "reached": self.reached, "first_step": self.first_step}
         out["launch"] = self.launch
         if self.reached is None or (self.first_step is None and self.launch == "already"):
@@ -134,10 +159,11 @@ class HostTimeline:
             return out
         end = self.first_step if self.first_step is not None else (self.last or self.reached)
         total = end - self.reached
-        busy = self.busy
+        spans = self.counted(end, barriers or [])
+        busy = {cat: union_seconds(spans.get(cat, [])) for cat in CATEGORIES}
         parts = {cat: round(busy[cat], 1) for cat in CATEGORIES}
         # seconds when two things ran at once (the venv installing in the background while the data's steps ran)
-        overlapped = sum(busy.values()) - union_seconds([sp for cat in CATEGORIES for sp in self.spans.get(cat, [])])
+        overlapped = sum(busy.values()) - union_seconds([sp for cat in CATEGORIES for sp in spans.get(cat, [])])
         waiting = max(0.0, total - sum(busy.values()) + overlapped)
         out.update(total_s=round(total, 1), seconds=parts, waiting_s=round(waiting, 1))
         out["overlapped_s"] = round(overlapped, 1)
@@ -162,9 +188,14 @@ class Timeline:
         self.hosts: dict[str, HostTimeline] = {}
         self._started: dict[tuple[str, str], float] = {}
         self._jobs: dict[tuple[str, str], float] = {}  # (host, job id): when the task that started it began
+        self.barriers: list[float] = []  # when every host was held for the slowest
 
     def host(self, name: str) -> HostTimeline:
         return self.hosts.setdefault(name, HostTimeline())
+
+    def barrier(self, now: float) -> None:
+        """Every host waited until now for the slowest one (a play starts; a task starts in a play that is not free)."""
+        self.barriers.append(now)
 
     def start(self, host: str, task_uuid: str, now: float) -> None:
         self._started[(host, task_uuid)] = now
@@ -205,7 +236,7 @@ class Timeline:
         return [h for h, t in self.hosts.items() if t.launch is not None]
 
     def report(self) -> list[dict[str, Any]]:
-        return [self.hosts[h].report(h) for h in self.launched_hosts()]
+        return [self.hosts[h].report(h, self.barriers) for h in self.launched_hosts()]
 
 
 class CallbackModule(CallbackBase):
@@ -217,6 +248,7 @@ class CallbackModule(CallbackBase):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.timeline = Timeline()
+        self._free = False  # the play running has the free strategy
 
     @staticmethod
     def _category(task: Any, result: dict[str, Any]) -> str:
@@ -224,6 +256,15 @@ class CallbackModule(CallbackBase):
         # the arguments the module really got (the task's own may still be templates, e.g. state: "{{ x }}")
         args = (result.get("invocation") or {}).get("module_args") or task.args or {}
         return category(task.action or "", role, list(task.tags or []), dict(args))
+
+    def v2_playbook_on_play_start(self, play: Any) -> None:
+        self.timeline.barrier(time.time())
+        self._free = str(play.strategy or "") == "free"
+
+    def v2_playbook_on_task_start(self, task: Any, is_conditional: bool) -> None:
+        # linear: a task starts once every host is done with the one before; free: once per host, no barrier
+        if not self._free:
+            self.timeline.barrier(time.time())
 
     def v2_runner_on_start(self, host: Any, task: Any) -> None:
         self.timeline.start(host.get_name(), task._uuid, time.time())

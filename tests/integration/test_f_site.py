@@ -94,9 +94,8 @@ def test_site_runs_the_whole_experiment_and_the_ci_summary_says_so(site) -> None
         parts = row["seconds"]
         assert set(parts) == {"setup", "data", "preflight", "launch", "checks"}
         assert parts["launch"] > 0 and parts["preflight"] > 0, row
-        # the lab installs the venv between the data's steps, not under them: nothing runs at once
-        assert row["overlapped_s"] == 0.0, row
-        assert abs(sum(parts.values()) + row["waiting_s"] - row["total_s"]) < 1.0, row
+        # what ran at once (the venv installing under the data's steps) is counted once in the total
+        assert abs(sum(parts.values()) - row["overlapped_s"] + row["waiting_s"] - row["total_s"]) < 1.0, row
         assert row["line"].startswith(f"{host}: reached ")
 
 
@@ -234,8 +233,8 @@ def test_check_mode_on_a_fresh_lab_predicts_every_step_and_touches_nothing(lab, 
 
 
 def test_fresh_gpu_hosts_install_their_venv_in_the_background_while_their_data_arrives(site, lab, tmp_path) -> None:
-    """arms_overlap_setup, the default off the lab (the lab turns it off: its 2 cores are full): site.yml on
-    never-set-up GPU hosts, the converged CPU node sending. Each host's venv installs in the background while
+    """arms_overlap_setup (the default, the lab's too): site.yml on never-set-up GPU hosts, the converged CPU
+    node sending. Each host's venv installs in the background while
     its data's steps run; both arms train, the timeline says how long the two ran at once, and a second run
     changes nothing. The fresh hosts are made new again afterwards (the check-mode test above needs them so)."""
 

@@ -53,23 +53,32 @@ def test_tasks_are_put_under_what_they_were_for() -> None:
     # status and stop read or end a run: not a launch
     assert category("nanochat_train", None, ["status"], {"state": "status"}) == "checks"
     assert category("nanochat_train", None, ["stop"], {"state": "stopped"}) == "checks"
+    # a host's facts are what its setup reads (user dir, Python, OS); the input checks are checks
+    assert category("ansible.builtin.setup", None, ["always"], {}) == "setup"
+    assert category("ansible.builtin.assert", None, ["always"], {}) == "checks"
 
 
 def test_a_hosts_time_is_split_into_its_busy_spans_and_the_waiting_left_over() -> None:
     t = Timeline()
     spans = [  # host, task, category, start, end
-        ("top", "facts", "checks", 100.0, 102.0),
+        ("top", "inputs", "checks", 100.0, 102.0),
         ("top", "venv", "setup", 105.0, 165.0),
         ("top", "download-wait", "data", 165.0, 175.0),
         ("top", "preflight", "preflight", 190.0, 195.0),
-        ("random", "facts", "checks", 100.0, 101.0),
+        ("random", "inputs", "checks", 100.0, 101.0),
         ("random", "venv", "setup", 105.0, 160.0),
     ]
     for host, task, cat, start, end in spans:
         t.start(host, task, start)
         t.end(host, task, cat, end, "ok")
+    # plays start at 104, 188 and 199: a host idle before then waited for the others; after, for Ansible
+    # to get its next task going, which counts with that task
+    for when in (104.0, 188.0, 199.0):
+        t.barrier(when)
     t.start("top", "launch", 200.0)
     t.end("top", "launch", "launch", 230.0, "ok", {"changed": True})
+    t.start("top", "status", 231.0)  # after the first step line: not part of the time before training
+    t.end("top", "status", "checks", 233.0, "ok")
     t.start("random", "launch", 200.0)
     t.end("random", "launch", "launch", 228.0, "ok", {"changed": False})
     t.start("random", "skipped", 229.0)
@@ -78,10 +87,10 @@ def test_a_hosts_time_is_split_into_its_busy_spans_and_the_waiting_left_over() -
     rows = {r["host"]: r for r in t.report()}
     top = rows["top"]
     assert top["total_s"] == 130.0  # reached at 100, first step line at 230
-    assert top["seconds"] == {"setup": 60.0, "data": 10.0, "preflight": 5.0, "launch": 30.0, "checks": 2.0}
-    assert top["waiting_s"] == 23.0
+    assert top["seconds"] == {"setup": 61.0, "data": 10.0, "preflight": 7.0, "launch": 31.0, "checks": 2.0}
+    assert top["waiting_s"] == 19.0  # 102-104, 175-188, 195-199
     assert "top: reached" in top["line"] and "(2m10s)" in top["line"]
-    assert "setup 1m00s, data 10s, preflight 5s, launch 30s, checks 2s, waiting on other hosts 23s" in top["line"]
+    assert "setup 1m01s, data 10s, preflight 7s, launch 31s, checks 2s, waiting on other hosts 19s" in top["line"]
     # an arm that was already training: nothing was waited for, and the line says so
     assert rows["random"]["first_step"] is None
     assert "already running or finished before this run" in rows["random"]["line"]
@@ -91,11 +100,12 @@ def test_a_failed_launch_is_reported_with_the_time_spent_until_it_failed() -> No
     t = Timeline()
     t.start("top", "venv", 0.0)
     t.end("top", "venv", "setup", 50.0, "ok")
+    t.barrier(55.0)
     t.start("top", "launch", 60.0)
     t.end("top", "launch", "launch", 660.0, "failed")
     (row,) = t.report()
     assert "NO first step line in this run (its launch failed)" in row["line"]
-    assert row["total_s"] == 660.0 and row["waiting_s"] == 10.0
+    assert row["total_s"] == 660.0 and row["waiting_s"] == 5.0 and row["seconds"]["launch"] == 605.0
 
 
 def test_a_run_that_launches_nothing_prints_no_report() -> None:
@@ -192,7 +202,7 @@ def test_the_callback_counts_a_real_background_install_under_setup(tmp_path: Pat
         textwrap.dedent(
             """\
             - name: Install starts
-              ansible.builtin.command: sleep 2.5
+              ansible.builtin.command: sleep 4
               async: 60
               poll: 0
               changed_when: false
@@ -235,8 +245,55 @@ def test_the_callback_counts_a_real_background_install_under_setup(tmp_path: Pat
             """
     proc, out = run_with_timeline(tmp_path, tasks)
     (row,) = json.loads(out.read_text())["hosts"]
-    # the job's 2.5 s count as setup although only its start and its end were setup tasks
-    assert row["seconds"]["setup"] >= 2.5 and row["seconds"]["data"] >= 1.2
+    # the job's 4 s count as setup although only its start and its end were setup tasks (4 s: long enough to
+    # cover the data step on a loaded machine)
+    assert row["seconds"]["setup"] >= 4.0 and row["seconds"]["data"] >= 1.2
     assert row["overlapped_s"] >= 1.0 and "of them at once" in proc.stdout
     parts = sum(row["seconds"].values()) - row["overlapped_s"] + row["waiting_s"]
     assert abs(parts - row["total_s"]) <= 0.3  # each figure is rounded to 0.1 s
+
+
+def test_a_host_waits_on_another_only_where_a_play_holds_it_for_the_slowest(tmp_path: Path) -> None:
+    """Two hosts, one slow: in a linear play the fast one waits for it before the launch, in a free play not."""
+    (tmp_path / "library").mkdir()
+    (tmp_path / "library" / "nanochat_train.py").write_text(
+        "#!/usr/bin/python\nfrom ansible.module_utils.basic import AnsibleModule\n"
+        "AnsibleModule(argument_spec={}).exit_json(changed=True)\n"
+    )
+    (tmp_path / "hosts.ini").write_text(
+        "".join(f"{h} ansible_connection=local ansible_python_interpreter={sys.executable}\n" for h in ("slow", "fast"))
+    )
+    waited = {}
+    for strategy in ("linear", "free"):
+        (tmp_path / "site.yml").write_text(
+            textwrap.dedent(
+                f"""\
+                - name: Two hosts
+                  hosts: all
+                  gather_facts: false
+                  strategy: {strategy}
+                  tasks:
+                    - name: Data, slow on one host
+                      ansible.builtin.command: sleep {{{{ 2.5 if inventory_hostname == 'slow' else 0 }}}}
+                      changed_when: false
+                      tags: [download]
+                    - name: Launch
+                      nanochat_train: {{}}
+                """
+            )
+        )
+        out = tmp_path / f"timeline-{strategy}.json"
+        env = dict(os.environ)
+        env.update(
+            ANSIBLE_CALLBACK_PLUGINS=str(ROOT / "plugins" / "callback"),
+            ANSIBLE_CALLBACKS_ENABLED="arms_timeline",
+            ANSIBLE_LIBRARY=str(tmp_path / "library"),
+            ARMS_TIMELINE_FILE=str(out),
+        )
+        env.pop("ANSIBLE_CONFIG", None)
+        ansible_playbook(["-i", str(tmp_path / "hosts.ini"), "site.yml"], cwd=tmp_path, env=env)
+        rows = {r["host"]: r for r in json.loads(out.read_text())["hosts"]}
+        waited[strategy] = rows["fast"]["waiting_s"]
+        assert rows["slow"]["waiting_s"] <= 0.5  # the slow host never waits for the fast one
+    assert waited["linear"] >= 2.0, waited  # held at the launch's start until the slow host's data was done
+    assert waited["free"] <= 0.5, waited  # went on to its launch at once
