@@ -10,11 +10,11 @@ and, when the environment names ``ARMS_TIMELINE_FILE``, write the same figures t
 entry puts them in its summary). A host's time is split by what ran for it: setup (the host-setup
 roles), data (download, transfer, val shard, tokenizer, eval bundle: tasks tagged so, including those delegated
 to the CPU node on its behalf), preflight, launch (nanochat_train starting the run and waiting for
-its first step line), checks (the inputs), and what is left: waiting on other hosts (at a play's start, or
-a task's in a play that is not free, a host waits for the slowest host). Ansible's own work between a host's
-tasks (reading the last result, templating the next task; with several hosts in a free play, one controller
-serving them in turn) is counted with the task it leads to: past the last barrier, a host is not waiting on
-another host but on its own next step. Gathering a host's facts is setup. Only what lies between first
+its first step line), checks (the inputs), and what is left: waiting on other hosts (held at a play's start,
+or a task's in a play that is not free, while another host was still at work). Ansible's own work between a
+host's tasks (reading the last result, templating the next task, starting the next play; with several hosts
+in a free play, one controller serving them in turn) is counted with the task it leads to: then the host is
+not waiting on another host but on its own next step. Gathering a host's facts is setup. Only what lies between first
 contact and the first step line is counted (the status read after the launch is not). Work in the
 background counts under the task the host was running: the Azure download that runs while the CUDA venv
 installs is setup time, and only the wait that outlasts the setup is data time. A background setup job
@@ -62,6 +62,7 @@ CATEGORIES = ("setup", "data", "preflight", "launch", "checks")
 LAUNCH_ACTION = "nanochat_train"
 # Ansible's fact gathering: what the setup roles read of a host (its user dir, Python, OS)
 FACT_ACTIONS = frozenset({"setup", "gather_facts"})
+INCLUDE_ROLE = frozenset({"include_role", "import_role"})
 # nanochat_train states that only read a run (status.yml, stop.yml, collect.yml): not a launch
 READ_STATES = frozenset({"status", "stopped", "absent"})
 
@@ -72,7 +73,8 @@ def category(action: str, role: str | None, tags: list[str], args: dict[str, Any
         return "launch"
     if action.split(".")[-1] in FACT_ACTIONS:
         return "setup"
-    if role in SETUP_ROLES:
+    # a setup role's own tasks, and the task that includes one (its tags say where it was used, not what for)
+    if role in SETUP_ROLES or (action.split(".")[-1] in INCLUDE_ROLE and args.get("name") in SETUP_ROLES):
         return "setup"
     if "preflight" in tags:
         return "preflight"
@@ -131,14 +133,22 @@ class HostTimeline:
         """A job this host ran in the background (started with poll 0): its category's time while it ran."""
         self.spans.setdefault(cat, []).append((start, max(start, end)))
 
-    def counted(self, end: float, barriers: list[float]) -> dict[str, list[tuple[float, float]]]:
-        """The spans of each category between first contact and ``end``, each task's with the gap before it
-        from the last barrier in that gap on (Ansible's work towards that task); the rest is waiting."""
+    def counted(
+        self, end: float, barriers: list[float], others: list[tuple[float, float]]
+    ) -> dict[str, list[tuple[float, float]]]:
+        """The spans of each category between first contact and ``end``. A gap between two of the host's tasks
+        is waiting on other hosts while a barrier in it held the host and another host (``others``: their
+        tasks' spans) was still at work; the rest of the gap is Ansible's work towards the next task, which
+        counts with that task."""
         spans = {cat: list(self.spans.get(cat, [])) for cat in CATEGORIES}
         reach = self.reached if self.reached is not None else end
         for start, stop, cat in sorted(self.tasks):
             if start > reach:
-                since = max((b for b in barriers if reach < b <= start), default=reach)
+                held = max((b for b in barriers if reach < b <= start), default=None)
+                # held at a barrier: waiting until the last other host's task ended before it
+                since = reach
+                if held is not None:
+                    since = max([reach] + [e for _, e in others if reach < e <= held])
                 if start > since:
                     spans.setdefault(cat, []).append((since, start))
             reach = max(reach, stop)
@@ -148,10 +158,12 @@ class HostTimeline:
             for cat, items in spans.items()
         }
 
-    def report(self, host: str, barriers: list[float] | None = None) -> dict[str, Any]:
+    def report(
+        self, host: str, barriers: list[float] | None = None, others: list[tuple[float, float]] | None = None
+    ) -> dict[str, Any]:
         """The host's figures: reached, first step, total, per category, and the waiting left over.
         ``barriers``: when every host was held for the slowest (a play's start, a task's start in a play
-        that is not free)."""
+        that is not free); ``others``: the other hosts' tasks, (start, end)."""
         out: dict[str, Any] = {"host": host, "reached": self.reached, "first_step": self.first_step}
         out["launch"] = self.launch
         if self.reached is None or (self.first_step is None and self.launch == "already"):
@@ -159,7 +171,7 @@ class HostTimeline:
             return out
         end = self.first_step if self.first_step is not None else (self.last or self.reached)
         total = end - self.reached
-        spans = self.counted(end, barriers or [])
+        spans = self.counted(end, barriers or [], others or [])
         busy = {cat: union_seconds(spans.get(cat, [])) for cat in CATEGORIES}
         parts = {cat: round(busy[cat], 1) for cat in CATEGORIES}
         # seconds when two things ran at once (the venv installing in the background while the data's steps ran)
@@ -236,7 +248,10 @@ class Timeline:
         return [h for h, t in self.hosts.items() if t.launch is not None]
 
     def report(self) -> list[dict[str, Any]]:
-        return [self.hosts[h].report(h, self.barriers) for h in self.launched_hosts()]
+        return [self.hosts[h].report(h, self.barriers, self._others(h)) for h in self.launched_hosts()]
+
+    def _others(self, host: str) -> list[tuple[float, float]]:
+        return [(a, b) for name, line in self.hosts.items() if name != host for a, b, _ in line.tasks]
 
 
 class CallbackModule(CallbackBase):

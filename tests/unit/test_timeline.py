@@ -56,6 +56,9 @@ def test_tasks_are_put_under_what_they_were_for() -> None:
     # a host's facts are what its setup reads (user dir, Python, OS); the input checks are checks
     assert category("ansible.builtin.setup", None, ["always"], {}) == "setup"
     assert category("ansible.builtin.assert", None, ["always"], {}) == "checks"
+    # the task that includes a role is that role's: the venv's install started where its tags say deps
+    assert category("ansible.builtin.include_role", None, ["deps"], {"name": "nanochat_venv"}) == "setup"
+    assert category("ansible.builtin.include_role", None, ["download"], {"name": "arms_data"}) == "data"
 
 
 def test_a_hosts_time_is_split_into_its_busy_spans_and_the_waiting_left_over() -> None:
@@ -65,14 +68,15 @@ def test_a_hosts_time_is_split_into_its_busy_spans_and_the_waiting_left_over() -
         ("top", "venv", "setup", 105.0, 165.0),
         ("top", "download-wait", "data", 165.0, 175.0),
         ("top", "preflight", "preflight", 190.0, 195.0),
-        ("random", "inputs", "checks", 100.0, 101.0),
-        ("random", "venv", "setup", 105.0, 160.0),
+        ("random", "inputs", "checks", 100.0, 103.4),
+        ("random", "venv", "setup", 105.0, 185.0),
+        ("random", "preflight", "preflight", 190.0, 197.0),
     ]
     for host, task, cat, start, end in spans:
         t.start(host, task, start)
         t.end(host, task, cat, end, "ok")
-    # plays start at 104, 188 and 199: a host idle before then waited for the others; after, for Ansible
-    # to get its next task going, which counts with that task
+    # plays start at 104, 188 and 199: a host idle before then waited for the other host as long as that one
+    # was still at work, and after that for Ansible to get its next task going, which counts with that task
     for when in (104.0, 188.0, 199.0):
         t.barrier(when)
     t.start("top", "launch", 200.0)
@@ -87,10 +91,11 @@ def test_a_hosts_time_is_split_into_its_busy_spans_and_the_waiting_left_over() -
     rows = {r["host"]: r for r in t.report()}
     top = rows["top"]
     assert top["total_s"] == 130.0  # reached at 100, first step line at 230
-    assert top["seconds"] == {"setup": 61.0, "data": 10.0, "preflight": 7.0, "launch": 31.0, "checks": 2.0}
-    assert top["waiting_s"] == 19.0  # 102-104, 175-188, 195-199
+    # setup 103.4-165; preflight 185-195; launch 197-230
+    assert top["seconds"] == {"setup": 61.6, "data": 10.0, "preflight": 10.0, "launch": 33.0, "checks": 2.0}
+    assert top["waiting_s"] == 13.4  # 102-103.4, 175-185, 195-197: the random host's inputs, venv, preflight
     assert "top: reached" in top["line"] and "(2m10s)" in top["line"]
-    assert "setup 1m01s, data 10s, preflight 7s, launch 31s, checks 2s, waiting on other hosts 19s" in top["line"]
+    assert "setup 1m02s, data 10s, preflight 10s, launch 33s, checks 2s, waiting on other hosts 13s" in top["line"]
     # an arm that was already training: nothing was waited for, and the line says so
     assert rows["random"]["first_step"] is None
     assert "already running or finished before this run" in rows["random"]["line"]
@@ -100,12 +105,27 @@ def test_a_failed_launch_is_reported_with_the_time_spent_until_it_failed() -> No
     t = Timeline()
     t.start("top", "venv", 0.0)
     t.end("top", "venv", "setup", 50.0, "ok")
-    t.barrier(55.0)
+    t.start("random", "venv", 0.0)
+    t.end("random", "venv", "setup", 55.0, "ok")
+    t.barrier(57.0)
     t.start("top", "launch", 60.0)
     t.end("top", "launch", "launch", 660.0, "failed")
     (row,) = t.report()
     assert "NO first step line in this run (its launch failed)" in row["line"]
+    # 50-55: waiting on the random host; 55-60: Ansible getting the launch going
     assert row["total_s"] == 660.0 and row["waiting_s"] == 5.0 and row["seconds"]["launch"] == 605.0
+
+
+def test_a_hosts_own_gaps_with_no_other_host_at_work_are_not_waiting() -> None:
+    """One GPU host: between its plays (a barrier) nobody else was at work, so the gap is its next task's."""
+    t = Timeline()
+    t.start("top", "venv", 0.0)
+    t.end("top", "venv", "setup", 10.0, "ok")
+    t.barrier(10.5)
+    t.start("top", "launch", 11.0)
+    t.end("top", "launch", "launch", 20.0, "ok", {"changed": True})
+    (row,) = t.report()
+    assert row["waiting_s"] == 0.0 and row["seconds"]["launch"] == 10.0 and "waiting on other hosts 0s" in row["line"]
 
 
 def test_a_run_that_launches_nothing_prints_no_report() -> None:
