@@ -69,12 +69,12 @@ READ_STATES = frozenset({"status", "stopped", "absent"})
 
 def category(action: str, role: str | None, tags: list[str], args: dict[str, Any]) -> str:
     """What a task is for, as far as a GPU host's time goes."""
-    if action.split(".")[-1] == LAUNCH_ACTION and str(args.get("state", "started")) not in READ_STATES:
+    short = action.split(".")[-1]
+    if short == LAUNCH_ACTION and str(args.get("state", "started")) not in READ_STATES:
         return "launch"
-    if action.split(".")[-1] in FACT_ACTIONS:
-        return "setup"
-    # a setup role's own tasks, and the task that includes one (its tags say where it was used, not what for)
-    if role in SETUP_ROLES or (action.split(".")[-1] in INCLUDE_ROLE and args.get("name") in SETUP_ROLES):
+    # the host's facts, a setup role's own tasks, and the task that includes one (its tags say where it was
+    # used, not what for)
+    if short in FACT_ACTIONS or role in SETUP_ROLES or (short in INCLUDE_ROLE and args.get("name") in SETUP_ROLES):
         return "setup"
     if "preflight" in tags:
         return "preflight"
@@ -141,7 +141,7 @@ class HostTimeline:
         tasks' spans) was still at work; the rest of the gap is Ansible's work towards the next task, which
         counts with that task."""
         spans = {cat: list(self.spans.get(cat, [])) for cat in CATEGORIES}
-        reach = self.reached if self.reached is not None else end
+        lo = reach = self.reached if self.reached is not None else end
         for start, stop, cat in sorted(self.tasks):
             if start > reach:
                 held = max((b for b in barriers if reach < b <= start), default=None)
@@ -152,7 +152,6 @@ class HostTimeline:
                 if start > since:
                     spans.setdefault(cat, []).append((since, start))
             reach = max(reach, stop)
-        lo = self.reached if self.reached is not None else end
         return {
             cat: [(max(a, lo), min(b, end)) for a, b in items if min(b, end) > max(a, lo)]
             for cat, items in spans.items()

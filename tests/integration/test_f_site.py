@@ -234,9 +234,9 @@ def test_check_mode_on_a_fresh_lab_predicts_every_step_and_touches_nothing(lab, 
 
 def test_fresh_gpu_hosts_install_their_venv_in_the_background_while_their_data_arrives(site, lab, tmp_path) -> None:
     """arms_overlap_setup (the default, the lab's too): site.yml on never-set-up GPU hosts, the converged CPU
-    node sending. Each host's venv installs in the background while
-    its data's steps run; both arms train, the timeline says how long the two ran at once, and a second run
-    changes nothing. The fresh hosts are made new again afterwards (the check-mode test above needs them so)."""
+    node sending. Each host's venv installs in the background while its data's steps run; both arms train,
+    the timeline says how long the two ran at once, and a second run changes nothing. The fresh hosts are made
+    new again afterwards (the check-mode test above needs them so)."""
 
     def fresh_gpu_hosts(hosts: dict) -> None:
         for group, name in (("arm_top", "top"), ("arm_random", "random")):
